@@ -89,8 +89,15 @@ class _Checker:
         self.directory = directory
         self.report = ValidationReport(directory)
 
-    def add(self, file: str, message: str, column: str | None = None, mask_df=None, mask=None,
-            severity: str = "error") -> None:
+    def add(
+        self,
+        file: str,
+        message: str,
+        column: str | None = None,
+        mask_df=None,
+        mask=None,
+        severity: str = "error",
+    ) -> None:
         rows: tuple[int, ...] = ()
         n = 0
         if mask_df is not None and mask is not None:
@@ -150,8 +157,13 @@ class _Checker:
                 rows, n = _rows_where(df, frac)
                 detail = f"; {n} row(s) are not whole numbers, e.g. rows {list(rows)}" if n else ""
                 self.report.problems.append(
-                    Problem(file, f"expected integer type ({expected}), found {actual}{detail}", spec.name,
-                            rows, n)
+                    Problem(
+                        file,
+                        f"expected integer type ({expected}), found {actual}{detail}",
+                        spec.name,
+                        rows,
+                        n,
+                    )
                 )
                 return False
         elif pa.types.is_floating(expected):
@@ -177,15 +189,30 @@ class _Checker:
             paths = df.select(pl.col("image_path")).with_row_index("__row").drop_nulls("image_path")
             absolute = paths.filter(pl.col("image_path").str.starts_with("/"))
             if absolute.height:
-                self.report.problems.append(Problem(
-                    f, "image_path must be relative to the dataset directory", "image_path",
-                    tuple(int(r) for r in absolute["__row"].head(MAX_ROWS_SHOWN)), absolute.height))
+                self.report.problems.append(
+                    Problem(
+                        f,
+                        "image_path must be relative to the dataset directory",
+                        "image_path",
+                        tuple(int(r) for r in absolute["__row"].head(MAX_ROWS_SHOWN)),
+                        absolute.height,
+                    )
+                )
             missing = [
-                int(r) for r, p in paths.iter_rows() if not p.startswith("/") and not (self.directory / p).is_file()
+                int(r)
+                for r, p in paths.iter_rows()
+                if not p.startswith("/") and not (self.directory / p).is_file()
             ]
             if missing:
-                self.report.problems.append(Problem(
-                    f, "image file does not exist", "image_path", tuple(missing[:MAX_ROWS_SHOWN]), len(missing)))
+                self.report.problems.append(
+                    Problem(
+                        f,
+                        "image file does not exist",
+                        "image_path",
+                        tuple(missing[:MAX_ROWS_SHOWN]),
+                        len(missing),
+                    )
+                )
 
     def check_time(self, file: str, df: pl.DataFrame) -> None:
         if "ts" in df.columns:
@@ -198,30 +225,46 @@ class _Checker:
             allowed = sorted(meta.allowed_actions)
             bad = pl.col("action").is_not_null() & ~pl.col("action").is_in(allowed)
             unknown = df.filter(bad)["action"].unique().sort().head(10).to_list()
-            self.add(f, f"unknown action {unknown}; expected one of {allowed} "
-                        f"(declare extra actions in {MANIFEST} 'actions')", "action", df, bad)
+            self.add(
+                f,
+                f"unknown action {unknown}; expected one of {allowed} "
+                f"(declare extra actions in {MANIFEST} 'actions')",
+                "action",
+                df,
+                bad,
+            )
 
     def check_impressions(self, df: pl.DataFrame, listings: pl.DataFrame | None) -> None:
         f = "impressions.parquet"
         self.check_time(f, df)
         for col in ("clicked", "purchased"):
             if col in df.columns:
-                self.add(f, "expected 0 or 1", col, df, pl.col(col).is_not_null() & ~pl.col(col).is_in([0, 1]))
+                self.add(
+                    f, "expected 0 or 1", col, df, pl.col(col).is_not_null() & ~pl.col(col).is_in([0, 1])
+                )
         if {"clicked", "purchased"} <= set(df.columns):
-            self.add(f, "purchased = 1 on an impression that was not clicked (purchases are post-click)",
-                     "purchased", df, (pl.col("purchased") == 1) & (pl.col("clicked") == 0))
+            self.add(
+                f,
+                "purchased = 1 on an impression that was not clicked (purchases are post-click)",
+                "purchased",
+                df,
+                (pl.col("purchased") == 1) & (pl.col("clicked") == 0),
+            )
         if "position" in df.columns:
             self.add(f, "expected a position >= 1 (1 = top slot)", "position", df, pl.col("position") < 1)
         if "bid" in df.columns:
             self.add(f, "expected a bid >= 0", "bid", df, pl.col("bid") < 0)
         if {"request_id", "user_id", "ts"} <= set(df.columns):
             inconsistent = (pl.col("user_id").n_unique().over("request_id") > 1) | (
-                pl.col("ts").n_unique().over("request_id") > 1)
-            self.add(f, "impressions of one request_id must share user_id and ts", "request_id", df,
-                     inconsistent)
+                pl.col("ts").n_unique().over("request_id") > 1
+            )
+            self.add(
+                f, "impressions of one request_id must share user_id and ts", "request_id", df, inconsistent
+            )
         if listings is not None and "listing_id" in df.columns and "listing_id" in listings.columns:
             unknown = pl.col("listing_id").is_not_null() & ~pl.col("listing_id").is_in(
-                listings["listing_id"].implode())
+                listings["listing_id"].implode()
+            )
             self.add(f, "listing_id not found in listings.parquet", "listing_id", df, unknown)
 
 

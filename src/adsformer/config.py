@@ -1,0 +1,210 @@
+"""Typed, frozen configuration: one small dataclass per component, YAML in, ``--set key=value`` on top.
+
+Every component reads its own dataclass; :class:`DataConfig` gathers the data-side ones. Overrides
+address a field by its dotted path (``split.test_days=2``) or by a documented short key (``window_s``,
+``max_len``, ...; see :data:`SHORT_KEYS`). Values are parsed as YAML scalars, so ``3600``, ``0.5``,
+``true`` and ``[listing:view, shop:view]`` all work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Which (entity, action) sequences to build and how.
+
+    ``pairs`` holds names ``"entity:action"`` (entities: listing, shop, taxonomy, query), or ``"all"`` for
+    every pair the training events contain.
+    """
+
+    pairs: tuple[str, ...] = ("all",)
+    window_s: int = 3600  # only events with ts in [t - window_s, t) feed a request at time t
+    max_len: int = 50  # M: newest first, capped
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """Top-K vocabularies per entity, fit on the training split only. 0 = padding, 1..num_oov = OOV."""
+
+    listing_top_k: int = 750_000
+    shop_top_k: int = 100_000
+    taxonomy_top_k: int = 10_000
+    query_top_k: int = 100_000
+    categorical_top_k: int = 10_000  # each c_* feature
+    num_oov: int = 1
+
+    def top_k(self, entity: str) -> int:
+        return int(getattr(self, f"{entity}_top_k", self.categorical_top_k))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Time-based train / validation / test split of the impressions.
+
+    ``mode``: ``"days"`` = the last ``test_days`` are test and the ``val_days`` before are validation;
+    ``"fraction"`` = cut at time quantiles so the last ``test_fraction`` of impressions is test;
+    ``"auto"`` = ``days`` when the data spans at least ``3 * (val_days + test_days)`` days, else ``fraction``.
+    """
+
+    mode: str = "auto"
+    val_days: float = 1.0
+    test_days: float = 1.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Negative down-sampling of the training split only (validation and test keep the natural rate)."""
+
+    neg_keep_rate: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    sequences: SequenceConfig = field(default_factory=SequenceConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+#: Short override keys users type most, mapped to their dotted paths (relative to the config root).
+SHORT_KEYS: dict[str, str] = {
+    "window_s": "sequences.window_s",
+    "max_len": "sequences.max_len",
+    "pairs": "sequences.pairs",
+    "neg_keep_rate": "sampling.neg_keep_rate",
+    "listing_top_k": "vocab.listing_top_k",
+    "num_oov": "vocab.num_oov",
+    "split_mode": "split.mode",
+    "test_days": "split.test_days",
+    "val_days": "split.val_days",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that does not fit the typed config."""
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, JSON/YAML-ready dict of a (nested) config dataclass."""
+    out = dataclasses.asdict(cfg)
+    return _listify(out)
+
+
+def _listify(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _listify(v) for k, v in obj.items()}
+    if isinstance(obj, tuple | list):
+        return [_listify(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> T:
+    """Build the dataclass ``cls`` from a (partial) dict, checking every key and coercing types."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r}; expected one of {sorted(names)}")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where=path)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_tp, *_rest) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, path) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["window_s=600", "split.mode=days"]`` -> ``{"window_s": 600, "split.mode": "days"}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return out
+
+
+def apply_overrides(cfg: T, overrides: dict[str, Any], short_keys: dict[str, str] | None = None) -> T:
+    """Return a copy of ``cfg`` with dotted-path (or short-key) overrides applied and type-checked."""
+    short = SHORT_KEYS if short_keys is None else short_keys
+    data = to_dict(cfg)
+    for key, value in overrides.items():
+        path = short.get(key, key).split(".")
+        node = data
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(
+                    f"unknown config key {key!r} (no section {part!r}); short keys: {sorted(short)}"
+                )
+            node = node[part]
+        if path[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}; short keys: {sorted(short)}")
+        node[path[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Read a YAML file into the config dataclass ``cls`` (unknown keys are errors)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,90 @@
+"""Row subsets of a :class:`FeatureSet` as torch tensors, one fancy-index per column per batch.
+
+No per-row Python: a batch is ``rows`` (B,) and every column is gathered with ``array[rows]``; sequences
+are padded by :meth:`SequenceColumn.padded` in one gather. ``torch.from_numpy`` shares memory.
+
+Letters: B batch size, M max sequence length, F numeric features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adsformer.data.features import FeatureSet
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One mini-batch. Shapes in comments."""
+
+    label: torch.Tensor  # (B,) float32
+    target: dict[str, torch.Tensor]  # entity -> (B,) int64 ids of the target listing
+    categorical: dict[str, torch.Tensor]  # name -> (B,) int64
+    dense: torch.Tensor  # (B, F) float32
+    position: torch.Tensor  # (B,) int64, 0 = unknown
+    seq_ids: dict[str, torch.Tensor]  # pair -> (B, M) int64, newest first, 0 = padding
+    seq_len: dict[str, torch.Tensor]  # pair -> (B,) int64
+    rows: np.ndarray  # (B,) row indices into the FeatureSet
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        def move(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device, non_blocking=True) for k, v in d.items()}
+
+        return Batch(
+            self.label.to(device),
+            move(self.target),
+            move(self.categorical),
+            self.dense.to(device),
+            self.position.to(device),
+            move(self.seq_ids),
+            move(self.seq_len),
+            self.rows,
+        )
+
+
+def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr") -> Batch:
+    """Gather ``rows`` of ``fs`` into a :class:`Batch`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    seq_ids, seq_len = {}, {}
+    for name, column in fs.sequences.items():
+        ids, lengths = column.padded(rows)  # (B, M), (B,)
+        seq_ids[name] = torch.from_numpy(ids.astype(np.int64))
+        seq_len[name] = torch.from_numpy(lengths.astype(np.int64))
+    return Batch(
+        label=torch.from_numpy(fs.labels(task)[rows].astype(np.float32)),
+        target={k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in fs.target.items()},
+        categorical={k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in fs.categorical.items()},
+        dense=torch.from_numpy(np.ascontiguousarray(fs.dense[rows])),
+        position=torch.from_numpy(fs.position[rows].astype(np.int64)),
+        seq_ids=seq_ids,
+        seq_len=seq_len,
+        rows=rows,
+    )
+
+
+def iterate_batches(
+    fs: FeatureSet,
+    rows: np.ndarray,
+    batch_size: int,
+    *,
+    task: str = "ctr",
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Batches over ``rows`` (shuffled with ``seed`` when asked); the last short batch unless ``drop_last``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if shuffle:
+        rows = rows[np.random.default_rng(seed).permutation(rows.shape[0])]
+    stop = rows.shape[0] - (rows.shape[0] % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        yield make_batch(fs, rows[start : start + batch_size], task)

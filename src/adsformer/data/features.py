@@ -1,0 +1,301 @@
+"""From a canonical :class:`Dataset` to model-ready columns: split, vocabularies, sequences, features.
+
+:func:`build_features` is the one offline entry point. It
+
+1. splits the impressions by time (:mod:`adsformer.data.splits`);
+2. fills each event's shop and taxonomy from the listings table where the event lacks them;
+3. fits the vocabularies on the training period only (events before ``val_start`` and training
+   impressions), unless vocabularies are given (evaluation, serving: unseen ids then map to OOV);
+4. encodes the target listing (id, shop, taxonomy), the query and ``c_*`` features, standardizes the
+   numeric features (``f_*``, log price, log bid) with training statistics;
+5. builds one :class:`~adsformer.data.sequences.SequenceColumn` per (entity, action) pair.
+
+The result is a :class:`FeatureSet` of columnar numpy arrays; :mod:`adsformer.data.batching` turns row
+subsets of it into torch tensors.
+
+Letters: N impressions, F numeric features, M max sequence length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adsformer.config import DataConfig
+from adsformer.data.schema import ENTITY_COLUMNS, Dataset
+from adsformer.data.sequences import EventIndex, SequenceColumn, time_origin
+from adsformer.data.splits import TEST, TRAIN, VAL, Split, downsample_negatives, time_split
+from adsformer.data.vocab import Vocabularies, Vocabulary
+
+TARGET_ENTITIES = ("listing", "shop", "taxonomy")
+LOG_FEATURES = ("price", "bid")  # standardized as log1p
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An (entity, action) sequence, e.g. ``Pair("listing", "view")``, named ``"listing:view"``."""
+
+    entity: str
+    action: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.entity}:{self.action}"
+
+    @classmethod
+    def parse(cls, text: str) -> Pair:
+        entity, sep, action = text.partition(":")
+        if not sep or entity not in ENTITY_COLUMNS or not action:
+            raise ValueError(
+                f"bad sequence pair {text!r}: expected 'entity:action' with entity one of "
+                f"{sorted(ENTITY_COLUMNS)}"
+            )
+        return cls(entity, action)
+
+
+@dataclass
+class FeatureSet:
+    """Model-ready columns for N impressions. Row order = the dataset's impression order."""
+
+    clicked: np.ndarray  # (N,) int8
+    purchased: np.ndarray | None  # (N,) int8, None when the dataset has no conversions
+    ts: np.ndarray  # (N,) int64
+    position: np.ndarray  # (N,) int32, 0 = unknown
+    split: Split
+    train_keep: np.ndarray  # (N,) bool: negative down-sampling of the training split
+    target: dict[str, np.ndarray]  # entity -> (N,) int32 vocabulary indices of the target listing
+    categorical: dict[str, np.ndarray]  # "query", "c_*" -> (N,) int32 vocabulary indices
+    dense: np.ndarray  # (N, F) float32, standardized
+    dense_names: list[str]
+    sequences: dict[str, SequenceColumn]  # pair name -> sequences
+    vocabs: Vocabularies
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.clicked.shape[0])
+
+    def rows(self, split: str, task: str = "ctr") -> np.ndarray:
+        """Row indices of a split for a task.
+
+        CTR: training rows after negative down-sampling; validation/test at the natural rate.
+        PCCVR: clicked impressions only (predicts P(purchase | click)).
+        """
+        which = {"train": TRAIN, "val": VAL, "test": TEST}[split]
+        mask = self.split.split == which
+        if task == "ctr":
+            if which == TRAIN:
+                mask &= self.train_keep
+        elif task == "pccvr":
+            if self.purchased is None:
+                raise ValueError(
+                    "this dataset has no conversions (purchased): PCCVR cannot be trained or evaluated on it"
+                )
+            mask &= self.clicked == 1
+        else:
+            raise ValueError(f"unknown task {task!r}; expected ctr or pccvr")
+        return np.flatnonzero(mask)
+
+    def labels(self, task: str) -> np.ndarray:
+        if task == "pccvr":
+            if self.purchased is None:
+                raise ValueError("this dataset has no conversions: no PCCVR labels")
+            return self.purchased
+        return self.clicked
+
+
+def enrich_events(events: pl.DataFrame, listings: pl.DataFrame) -> pl.DataFrame:
+    """Fill each event's shop_id / taxonomy_id from its listing where the event lacks them."""
+    cols = [c for c in ("shop_id", "taxonomy_id") if c in listings.columns]
+    if "listing_id" not in events.columns or not cols:
+        return events
+    lookup = listings.select("listing_id", *[pl.col(c).alias(f"{c}__listing") for c in cols])
+    joined = events.join(lookup, on="listing_id", how="left", maintain_order="left")
+    exprs = []
+    for c in cols:
+        fill = pl.col(f"{c}__listing")
+        exprs.append((pl.coalesce(pl.col(c), fill) if c in events.columns else fill).alias(c))
+    return joined.with_columns(exprs).drop([f"{c}__listing" for c in cols])
+
+
+def resolve_pairs(spec: tuple[str, ...], events: pl.DataFrame) -> list[Pair]:
+    """Expand ``"all"`` to every (entity, action) with at least one event; check named pairs."""
+    if "all" in spec:
+        present = []
+        actions = sorted(events["action"].unique().to_list()) if events.height else []
+        for action in actions:
+            sub = events.filter(pl.col("action") == action)
+            for entity, col in ENTITY_COLUMNS.items():
+                if col in sub.columns and sub[col].null_count() < sub.height:
+                    present.append(Pair(entity, action))
+        extra = [Pair.parse(s) for s in spec if s != "all"]
+        return present + [p for p in extra if p not in present]
+    return [Pair.parse(s) for s in spec]
+
+
+def _user_codes(*series: pl.Series) -> list[np.ndarray]:
+    """Dense int codes for user ids shared across several columns."""
+    joined = pl.concat([s.cast(pl.String) for s in series]).rename("u")
+    uniques = joined.unique().sort()
+    codes = (
+        pl.DataFrame({"u": joined})
+        .join(
+            pl.DataFrame({"u": uniques, "code": np.arange(uniques.len(), dtype=np.int64)}),
+            on="u",
+            how="left",
+            maintain_order="left",
+        )["code"]
+        .to_numpy()
+    )
+    out, start = [], 0
+    for s in series:
+        out.append(codes[start : start + s.len()])
+        start += s.len()
+    return out
+
+
+def fit_vocabularies(ds: Dataset, events: pl.DataFrame, split: Split, cfg: DataConfig) -> Vocabularies:
+    """Top-K vocabularies from the training period only: events before ``val_start`` + training impressions."""
+    train_events = events.filter(pl.col("ts") < split.val_start)
+    train_imps = _with_listing_attrs(ds.impressions.filter(pl.Series(split.split == TRAIN)), ds.listings)
+    vc = cfg.vocab
+    vocabs: dict[str, Vocabulary] = {}
+    for entity, col in ENTITY_COLUMNS.items():
+        cols = [df[col] for df in (train_events, train_imps) if col in df.columns]
+        vocabs[entity] = Vocabulary.fit(entity, cols, vc.top_k(entity), vc.num_oov)
+    for col in _categorical_columns(ds):
+        vocabs[col] = Vocabulary.fit(col, [train_imps[col]], vc.categorical_top_k, vc.num_oov)
+    return Vocabularies(vocabs)
+
+
+def _with_listing_attrs(impressions: pl.DataFrame, listings: pl.DataFrame) -> pl.DataFrame:
+    """Impressions joined with their listing's shop, taxonomy, price and ``f_*`` / ``c_*`` columns."""
+    keep = [
+        c for c in listings.columns if c in ("shop_id", "taxonomy_id", "price") or c.startswith(("f_", "c_"))
+    ]
+    keep = [c for c in keep if c not in impressions.columns]
+    return impressions.join(
+        listings.select("listing_id", *keep), on="listing_id", how="left", maintain_order="left"
+    )
+
+
+def _categorical_columns(ds: Dataset) -> list[str]:
+    cols = [c for c in ds.impressions.columns if c.startswith("c_")]
+    return cols + [c for c in ds.listings.columns if c.startswith("c_") and c not in cols]
+
+
+def _dense_columns(frame: pl.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c in LOG_FEATURES or c.startswith("f_")]
+
+
+def build_features(
+    ds: Dataset,
+    cfg: DataConfig,
+    vocabs: Vocabularies | None = None,
+    dense_stats: dict[str, tuple[float, float]] | None = None,
+) -> FeatureSet:
+    """All model inputs for every impression of ``ds`` (see the module docstring)."""
+    imps = ds.impressions
+    split = time_split(imps["ts"].to_numpy(), cfg.split)
+    events = enrich_events(ds.events, ds.listings)
+    if vocabs is None:
+        vocabs = fit_vocabularies(ds, events, split, cfg)
+    wide = _with_listing_attrs(imps, ds.listings)
+
+    target = {
+        e: vocabs[e].encode(wide[ENTITY_COLUMNS[e]])
+        if ENTITY_COLUMNS[e] in wide.columns
+        else np.zeros(wide.height, np.int32)
+        for e in TARGET_ENTITIES
+    }
+    categorical = {}
+    if "query" in wide.columns:
+        categorical["query"] = vocabs["query"].encode(wide["query"])
+    for col in _categorical_columns(ds):
+        categorical[col] = vocabs[col].encode(wide[col])
+
+    dense_names = _dense_columns(wide)
+    dense, stats = _standardize(wide, dense_names, split.split == TRAIN, dense_stats)
+
+    clicked = imps["clicked"].to_numpy().astype(np.int8)
+    has_purchases = ds.meta.has_conversions and "purchased" in imps.columns
+    purchased = imps["purchased"].fill_null(0).to_numpy().astype(np.int8) if has_purchases else None
+    position = (
+        imps["position"].fill_null(0).to_numpy().astype(np.int32)
+        if "position" in imps.columns
+        else np.zeros(imps.height, np.int32)
+    )
+
+    seq_cfg = cfg.sequences
+    pairs = resolve_pairs(seq_cfg.pairs, events.filter(pl.col("ts") < split.val_start))
+    ev_user, imp_user = _user_codes(events["user_id"], imps["user_id"])
+    imp_ts = imps["ts"].to_numpy()
+    ev_ts_all = events["ts"].to_numpy()
+    t0 = time_origin(ev_ts_all, imp_ts, window_s=seq_cfg.window_s)
+    sequences: dict[str, SequenceColumn] = {}
+    actions = events["action"].to_numpy()
+    for pair in pairs:
+        col = ENTITY_COLUMNS[pair.entity]
+        if col not in events.columns:
+            raise ValueError(f"sequence pair {pair.name!r}: events have no column {col!r}")
+        mask = (actions == pair.action) & events[col].is_not_null().to_numpy()
+        values = vocabs[pair.entity].encode(events[col].filter(pl.Series(mask)))
+        index = EventIndex.build(ev_user[mask], ev_ts_all[mask], values, t0)
+        sequences[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
+
+    keep = downsample_negatives(clicked, split.split, cfg.sampling)
+    info = {
+        "pairs": [p.name for p in pairs],
+        "window_s": seq_cfg.window_s,
+        "max_len": seq_cfg.max_len,
+        "neg_keep_rate": cfg.sampling.neg_keep_rate,
+        "split_mode": split.mode,
+        "val_start": split.val_start,
+        "test_start": split.test_start,
+        "dense_stats": stats,
+    }
+    return FeatureSet(
+        clicked,
+        purchased,
+        imp_ts,
+        position,
+        split,
+        keep,
+        target,
+        categorical,
+        dense,
+        dense_names,
+        sequences,
+        vocabs,
+        info,
+    )
+
+
+def _standardize(
+    frame: pl.DataFrame,
+    names: list[str],
+    train_mask: np.ndarray,
+    stats: dict[str, tuple[float, float]] | None,
+) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """(N, F) float32: log1p for prices/bids, then (x - mean) / std with training stats; nulls -> 0."""
+    if not names:
+        return np.zeros((frame.height, 0), np.float32), {}
+    out = np.empty((frame.height, len(names)), np.float32)
+    fitted = {} if stats is None else dict(stats)
+    for j, name in enumerate(names):
+        x = frame[name].cast(pl.Float64).to_numpy().astype(np.float64)
+        if name in LOG_FEATURES:
+            x = np.log1p(np.clip(x, 0, None))
+        if name not in fitted:
+            train = x[train_mask]
+            train = train[np.isfinite(train)]
+            mean = float(train.mean()) if train.size else 0.0
+            std = float(train.std()) if train.size else 1.0
+            fitted[name] = (mean, std if std > 1e-12 else 1.0)
+        mean, std = fitted[name]
+        z = (x - mean) / std
+        out[:, j] = np.where(np.isfinite(z), z, 0.0)
+    return out, fitted
