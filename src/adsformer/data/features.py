@@ -136,7 +136,7 @@ def resolve_pairs(spec: tuple[str, ...], events: pl.DataFrame) -> list[Pair]:
     return [Pair.parse(s) for s in spec]
 
 
-def _user_codes(*series: pl.Series) -> list[np.ndarray]:
+def user_codes(*series: pl.Series) -> list[np.ndarray]:
     """Dense int codes for user ids shared across several columns."""
     joined = pl.concat([s.cast(pl.String) for s in series]).rename("u")
     uniques = joined.unique().sort()
@@ -231,7 +231,7 @@ def build_features(
 
     seq_cfg = cfg.sequences
     pairs = resolve_pairs(seq_cfg.pairs, events.filter(pl.col("ts") < split.val_start))
-    ev_user, imp_user = _user_codes(events["user_id"], imps["user_id"])
+    ev_user, imp_user = user_codes(events["user_id"], imps["user_id"])
     imp_ts = imps["ts"].to_numpy()
     ev_ts_all = events["ts"].to_numpy()
     t0 = time_origin(ev_ts_all, imp_ts, window_s=seq_cfg.window_s)

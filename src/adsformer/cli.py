@@ -1,0 +1,235 @@
+"""The ``adsformer`` command line (SPEC section 6). Commands and output fields are a contract: add, don't rename.
+
+Each command is a thin shell over a library function; errors the user can fix (bad data, bad config, bad
+paths) are printed as one clear message and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adsformer.config import ConfigError, DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.console import console, kv_table, records_table, stage
+
+app = typer.Typer(
+    name="adsformer",
+    help="Personalized sponsored-search ad ranking from short-term user action sequences (adSformer).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+prepare_app = typer.Typer(
+    help="Build a canonical dataset directory from the simulator or a public dataset.", no_args_is_help=True
+)
+app.add_typer(prepare_app, name="prepare")
+
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML config file.", exists=True, dir_okay=False)
+]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from adsformer.data.adapters.base import AdapterError
+    from adsformer.data.splits import SplitError
+    from adsformer.data.validate import DatasetError
+
+    return (AdapterError, DatasetError, ConfigError, SplitError, FileNotFoundError, NotADirectoryError)
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    try:
+        yield
+    except _user_errors() as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _data_config(config: Path | None, overrides: list[str] | None) -> DataConfig:
+    cfg = load_yaml(DataConfig, config) if config else DataConfig()
+    return apply_overrides(cfg, parse_overrides(overrides))
+
+
+def _progress_printer() -> Callable[..., None]:
+    start = time.perf_counter()
+
+    def report(message: str, *_fraction: float) -> None:
+        console.print(f"[dim]{time.perf_counter() - start:6.1f} s[/] {message}")
+
+    return report
+
+
+def _print_prepared(
+    summary: dict, out: Path, skipped: list | None = None, notes: list[str] | None = None
+) -> None:
+    console.print(kv_table("prepared dataset", summary))
+    for line in (skipped or [])[:10]:
+        console.print(f"[yellow]skipped[/] {line}")
+    if skipped and len(skipped) > 10:
+        console.print(f"[yellow]... and {len(skipped) - 10} more skipped lines[/]")
+    for note in notes or []:
+        console.print(f"[cyan]note:[/] {note}")
+    console.print(f"wrote [bold]{out}[/]")
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+@prepare_app.command("simulate")
+def prepare_simulate(
+    out: OutDir,
+    scale: Annotated[str, typer.Option(help="tiny | demo | medium | large (>= 10M impressions).")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
+    images: Annotated[
+        bool | None, typer.Option("--images/--no-images", help="Draw listing images (default: per scale).")
+    ] = None,
+) -> None:
+    """The built-in marketplace simulator (ground truth saved beside the data)."""
+    from adsformer.simulator import SimulatorConfig, simulate
+
+    with _friendly_errors():
+        cfg = SimulatorConfig.preset(scale).with_overrides(seed=seed)
+        if images is not None:
+            cfg = cfg.with_overrides(images=images)
+        with stage(f"simulate (scale={scale}, seed={seed})"):
+            ds = simulate(cfg, out)
+    _print_prepared(ds.summary(), out)
+
+
+@prepare_app.command("taobao-userbehavior")
+def prepare_taobao(
+    path: Annotated[Path, typer.Argument(help="UserBehavior.csv (user,item,category,behavior,ts).")],
+    out: OutDir,
+    negatives: Annotated[int, typer.Option(help="Non-clicked listings shown beside each clicked view.")] = 4,
+    purchase_window_s: Annotated[
+        int, typer.Option(help="A purchase within this time after the view labels it purchased.")
+    ] = 86_400,
+    exclude_user_history: Annotated[
+        bool, typer.Option(help="Never show listings the user viewed as negatives (biased; see docs).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the impression protocol.")] = 0,
+) -> None:
+    """Taobao UserBehavior log; impressions built by a documented, seeded protocol."""
+    from adsformer.data.adapters.taobao import prepare_taobao as run
+
+    with _friendly_errors():
+        res = run(
+            path,
+            out,
+            negatives=negatives,
+            purchase_window_s=purchase_window_s,
+            exclude_user_history=exclude_user_history,
+            seed=seed,
+            progress=_progress_printer(),
+        )
+    _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
+
+
+@prepare_app.command("trivago")
+def prepare_trivago(
+    path: Annotated[Path, typer.Argument(help="RecSys Challenge 2019 session log (Parquet or CSV).")],
+    out: OutDir,
+) -> None:
+    """trivago session log: real impressions with positions and prices (no conversions)."""
+    from adsformer.data.adapters.trivago import prepare_trivago as run
+
+    with _friendly_errors():
+        res = run(path, out, progress=_progress_printer())
+    _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
+
+
+@prepare_app.command("movielens")
+def prepare_movielens(
+    path: Annotated[
+        Path, typer.Argument(help="ml-100k directory (u.data + u.item, or RecBole atomic files).")
+    ],
+    out: OutDir,
+    click_threshold: Annotated[int, typer.Option(help="A rating >= this is a click.")] = 4,
+) -> None:
+    """MovieLens-100k: ratings as views, rating >= threshold as the click label, genres as taxonomy."""
+    from adsformer.data.adapters.movielens import prepare_movielens as run
+
+    with _friendly_errors():
+        res = run(path, out, click_threshold=click_threshold, progress=_progress_printer())
+    _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@app.command()
+def validate(directory: Annotated[Path, typer.Argument(help="Canonical dataset directory.")]) -> None:
+    """Check a dataset directory; name every problem (file, column, rows, what was expected)."""
+    from adsformer.data.schema import read_dataset
+    from adsformer.data.validate import validate_dataset
+
+    report = validate_dataset(directory)
+    for problem in report.problems:
+        style = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{style}]{problem}[/]", soft_wrap=True)
+    if not report.ok:
+        console.print(f"[bold red]{len(report.errors)} error(s)[/] in {directory}")
+        raise typer.Exit(1)
+    ds = read_dataset(directory, validate=False)
+    console.print(kv_table(f"{directory}: valid", ds.summary()))
+
+
+# ---------------------------------------------------------------------------------------------- sequences
+@app.command()
+def sequences(
+    data: Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Split, fit vocabularies and build the windowed sequences; print what they hold."""
+    from adsformer.data.features import build_features
+    from adsformer.data.schema import read_dataset
+    from adsformer.data.stats import sequence_stats, split_stats
+
+    with _friendly_errors():
+        cfg = _data_config(config, set_)
+        ds = read_dataset(data)
+        with stage("build features"):
+            start = time.perf_counter()
+            fs = build_features(ds, cfg)
+            seconds = time.perf_counter() - start
+    console.print(records_table("splits", split_stats(fs)))
+    console.print(
+        records_table(
+            f"sequences (window {cfg.sequences.window_s} s, M = {cfg.sequences.max_len})", sequence_stats(fs)
+        )
+    )
+    console.print(kv_table("vocabularies (rows incl. padding and OOV)", fs.vocabs.sizes()))
+    console.print(f"{fs.n:,} impressions in {seconds:.2f} s ({fs.n / max(seconds, 1e-9):,.0f} impressions/s)")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where the demo writes data and report.")] = Path(
+        "demo_out"
+    ),
+    scale: Annotated[str, typer.Option(help="Simulator scale.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The embedded default: the whole pipeline on the simulator, ending with a report and its path."""
+    from adsformer.experiments.demo import run_demo
+
+    with _friendly_errors():
+        run_demo(out, scale=scale, seed=seed, data_cfg=_data_config(config, set_))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

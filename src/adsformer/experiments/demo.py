@@ -1,0 +1,179 @@
+"""``adsformer demo``: the embedded default, end to end on the built-in simulator.
+
+simulate -> validate -> split, vocabularies, sequences -> a short report (Markdown + plots) of what was
+built. Later stages of the product (training, evaluation, retrieval, serving) extend this pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from adsformer.config import DataConfig, to_dict
+from adsformer.console import console, kv_table, records_table, stage
+from adsformer.data.features import FeatureSet, build_features
+from adsformer.data.schema import read_dataset
+from adsformer.data.stats import ctr_by_sequence_presence, sequence_stats, split_stats
+from adsformer.data.validate import DatasetError, validate_dataset
+from adsformer.io import atomic_dir
+from adsformer.simulator import SimulatorConfig, simulate
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    data_dir: Path
+    report_dir: Path
+    summary: dict[str, Any]
+
+
+def run_demo(
+    out: Path, *, scale: str = "demo", seed: int = 0, data_cfg: DataConfig | None = None
+) -> DemoResult:
+    """Run the demo pipeline into ``out`` (``out/data`` the dataset, ``out/report`` the report)."""
+    data_cfg = data_cfg or DataConfig()
+    out = Path(out)
+    data_dir, report_dir = out / "data", out / "report"
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    with stage(f"simulate a marketplace (scale={scale}, seed={seed})"):
+        simulate(SimulatorConfig.preset(scale).with_overrides(seed=seed), data_dir)
+    timings["simulate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with stage("validate the dataset against the data contract"):
+        report = validate_dataset(data_dir)
+        if not report.ok:
+            raise DatasetError(report)
+        ds = read_dataset(data_dir, validate=False)
+    timings["validate_s"] = time.perf_counter() - t
+    console.print(kv_table("dataset", ds.summary()))
+
+    t = time.perf_counter()
+    with stage("split by time, fit vocabularies, build windowed sequences"):
+        fs = build_features(ds, data_cfg)
+    timings["features_s"] = time.perf_counter() - t
+    timings["features_impressions_per_s"] = fs.n / max(timings["features_s"], 1e-9)
+
+    splits, seqs = split_stats(fs), sequence_stats(fs)
+    console.print(records_table("splits (CTR training rows are down-sampled)", splits))
+    console.print(
+        records_table(f"sequences (window {fs.info['window_s']} s, M = {fs.info['max_len']})", seqs)
+    )
+
+    summary = {
+        "dataset": ds.summary(),
+        "splits": splits,
+        "sequences": seqs,
+        "vocab_sizes": fs.vocabs.sizes(),
+        "ctr_by_listing_view_history": ctr_by_sequence_presence(fs, "listing:view")
+        if "listing:view" in fs.sequences
+        else None,
+        "timings": timings,
+        "config": to_dict(data_cfg),
+        "info": {k: v for k, v in fs.info.items() if k != "dense_stats"},
+    }
+    with stage("write the report"), atomic_dir(report_dir) as tmp:
+        _write_report(tmp, fs, summary)
+    console.print(f"\n[bold]dataset[/]: {data_dir}\n[bold]report[/]:  {report_dir / 'report.md'}")
+    return DemoResult(data_dir, report_dir, summary)
+
+
+def _write_report(directory: Path, fs: FeatureSet, summary: dict[str, Any]) -> None:
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=_np_default) + "\n")
+    _plot_sequence_lengths(fs, directory / "sequence_lengths.png")
+    _plot_ctr_by_position(fs, directory / "ctr_by_position.png")
+    ds = summary["dataset"]
+    lines = [
+        "# adsformer demo report",
+        "",
+        f"Simulated marketplace: {ds['users']:,} users, {ds['listings']:,} listings, {ds['events']:,} events, "
+        f"{ds['impressions']:,} impressions, {ds['clicks']:,} clicks (CTR {ds['ctr']:.4f}).",
+        "",
+        "## Splits",
+        "",
+        _md_table(summary["splits"]),
+        "",
+        f"## Sequences (window {fs.info['window_s']} s, newest first, M = {fs.info['max_len']})",
+        "",
+        _md_table(summary["sequences"]),
+        "",
+        "![sequence lengths](sequence_lengths.png)",
+        "",
+        "## Clicks by position",
+        "",
+        "![CTR by position](ctr_by_position.png)",
+        "",
+        "## Vocabularies (fit on the training split; 0 = padding, 1 = OOV)",
+        "",
+        _md_table([{"vocabulary": k, "size": v} for k, v in summary["vocab_sizes"].items()]),
+        "",
+        "## Timings",
+        "",
+        _md_table([{"stage": k, "value": v} for k, v in summary["timings"].items()]),
+        "",
+    ]
+    (directory / "report.md").write_text("\n".join(lines))
+
+
+def _md_table(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return "(none)"
+    keys = list(records[0])
+    out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for rec in records:
+        out.append("| " + " | ".join(_cell(rec[k]) for k in keys) + " |")
+    return "\n".join(out)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _np_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
+
+
+def _plot_sequence_lengths(fs: FeatureSet, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.arange(fs.info["max_len"] + 2) - 0.5
+    for name, col in list(fs.sequences.items())[:6]:
+        ax.hist(col.length, bins=bins, histtype="step", label=name, linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length (events in the window before the request)")
+    ax.set_ylabel("impressions")
+    ax.set_title("Sequence lengths per (entity, action)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_ctr_by_position(fs: FeatureSet, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    pos = fs.position
+    positions = np.unique(pos[pos > 0])
+    if positions.size:
+        ctr = [fs.clicked[pos == p].mean() for p in positions]
+        ax.bar(positions, ctr, color="#4C72B0")
+    ax.set_xlabel("position (1 = top)")
+    ax.set_ylabel("CTR")
+    ax.set_title("Natural click-through rate by ad position")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
