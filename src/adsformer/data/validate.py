@@ -294,11 +294,11 @@ def validate_dataset(directory: str | Path) -> ValidationReport:
             checker.add(MANIFEST, f"not valid JSON ({exc})")
     else:
         checker.add(MANIFEST, "manifest missing: defaults used (no extra actions)", severity="warning")
-    frames = {name: checker.load(name) for name in TABLES}
-    if frames[LISTINGS] is not None:
-        checker.check_listings(frames[LISTINGS])
-    if frames[EVENTS] is not None:
-        checker.check_events(frames[EVENTS], meta)
-    if frames[IMPRESSIONS] is not None:
-        checker.check_impressions(frames[IMPRESSIONS], frames[LISTINGS])
+    listings, events, impressions = (checker.load(name) for name in TABLES)
+    if listings is not None:
+        checker.check_listings(listings)
+    if events is not None:
+        checker.check_events(events, meta)
+    if impressions is not None:
+        checker.check_impressions(impressions, listings)
     return checker.report
