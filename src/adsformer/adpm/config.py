@@ -1,0 +1,52 @@
+"""Typed configuration of ADPM's three components (paper table 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Component 1: the adSformer encoder over one (entity, action) sequence, target listing at position 0."""
+
+    enabled: bool = True
+    pair: str = "listing:view"
+    dim: int = 32  # d1
+    heads: int = 3
+    head_dim: int = 32  # per-head width (Keras key_dim); the paper uses 3 heads of a 32-d model
+    blocks: int = 1
+    ffn_mult: int = 4
+    dropout: float = 0.0
+    pooling: str = "max"  # "max" (global max pooling over unmasked positions) or "mean"
+    max_len: int = 50  # use at most the newest max_len events of the sequence
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """Component 2: frozen pretrained listing tables, average pooled per listing sequence."""
+
+    enabled: bool = True
+    tables: tuple[str, ...] = ()  # representation table directories (see adsformer.representations)
+    pairs: tuple[str, ...] = ("listing:*",)  # listing sequences to pool; "listing:*" = every listing pair
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    """Component 3: an embedding table per (entity, action) pair, learned from scratch, average pooled."""
+
+    enabled: bool = True
+    pairs: tuple[str, ...] = ("all",)
+    listing_dim: int = 32
+    shop_dim: int = 16
+    taxonomy_dim: int = 8
+    query_dim: int = 16
+
+    def dim(self, entity: str) -> int:
+        return int(getattr(self, f"{entity}_dim"))
+
+
+@dataclass(frozen=True)
+class ADPMConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+    learned: LearnedConfig = field(default_factory=LearnedConfig)

@@ -1,0 +1,59 @@
+"""ADPM component 1: the adSformer encoder.
+
+Letters: B batch, M sequence length (after truncation to ``max_len``), L = M + 1 positions (the target
+listing first), D = d1 model width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adsformer.adpm.config import EncoderConfig
+from adsformer.layers.attention import AdSformerBlock
+from adsformer.layers.pooling import lengths_to_mask, masked_max, masked_mean
+
+
+class AdSformerEncoder(nn.Module):
+    """Embed ids, put the target at position 0, add learned positions, N adSformer blocks, masked pooling."""
+
+    def __init__(self, cfg: EncoderConfig, vocab_size: int) -> None:
+        super().__init__()
+        if cfg.pooling not in ("max", "mean"):
+            raise ValueError(f"encoder pooling must be 'max' or 'mean', got {cfg.pooling!r}")
+        self.cfg = cfg
+        self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=0)
+        self.position = nn.Embedding(cfg.max_len + 1, cfg.dim)
+        self.blocks = nn.ModuleList(
+            AdSformerBlock(cfg.dim, cfg.heads, cfg.head_dim, cfg.ffn_mult, cfg.dropout)
+            for _ in range(cfg.blocks)
+        )
+        self.out_dim = cfg.dim
+
+    def tokens(
+        self, target: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, L) with the target at position 0, and the mask (B, L) of real positions."""
+        M = min(ids.shape[1], self.cfg.max_len)
+        ids = ids[:, :M]  # (B, M) newest first
+        lengths = lengths.clamp(max=M)
+        tokens = torch.cat([target.unsqueeze(1), ids], dim=1)  # (B, L)
+        target_real = torch.ones_like(lengths, dtype=torch.bool).unsqueeze(1)  # (B, 1)
+        mask = torch.cat([target_real, lengths_to_mask(lengths, M)], dim=1)  # (B, L)
+        return tokens, mask
+
+    def encode(
+        self, target: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-position outputs (B, L, D) and their mask (B, L)."""
+        tokens, mask = self.tokens(target, ids, lengths)
+        L = tokens.shape[1]
+        x = self.embed(tokens) + self.position.weight[:L].unsqueeze(0)  # (B, L, D)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x, mask
+
+    def forward(self, target: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """target (B,), ids (B, M), lengths (B,) -> o1 (B, D)."""
+        x, mask = self.encode(target, ids, lengths)
+        return masked_max(x, mask) if self.cfg.pooling == "max" else masked_mean(x, mask)

@@ -1,0 +1,88 @@
+"""ADPM: maps a user's short-term action sequences to a user vector ``u = concat(o1, o2, o3)``.
+
+Each component can be switched off by configuration (the paper's ablations are subsets of components).
+
+Letters: B batch, M sequence length; ``out_dim`` = width of ``u``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adsformer.adpm.config import ADPMConfig
+from adsformer.adpm.encoder import AdSformerEncoder
+from adsformer.adpm.learned import LearnedComponent
+from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
+
+
+def select_pairs(patterns: tuple[str, ...], available: list[str]) -> list[str]:
+    """Expand ``all`` and ``entity:*`` against the pairs the data has; named pairs must exist."""
+    out: list[str] = []
+    for pattern in patterns:
+        if pattern == "all":
+            matches = list(available)
+        elif pattern.endswith(":*"):
+            matches = [p for p in available if p.startswith(pattern[:-1])]
+        elif pattern in available:
+            matches = [pattern]
+        else:
+            raise ValueError(
+                f"sequence pair {pattern!r} is not built for this dataset; available: {available}"
+            )
+        out += [m for m in matches if m not in out]
+    return out
+
+
+class ADPM(nn.Module):
+    """The adSformer diversifiable personalization module (paper figure 2)."""
+
+    def __init__(
+        self,
+        cfg: ADPMConfig,
+        vocab_sizes: dict[str, int],
+        pairs: list[str],
+        tables: list[FrozenTable] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder: AdSformerEncoder | None = None
+        self.pretrained: PretrainedComponent | None = None
+        self.learned: LearnedComponent | None = None
+        if cfg.encoder.enabled:
+            (self.encoder_pair,) = select_pairs((cfg.encoder.pair,), pairs)
+            entity = self.encoder_pair.split(":", 1)[0]
+            if entity != "listing":
+                raise ValueError(
+                    f"the encoder puts the target listing at position 0, so it needs a listing "
+                    f"sequence, got {cfg.encoder.pair!r}"
+                )
+            self.encoder = AdSformerEncoder(cfg.encoder, vocab_sizes["listing"])
+        if cfg.pretrained.enabled:
+            comp2_pairs = select_pairs(cfg.pretrained.pairs, pairs)
+            if any(not p.startswith("listing:") for p in comp2_pairs):
+                raise ValueError(
+                    f"pretrained tables are per listing; pairs must be listing pairs, got {comp2_pairs}"
+                )
+            self.pretrained = PretrainedComponent(list(tables or []), comp2_pairs)
+        if cfg.learned.enabled:
+            comp3_pairs = select_pairs(cfg.learned.pairs, pairs)
+            dims = {e: cfg.learned.dim(e) for e in ("listing", "shop", "taxonomy", "query")}
+            self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims)
+        parts = [m for m in (self.encoder, self.pretrained, self.learned) if m is not None]
+        if not parts:
+            raise ValueError("ADPM needs at least one component enabled (use the baseline model for none)")
+        self.out_dim = sum(int(m.out_dim) for m in parts)
+
+    def forward(
+        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """target (B,) listing ids, seq_ids pair -> (B, M), seq_len pair -> (B,)  ->  u (B, out_dim)."""
+        parts = []
+        if self.encoder is not None:
+            parts.append(self.encoder(target, seq_ids[self.encoder_pair], seq_len[self.encoder_pair]))  # o1
+        if self.pretrained is not None:
+            parts.append(self.pretrained(seq_ids, seq_len))  # o2
+        if self.learned is not None:
+            parts.append(self.learned(seq_ids, seq_len))  # o3
+        return torch.cat(parts, dim=1)

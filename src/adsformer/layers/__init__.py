@@ -1,0 +1,1 @@
+"""Reusable neural-network layers, one concept per module."""

@@ -1,0 +1,57 @@
+"""Typed configuration of the ranker and of the user modules it can receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adsformer.adpm.config import ADPMConfig
+
+
+@dataclass(frozen=True)
+class BSTConfig:
+    """Behavior Sequence Transformer (Chen et al. 2019): transformer over target + last k, outputs concatenated."""
+
+    pair: str = "listing:view"
+    k: int = 20
+    dim: int = 32
+    heads: int = 8
+    head_dim: int = 8
+    blocks: int = 1
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class LastKConfig:
+    """Average of the learned embeddings of the last k listings (the eBay approach)."""
+
+    pair: str = "listing:view"
+    k: int = 5
+    dim: int = 32
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """Deep & cross network over the wide input concatenated with the user vector."""
+
+    cross_layers: int = 2
+    deep: tuple[int, ...] = (256, 128)
+    dropout: float = 0.1
+    listing_dim: int = 32
+    shop_dim: int = 16
+    taxonomy_dim: int = 8
+    query_dim: int = 16
+    categorical_dim: int = 8
+
+    def target_dim(self, entity: str) -> int:
+        return int(getattr(self, f"{entity}_dim"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``user`` picks the user module: adsformer (ADPM) | bst | lastk | baseline (none)."""
+
+    user: str = "adsformer"
+    adpm: ADPMConfig = field(default_factory=ADPMConfig)
+    bst: BSTConfig = field(default_factory=BSTConfig)
+    lastk: LastKConfig = field(default_factory=LastKConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)

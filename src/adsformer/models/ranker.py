@@ -1,0 +1,70 @@
+"""The ranker: a deep & cross network over the wide input concatenated with the user vector ``u``
+(paper figure 3). The user module is passed in, so ADPM, BST, last-k or none are swapped by configuration.
+
+Letters: B batch, F wide width (target + query + categorical embeddings + dense), U user width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adsformer.layers.dcn import CrossNetwork, DeepTower
+from adsformer.models.config import RankerConfig
+
+
+@dataclass(frozen=True)
+class WideSpec:
+    """What the wide input holds: vocabulary sizes of the target's entities and of the categorical
+    features (``query``, ``c_*``), and the number of dense features."""
+
+    target_vocab: dict[str, int]
+    categorical_vocab: dict[str, int]
+    n_dense: int
+
+
+class Ranker(nn.Module):
+    """logit = head(concat(cross(x0), deep(x0))), x0 = concat(wide embeddings, dense, u)."""
+
+    def __init__(self, cfg: RankerConfig, wide: WideSpec, user: nn.Module) -> None:
+        super().__init__()
+        self.user = user
+        self.target_emb = nn.ModuleDict(
+            {e: nn.Embedding(n, cfg.target_dim(e), padding_idx=0) for e, n in wide.target_vocab.items()}
+        )
+        self.cat_emb = nn.ModuleDict(
+            {
+                name: nn.Embedding(
+                    n, cfg.query_dim if name == "query" else cfg.categorical_dim, padding_idx=0
+                )
+                for name, n in wide.categorical_vocab.items()
+            }
+        )
+        in_dim = (
+            sum(m.embedding_dim for m in self.target_emb.values())
+            + sum(m.embedding_dim for m in self.cat_emb.values())
+            + wide.n_dense
+            + int(user.out_dim)
+        )
+        self.in_dim = in_dim
+        self.cross = CrossNetwork(in_dim, cfg.cross_layers)
+        self.deep = DeepTower(in_dim, cfg.deep, cfg.dropout)
+        self.head = nn.Linear(in_dim + self.deep.out_dim, 1)
+
+    def forward(
+        self,
+        target: dict[str, torch.Tensor],
+        categorical: dict[str, torch.Tensor],
+        dense: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """-> logits (B,)."""
+        parts = [emb(target[e]) for e, emb in self.target_emb.items()]
+        parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
+        parts += [dense, self.user(target["listing"], seq_ids, seq_len)]
+        x0 = torch.cat(parts, dim=1)  # (B, F + U)
+        h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
+        return self.head(h).squeeze(1)  # (B,)

@@ -1,0 +1,79 @@
+"""Explicit registry of user modules and the one function that builds a ranker from a configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from adsformer.adpm.module import ADPM
+from adsformer.adpm.pretrained import FrozenTable
+from adsformer.models.config import ModelConfig
+from adsformer.models.ranker import Ranker, WideSpec
+from adsformer.models.user import BST, LastKAverage, NoUser
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the data offers a model: vocabulary sizes, categorical features, dense width, sequence pairs."""
+
+    vocab_sizes: dict[str, int]  # entity -> rows (listing, shop, taxonomy, query)
+    categorical_vocab: dict[str, int]  # "query", "c_*" -> rows
+    n_dense: int
+    pairs: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            "vocab_sizes": self.vocab_sizes,
+            "categorical_vocab": self.categorical_vocab,
+            "n_dense": self.n_dense,
+            "pairs": self.pairs,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> ModelSpec:
+        return cls(
+            dict(obj["vocab_sizes"]), dict(obj["categorical_vocab"]), int(obj["n_dense"]), list(obj["pairs"])
+        )
+
+
+UserBuilder = Callable[[ModelConfig, ModelSpec, list[FrozenTable]], nn.Module]
+
+
+def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+    return ADPM(cfg.adpm, spec.vocab_sizes, spec.pairs, tables)
+
+
+def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+    _require_pair(cfg.bst.pair, spec)
+    return BST(cfg.bst, spec.vocab_sizes["listing"])
+
+
+def _lastk(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+    _require_pair(cfg.lastk.pair, spec)
+    return LastKAverage(cfg.lastk, spec.vocab_sizes["listing"])
+
+
+def _none(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+    return NoUser()
+
+
+def _require_pair(pair: str, spec: ModelSpec) -> None:
+    if pair not in spec.pairs:
+        raise ValueError(f"sequence pair {pair!r} is not built for this dataset; available: {spec.pairs}")
+
+
+#: ``model.user`` (and ``adsformer train --model``) -> builder. CLI names: adsformer | bst | lastk | baseline.
+USER_MODULES: dict[str, UserBuilder] = {"adsformer": _adpm, "bst": _bst, "lastk": _lastk, "baseline": _none}
+
+
+def build_model(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable] | None = None) -> Ranker:
+    try:
+        builder = USER_MODULES[cfg.user]
+    except KeyError:
+        raise ValueError(f"unknown model {cfg.user!r}; expected one of {sorted(USER_MODULES)}") from None
+    user = builder(cfg, spec, list(tables or []))
+    target_vocab = {e: spec.vocab_sizes[e] for e in ("listing", "shop", "taxonomy")}
+    wide = WideSpec(target_vocab, spec.categorical_vocab, spec.n_dense)
+    return Ranker(cfg.ranker, wide, user)

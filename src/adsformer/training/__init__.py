@@ -1,0 +1,1 @@
+"""Training and evaluation: metrics, the training loop, runs on disk."""

@@ -1,0 +1,162 @@
+"""The training loop: one plain function. Adam, cosine learning-rate decay, binary cross-entropy on logits.
+
+The loss and the optimizer live here, not in the model. After every epoch the model is scored on the
+validation rows (natural rate; CTR predictions corrected for the training split's negative down-sampling);
+the state with the best validation ROC-AUC is kept and restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from adsformer.console import console
+from adsformer.data.batching import Batch, iterate_batches
+from adsformer.data.features import FeatureSet
+from adsformer.training.calibration import correct_downsampling
+from adsformer.training.metrics import log_loss, roc_auc
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 8192
+    eval_batch_size: int = 32768
+    epochs: int = 1
+    lr: float = 0.002
+    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio
+    weight_decay: float = 0.0
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    log_every: int = 20  # steps between recorded training-loss points
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]] = field(default_factory=list)  # per logged step
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch, with validation metrics
+    best_epoch: int = 0
+    train_examples: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.train_examples / self.train_seconds if self.train_seconds else 0.0
+
+
+def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """The model's logits (B,) for a batch."""
+    return model(batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
+) -> np.ndarray:
+    """Predicted probabilities for ``rows`` (in order)."""
+    was_training = model.training
+    model.eval()
+    out = [torch.sigmoid(forward(model, b)).numpy() for b in iterate_batches(fs, rows, batch_size, task=task)]
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def cosine_lr(step: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total`` (half-cosine to ``min_ratio``)."""
+    progress = min(step / max(total, 1), 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train(
+    model: nn.Module,
+    fs: FeatureSet,
+    task: str,
+    cfg: TrainConfig,
+    *,
+    show_progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on the training rows of ``fs`` for ``task`` (ctr | pccvr); returns the history."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    train_rows, val_rows = fs.rows("train", task), fs.rows("val", task)
+    if train_rows.size == 0:
+        raise ValueError(f"no training rows for task {task!r}")
+    batch_size = min(cfg.batch_size, train_rows.size)
+    steps_per_epoch = math.ceil(train_rows.size / batch_size)
+    total = steps_per_epoch * cfg.epochs
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
+    loss_fn = nn.BCEWithLogitsLoss()
+    val_labels = fs.labels(task)[val_rows]
+    keep_rate = float(fs.info["neg_keep_rate"]) if task == "ctr" else 1.0
+
+    result = TrainResult()
+    best_auc, best_state = -float("inf"), None
+    step = 0
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=not show_progress, transient=False) as bar:
+        job = bar.add_task(f"train {task}", total=total, loss=float("nan"))
+        for epoch in range(cfg.epochs):
+            model.train()
+            start, running, seen = time.perf_counter(), 0.0, 0
+            for batch in iterate_batches(
+                fs, train_rows, batch_size, task=task, shuffle=True, seed=cfg.seed * 1000 + epoch
+            ):
+                loss = loss_fn(forward(model, batch), batch.label)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                step += 1
+                running += float(loss.detach()) * len(batch)
+                seen += len(batch)
+                if step % cfg.log_every == 0 or step == total:
+                    result.history.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "train_loss": running / seen,
+                            "lr": schedule.get_last_lr()[0],
+                        }
+                    )
+                bar.update(job, advance=1, loss=running / seen)
+            result.train_seconds += time.perf_counter() - start
+            result.train_examples += seen
+            val_pred = correct_downsampling(
+                predict(model, fs, val_rows, task=task, batch_size=cfg.eval_batch_size), keep_rate
+            )
+            record = {
+                "epoch": epoch,
+                "train_loss": running / max(seen, 1),
+                "val_log_loss": log_loss(val_labels, val_pred),
+                "val_roc_auc": roc_auc(val_labels, val_pred),
+                "step": step,
+            }
+            result.epochs.append(record)
+            if on_epoch:
+                on_epoch(record)
+            score = record["val_roc_auc"] if np.isfinite(record["val_roc_auc"]) else -record["val_log_loss"]
+            if score > best_auc:
+                best_auc, result.best_epoch = score, epoch
+                best_state = copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
