@@ -42,8 +42,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from adsformer.data.adapters.base import AdapterError
     from adsformer.data.splits import SplitError
     from adsformer.data.validate import DatasetError
+    from adsformer.representations.table import TableError
 
-    return (AdapterError, DatasetError, ConfigError, SplitError, FileNotFoundError, NotADirectoryError)
+    return (
+        AdapterError,
+        DatasetError,
+        ConfigError,
+        SplitError,
+        TableError,
+        FileNotFoundError,
+        NotADirectoryError,
+    )
 
 
 @contextmanager
@@ -152,7 +161,7 @@ def prepare_movielens(
         Path, typer.Argument(help="ml-100k directory (u.data + u.item, or RecBole atomic files).")
     ],
     out: OutDir,
-    click_threshold: Annotated[int, typer.Option(help="A rating >= this is a click.")] = 4,
+    click_threshold: Annotated[float, typer.Option(help="A rating >= this is a click.")] = 4.0,
 ) -> None:
     """MovieLens-100k: ratings as views, rating >= threshold as the click label, genres as taxonomy."""
     from adsformer.data.adapters.movielens import prepare_movielens as run
@@ -207,6 +216,85 @@ def sequences(
     )
     console.print(kv_table("vocabularies (rows incl. padding and OOV)", fs.vocabs.sizes()))
     console.print(f"{fs.n:,} impressions in {seconds:.2f} s ({fs.n / max(seconds, 1e-9):,.0f} impressions/s)")
+
+
+# ---------------------------------------------------------------------------------------------- train
+TaskOpt = Annotated[str, typer.Option("--task", help="ctr | pccvr")]
+ModelOpt = Annotated[str, typer.Option("--model", help="adsformer | baseline | bst | lastk")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")]
+
+
+@app.command("train")
+def train_cmd(
+    data: DataOpt,
+    out: OutDir,
+    task: TaskOpt = "ctr",
+    model: ModelOpt = "adsformer",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a CTR or PCCVR model; write a self-contained run directory."""
+    from adsformer.experiments.config import load_experiment
+    from adsformer.experiments.runs import train_run
+
+    with _friendly_errors():
+        cfg = load_experiment(config, set_, extra={"task": task, "model": model})
+        summary = train_run(data, cfg, out)
+    last = summary["epochs"][-1] if summary["epochs"] else {}
+    console.print(
+        kv_table(
+            "trained",
+            {
+                "task": summary["task"],
+                "model": summary["model"],
+                "train rows": summary["n_train"],
+                "parameters": summary["parameters"],
+                "examples/s": summary["train_examples_per_s"],
+                "val roc_auc (last epoch)": last.get("val_roc_auc", float("nan")),
+                "best epoch": summary["best_epoch"],
+            },
+        )
+    )
+    console.print(f"wrote [bold]{out}[/]")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],
+    data: DataOpt,
+) -> None:
+    """Score the test split (natural rate); write RUN_DIR/metrics.json."""
+    from adsformer.experiments.runs import evaluate_run
+
+    with _friendly_errors():
+        metrics = evaluate_run(run_dir, data)
+    console.print(kv_table("test metrics", {k: v for k, v in metrics.items() if k != "config"}))
+    console.print(f"wrote [bold]{run_dir / 'metrics.json'}[/]")
+
+
+@app.command("ablate")
+def ablate_cmd(
+    data: DataOpt,
+    out: OutDir,
+    task: TaskOpt = "ctr",
+    suite: Annotated[str, typer.Option(help="Ablation suite: paper (tables 2 and 3).")] = "paper",
+    seeds: Annotated[int, typer.Option(help="Seeds per row (mean and std).")] = 3,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train and test every row of the suite over seeds; write ablation.json and ablation.md."""
+    from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
+    from adsformer.experiments.config import load_experiment
+
+    with _friendly_errors():
+        if suite not in SUITES:
+            raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(SUITES)}")
+        if seeds < 1:
+            raise ConfigError("--seeds must be >= 1")
+        cfg = load_experiment(config, set_, extra={"task": task})
+        result = run_ablation(data, cfg, suite, seeds, out)
+    console.print(ablation_markdown(result))
+    console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")
 
 
 # ---------------------------------------------------------------------------------------------- demo

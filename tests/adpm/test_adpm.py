@@ -34,7 +34,7 @@ def _table(d=3):
 
 
 def _adpm(**over):
-    cfg = ADPMConfig(encoder=EncoderConfig(max_len=6), pretrained=PretrainedConfig(enabled=True), **over)
+    cfg = ADPMConfig(encoder=EncoderConfig(max_len=6), pretrained=PretrainedConfig(tables=("air",)), **over)
     torch.manual_seed(0)
     return ADPM(cfg, SIZES, PAIRS, [_table()]).eval()
 
@@ -115,7 +115,7 @@ def test_component_subsets_and_errors():
     only3 = ADPM(
         ADPMConfig(
             encoder=EncoderConfig(enabled=False),
-            pretrained=PretrainedConfig(enabled=False),
+            pretrained=PretrainedConfig(),
             learned=LearnedConfig(pairs=("shop:view",)),
         ),
         SIZES,
@@ -126,7 +126,7 @@ def test_component_subsets_and_errors():
         ADPM(
             ADPMConfig(
                 encoder=EncoderConfig(enabled=False),
-                pretrained=PretrainedConfig(enabled=False),
+                pretrained=PretrainedConfig(),
                 learned=LearnedConfig(enabled=False),
             ),
             SIZES,
@@ -134,8 +134,8 @@ def test_component_subsets_and_errors():
         )
     with pytest.raises(ValueError, match="not built for this dataset"):
         ADPM(ADPMConfig(encoder=EncoderConfig(pair="listing:cart_add")), SIZES, PAIRS)
-    with pytest.raises(ValueError, match="no pretrained tables"):
-        ADPM(ADPMConfig(pretrained=PretrainedConfig(enabled=True)), SIZES, PAIRS, [])
+    with pytest.raises(ValueError, match=r"configured with 1 table\(s\) but 0 were loaded"):
+        ADPM(ADPMConfig(pretrained=PretrainedConfig(tables=("air",))), SIZES, PAIRS, [])
 
 
 @torch.no_grad()

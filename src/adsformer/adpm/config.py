@@ -23,11 +23,17 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class PretrainedConfig:
-    """Component 2: frozen pretrained listing tables, average pooled per listing sequence."""
+    """Component 2: frozen pretrained listing tables, average pooled per listing sequence.
 
-    enabled: bool = True
+    The component is on exactly when ``tables`` names at least one table.
+    """
+
     tables: tuple[str, ...] = ()  # representation table directories (see adsformer.representations)
     pairs: tuple[str, ...] = ("listing:*",)  # listing sequences to pool; "listing:*" = every listing pair
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tables)
 
 
 @dataclass(frozen=True)

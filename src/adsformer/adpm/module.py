@@ -64,6 +64,11 @@ class ADPM(nn.Module):
                 raise ValueError(
                     f"pretrained tables are per listing; pairs must be listing pairs, got {comp2_pairs}"
                 )
+            if len(tables or []) != len(cfg.pretrained.tables):
+                raise ValueError(
+                    f"component 2 is configured with {len(cfg.pretrained.tables)} table(s) but "
+                    f"{len(tables or [])} were loaded"
+                )
             self.pretrained = PretrainedComponent(list(tables or []), comp2_pairs)
         if cfg.learned.enabled:
             comp3_pairs = select_pairs(cfg.learned.pairs, pairs)

@@ -26,7 +26,7 @@ class Batch:
     categorical: dict[str, torch.Tensor]  # name -> (B,) int64
     dense: torch.Tensor  # (B, F) float32
     position: torch.Tensor  # (B,) int64, 0 = unknown
-    seq_ids: dict[str, torch.Tensor]  # pair -> (B, M) int64, newest first, 0 = padding
+    seq_ids: dict[str, torch.Tensor]  # pair -> (B, M_b) int64, newest first, 0 = padding; M_b <= M
     seq_len: dict[str, torch.Tensor]  # pair -> (B,) int64
     rows: np.ndarray  # (B,) row indices into the FeatureSet
 
@@ -49,12 +49,16 @@ class Batch:
         )
 
 
-def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr") -> Batch:
-    """Gather ``rows`` of ``fs`` into a :class:`Batch`."""
+def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr", *, trim: bool = True) -> Batch:
+    """Gather ``rows`` of ``fs`` into a :class:`Batch`.
+
+    With ``trim`` (default) each sequence block is only as wide as the batch's longest sequence of that pair
+    (``M_b <= M``): exact, since padding is masked everywhere, and much cheaper when windows are short.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     seq_ids, seq_len = {}, {}
     for name, column in fs.sequences.items():
-        ids, lengths = column.padded(rows)  # (B, M), (B,)
+        ids, lengths = column.padded(rows, trim=trim)  # (B, M_b), (B,)
         seq_ids[name] = torch.from_numpy(ids.astype(np.int64))
         seq_len[name] = torch.from_numpy(lengths.astype(np.int64))
     return Batch(
@@ -76,6 +80,7 @@ def iterate_batches(
     *,
     task: str = "ctr",
     shuffle: bool = False,
+    trim: bool = True,
     seed: int = 0,
     drop_last: bool = False,
 ) -> Iterator[Batch]:
@@ -87,4 +92,4 @@ def iterate_batches(
         rows = rows[np.random.default_rng(seed).permutation(rows.shape[0])]
     stop = rows.shape[0] - (rows.shape[0] % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        yield make_batch(fs, rows[start : start + batch_size], task)
+        yield make_batch(fs, rows[start : start + batch_size], task, trim=trim)

@@ -201,6 +201,7 @@ def build_features(
     imps = ds.impressions
     split = time_split(imps["ts"].to_numpy(), cfg.split)
     events = enrich_events(ds.events, ds.listings)
+    given_vocabs = vocabs is not None
     if vocabs is None:
         vocabs = fit_vocabularies(ds, events, split, cfg)
     wide = _with_listing_attrs(imps, ds.listings)
@@ -211,13 +212,18 @@ def build_features(
         else np.zeros(wide.height, np.int32)
         for e in TARGET_ENTITIES
     }
+    # With given vocabularies / statistics (evaluation, serving) the trained feature set rules: a feature the
+    # data lacks is padding / zero, a feature the model never saw is ignored.
+    cat_names = ["query"] + (
+        [c for c in vocabs.by_name if c.startswith("c_")] if given_vocabs else _categorical_columns(ds)
+    )
     categorical = {}
-    if "query" in wide.columns:
-        categorical["query"] = vocabs["query"].encode(wide["query"])
-    for col in _categorical_columns(ds):
-        categorical[col] = vocabs[col].encode(wide[col])
-
-    dense_names = _dense_columns(wide)
+    for col in cat_names:
+        if col in wide.columns:
+            categorical[col] = vocabs[col].encode(wide[col])
+        elif given_vocabs or col != "query":
+            categorical[col] = np.zeros(wide.height, np.int32)
+    dense_names = list(dense_stats) if dense_stats is not None else _dense_columns(wide)
     dense, stats = _standardize(wide, dense_names, split.split == TRAIN, dense_stats)
 
     clicked = imps["clicked"].to_numpy().astype(np.int8)
@@ -286,6 +292,9 @@ def _standardize(
     out = np.empty((frame.height, len(names)), np.float32)
     fitted = {} if stats is None else dict(stats)
     for j, name in enumerate(names):
+        if name not in frame.columns:
+            out[:, j] = 0.0
+            continue
         x = frame[name].cast(pl.Float64).to_numpy().astype(np.float64)
         if name in LOG_FEATURES:
             x = np.log1p(np.clip(x, 0, None))

@@ -43,11 +43,19 @@ class SequenceColumn:
     def __len__(self) -> int:
         return int(self.end.shape[0])
 
-    def padded(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Padded ids ``(n, M)`` int32 (newest at position 0, then older; 0 = padding) and lengths ``(n,)``."""
+    def padded(
+        self, rows: np.ndarray | slice | None = None, *, trim: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Padded ids ``(n, M)`` int32 (newest at position 0, then older; 0 = padding) and lengths ``(n,)``.
+
+        With ``trim`` the width is the longest sequence among the rows (at least 1) instead of ``M``: the
+        same sequences with less padding, which every consumer masks anyway.
+        """
         end = self.end if rows is None else self.end[rows]
         length = self.length if rows is None else self.length[rows]
         M = self.max_len
+        if trim:
+            M = max(1, int(length.max())) if length.size else 1
         offsets = np.arange(M, dtype=np.int64)
         valid = offsets[None, :] < length[:, None]  # (n, M)
         if self.values.shape[0] == 0:

@@ -16,8 +16,6 @@ import pyarrow.parquet as pq
 
 from adsformer.data.schema import (
     EVENTS,
-    IMPRESSIONS,
-    LISTINGS,
     MANIFEST,
     TABLES,
     ColumnSpec,

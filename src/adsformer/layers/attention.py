@@ -11,8 +11,6 @@ at least its own key unmasked.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -41,10 +39,9 @@ class MultiHeadSelfAttention(nn.Module):
         # a query may attend to real keys, and always to itself (keeps all-padding rows finite)
         eye = torch.eye(L, dtype=torch.bool, device=x.device)
         allowed = mask[:, None, None, :] | eye  # (B, 1, L, L)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(Dh)  # (B, H, L, L)
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        attn = F.dropout(scores.softmax(dim=-1), self.dropout, self.training)  # (B, H, L, L)
-        out = (attn @ v).transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, L, Dh)
+        out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
         return self.proj(out)  # (B, L, D)
 
 

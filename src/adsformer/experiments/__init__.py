@@ -1,0 +1,1 @@
+"""Experiments: configurations of whole runs, the train / evaluate / ablate pipelines and the demo."""

@@ -1,0 +1,159 @@
+"""``adsformer ablate --suite paper``: the rows of the paper's tables 2 and 3 on your data, over seeds.
+
+Every row is the same ranker and the same features; only the user module (and ADPM's components) change.
+The features are built once; each seed re-initializes and re-shuffles every model. Lifts are relative to
+the non-personalized baseline of the same seed, in percent, then averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adsformer.adpm.config import ADPMConfig
+from adsformer.config import to_dict
+from adsformer.console import console
+from adsformer.data.features import build_features
+from adsformer.data.schema import read_dataset
+from adsformer.experiments.config import ExperimentConfig
+from adsformer.experiments.runs import check_task, fit, mean_std, test_metrics
+from adsformer.io import atomic_dir
+
+METRICS = ("roc_auc", "pr_auc", "log_loss")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    user: str
+    components: tuple[bool, bool, bool] = (True, True, True)  # ADPM comp 1, 2, 3
+    pooling: str = "max"
+
+    @property
+    def needs_tables(self) -> bool:
+        return self.user == "adsformer" and self.components[1]
+
+    def apply(self, cfg: ExperimentConfig) -> ExperimentConfig:
+        adpm: ADPMConfig = cfg.model.adpm
+        c1, c2, c3 = self.components
+        adpm = dataclasses.replace(
+            adpm,
+            encoder=dataclasses.replace(adpm.encoder, enabled=c1, pooling=self.pooling),
+            pretrained=dataclasses.replace(adpm.pretrained, tables=adpm.pretrained.tables if c2 else ()),
+            learned=dataclasses.replace(adpm.learned, enabled=c3),
+        )
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=self.user, adpm=adpm))
+
+
+#: The paper's tables 2 and 3 (CTR and PCCVR ablations), in its order.
+PAPER_SUITE: tuple[Row, ...] = (
+    Row("baseline", "baseline"),
+    Row("ADPM-3[MaxPool]", "adsformer"),
+    Row("ADPM-3[AvgPool]", "adsformer", pooling="mean"),
+    Row("[Comp1,Comp2]", "adsformer", (True, True, False)),
+    Row("[Comp1,Comp3]", "adsformer", (True, False, True)),
+    Row("[Comp2,Comp3]", "adsformer", (False, True, True)),
+    Row("[Comp1]", "adsformer", (True, False, False)),
+    Row("[Comp2]", "adsformer", (False, True, False)),
+    Row("[Comp3]", "adsformer", (False, False, True)),
+    Row("BST-k=20-8heads", "bst"),
+    Row("Ebay-k=5", "lastk"),
+)
+SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_SUITE}
+
+
+def run_ablation(
+    data_dir: Path,
+    cfg: ExperimentConfig,
+    suite: str,
+    seeds: int,
+    out: Path,
+    *,
+    log: Callable[[str], None] = console.print,
+) -> dict[str, Any]:
+    """Train and test every row for every seed; write ``ablation.json`` and ``ablation.md`` atomically."""
+    rows = SUITES[suite]
+    ds = read_dataset(data_dir)
+    check_task(ds, cfg.task)
+    fs = build_features(ds, cfg.data)
+    has_tables = bool(cfg.model.adpm.pretrained.tables)
+    skipped = [
+        {
+            "name": r.name,
+            "reason": "needs pretrained tables (ADPM component 2): set model.adpm.pretrained.tables",
+        }
+        for r in rows
+        if r.needs_tables and not has_tables
+    ]
+    active = [r for r in rows if not (r.needs_tables and not has_tables)]
+    per_seed: dict[str, list[dict[str, float]]] = {r.name: [] for r in active}
+    for seed in range(seeds):
+        for row in active:
+            row_cfg = row.apply(
+                dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + seed))
+            )
+            model, result = fit(row_cfg, fs, show_progress=False)
+            m = test_metrics(model, fs, row_cfg)
+            m["train_examples_per_s"] = result.examples_per_s
+            per_seed[row.name].append(m)
+            log(
+                f"seed {seed} {row.name:<18} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
+                f"log_loss {m['log_loss']:.4f}  ({result.train_seconds:.1f} s)"
+            )
+    base = per_seed.get("baseline")
+    table_rows = []
+    for row in active:
+        runs = per_seed[row.name]
+        rec: dict[str, Any] = {"name": row.name, "model": row.user}
+        for metric in METRICS:
+            rec[metric] = mean_std([r[metric] for r in runs])
+        for metric in ("roc_auc", "pr_auc"):
+            if base:
+                lifts = [100.0 * (r[metric] - b[metric]) / b[metric] for r, b in zip(runs, base, strict=True)]
+                rec[f"{metric}_lift"] = mean_std(lifts)
+            else:
+                rec[f"{metric}_lift"] = None
+        rec["ece"] = mean_std([r["ece"] for r in runs])
+        rec["train_examples_per_s"] = mean_std([r["train_examples_per_s"] for r in runs])
+        rec["n_test"] = runs[0]["n_test"]
+        table_rows.append(rec)
+    result = {
+        "task": cfg.task,
+        "dataset": ds.meta.name,
+        "seeds": seeds,
+        "suite": suite,
+        "rows": table_rows,
+        "skipped": skipped,
+        "config": to_dict(cfg),
+    }
+    with atomic_dir(out) as tmp:
+        import json
+
+        (tmp / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "ablation.md").write_text(ablation_markdown(result))
+    return result
+
+
+def ablation_markdown(result: dict[str, Any]) -> str:
+    def cell(v: dict[str, float] | None, pct: bool = False) -> str:
+        if v is None:
+            return "n/a"
+        return f"{v['mean']:+.2f}% ± {v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
+
+    lines = [
+        f"# Ablation: {result['task'].upper()} on {result['dataset']} ({result['seeds']} seeds, mean ± std)",
+        "",
+        "| model | ROC-AUC | PR-AUC | log loss | ROC-AUC lift | PR-AUC lift |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['name']} | {cell(r['roc_auc'])} | {cell(r['pr_auc'])} | {cell(r['log_loss'])} | "
+            f"{cell(r['roc_auc_lift'], True)} | {cell(r['pr_auc_lift'], True)} |"
+        )
+    for s in result["skipped"]:
+        lines.append(f"\n- skipped {s['name']}: {s['reason']}")
+    return "\n".join(lines) + "\n"

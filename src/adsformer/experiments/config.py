@@ -1,0 +1,65 @@
+"""The configuration of a whole run: task, data, model, training. YAML files in ``configs/``.
+
+``--set`` short keys at this level (:data:`RUN_SHORT_KEYS`) cover the knobs people turn most; any field is
+reachable by its dotted path (``model.adpm.encoder.heads=2``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adsformer.config import SHORT_KEYS, DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.models.config import ModelConfig
+from adsformer.training.loop import TrainConfig
+
+TASKS = ("ctr", "pccvr")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ece_bins: int = 15
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    task: str = "ctr"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+RUN_SHORT_KEYS: dict[str, str] = {
+    **{k: f"data.{v}" for k, v in SHORT_KEYS.items()},
+    "model": "model.user",
+    "epochs": "train.epochs",
+    "lr": "train.lr",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "threads": "train.threads",
+    "heads": "model.adpm.encoder.heads",
+    "blocks": "model.adpm.encoder.blocks",
+    "pooling": "model.adpm.encoder.pooling",
+    "encoder_pair": "model.adpm.encoder.pair",
+    "tables": "model.adpm.pretrained.tables",
+    "cross_layers": "model.ranker.cross_layers",
+    "deep": "model.ranker.deep",
+    "ece_bins": "eval.ece_bins",
+}
+
+
+def load_experiment(
+    config: Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Defaults, then the YAML file, then ``extra`` (e.g. --task/--model), then ``--set`` overrides."""
+    cfg = load_yaml(ExperimentConfig, config) if config else ExperimentConfig()
+    if extra:
+        cfg = apply_overrides(cfg, extra, RUN_SHORT_KEYS)
+    cfg = apply_overrides(cfg, parse_overrides(overrides), RUN_SHORT_KEYS)
+    if cfg.task not in TASKS:
+        from adsformer.config import ConfigError
+
+        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    return cfg

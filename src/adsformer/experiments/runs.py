@@ -1,0 +1,186 @@
+"""``adsformer train`` and ``adsformer evaluate``: a run from a dataset directory to an artifact and metrics.
+
+Evaluation is honest by construction: the test split is the last period in time, at the natural click
+rate (only the training split is down-sampled, and CTR predictions are mapped back to the natural rate);
+PCCVR is evaluated on clicked test impressions only.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from adsformer.adpm.pretrained import FrozenTable
+from adsformer.config import ConfigError, to_dict
+from adsformer.data.features import FeatureSet, build_features
+from adsformer.data.schema import Dataset, read_dataset
+from adsformer.experiments.config import ExperimentConfig
+from adsformer.io import atomic_dir, write_json
+from adsformer.models.registry import ModelSpec, build_model
+from adsformer.representations.table import RepresentationTable, align_to_vocabulary
+from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
+from adsformer.training.calibration import correct_downsampling
+from adsformer.training.loop import TrainResult, predict, train
+from adsformer.training.metrics import all_metrics
+
+
+def spec_from_features(fs: FeatureSet) -> ModelSpec:
+    sizes = {e: fs.vocabs[e].size for e in ("listing", "shop", "taxonomy", "query")}
+    return ModelSpec(
+        sizes, {k: fs.vocabs[k].size for k in fs.categorical}, int(fs.dense.shape[1]), list(fs.sequences)
+    )
+
+
+def check_task(ds: Dataset, task: str) -> None:
+    if task == "pccvr" and (not ds.meta.has_conversions or "purchased" not in ds.impressions.columns):
+        raise ConfigError(
+            f"dataset {ds.meta.name!r} has no conversions (purchased): PCCVR cannot be trained or "
+            f"evaluated on it"
+        )
+
+
+def pretrained_tables(cfg: ExperimentConfig, fs: FeatureSet) -> list[FrozenTable]:
+    """Load and align the configured representation tables (only when the model uses component 2)."""
+    adpm = cfg.model.adpm
+    if cfg.model.user != "adsformer" or not adpm.pretrained.enabled:
+        return []
+    tables = []
+    for path in adpm.pretrained.tables:
+        table = RepresentationTable.load(path)
+        vectors, present = align_to_vocabulary(table, fs.vocabs["listing"])
+        tables.append(FrozenTable(table.name, vectors, present))
+    return tables
+
+
+def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
+    """The config with the sequence pairs the data actually produced, so evaluation rebuilds the same."""
+    seq = dataclasses.replace(cfg.data.sequences, pairs=tuple(fs.info["pairs"]))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq))
+
+
+def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) -> tuple[Any, TrainResult]:
+    """Build the configured model for ``fs`` and train it; returns (model, result)."""
+    model = _seeded_model(cfg, fs)
+    return model, train(model, fs, cfg.task, cfg.train, show_progress=show_progress)
+
+
+def _seeded_model(cfg: ExperimentConfig, fs: FeatureSet):
+    import torch
+
+    torch.manual_seed(cfg.train.seed)
+    return build_model(cfg.model, spec_from_features(fs), pretrained_tables(cfg, fs))
+
+
+def test_metrics(model, fs: FeatureSet, cfg: ExperimentConfig) -> dict[str, Any]:
+    rows = fs.rows("test", cfg.task)
+    if rows.size == 0:
+        raise ValueError(f"no test rows for task {cfg.task!r}")
+    p = predict(model, fs, rows, task=cfg.task, batch_size=cfg.train.eval_batch_size)
+    if cfg.task == "ctr":
+        p = correct_downsampling(p, float(fs.info["neg_keep_rate"]))
+    y = fs.labels(cfg.task)[rows]
+    return {"n_test": int(rows.size), **all_metrics(y, p, cfg.eval.ece_bins)}
+
+
+def train_run(
+    data_dir: Path, cfg: ExperimentConfig, out: Path, *, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary."""
+    ds = read_dataset(data_dir)
+    check_task(ds, cfg.task)
+    start = time.perf_counter()
+    fs = build_features(ds, cfg.data)
+    features_s = time.perf_counter() - start
+    model, result = fit(cfg, fs, show_progress=show_progress)
+    cfg = resolved(cfg, fs)
+    summary = {
+        "task": cfg.task,
+        "model": cfg.model.user,
+        "dataset": ds.meta.name,
+        "n_train": int(fs.rows("train", cfg.task).size),
+        "n_val": int(fs.rows("val", cfg.task).size),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "train_examples_per_s": result.examples_per_s,
+        "train_seconds": result.train_seconds,
+        "features_seconds": features_s,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+    }
+    features = {
+        "dense_names": fs.dense_names,
+        "dense_stats": fs.info["dense_stats"],
+        "pairs": fs.info["pairs"],
+        "neg_keep_rate": fs.info["neg_keep_rate"],
+        "categorical": list(fs.categorical),
+    }
+    art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features)
+    with atomic_dir(out) as tmp:
+        save_artifact(tmp, art)
+        (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _write_history(tmp, result)
+    return summary
+
+
+def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
+    """Score the test split of ``data_dir`` with the run's model; writes and returns ``metrics.json``."""
+    art = load_artifact(run_dir)
+    cfg: ExperimentConfig = art.config
+    ds = read_dataset(data_dir)
+    check_task(ds, cfg.task)
+    fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
+    metrics = {
+        "task": cfg.task,
+        "model": cfg.model.user,
+        "dataset": ds.meta.name,
+        **test_metrics(art.model, fs, cfg),
+    }
+    summary_path = Path(run_dir) / "train_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    metrics["train_examples_per_s"] = summary.get("train_examples_per_s")
+    metrics["parameters"] = summary.get("parameters")
+    metrics["calibrated"] = None  # Platt calibration: a later release
+    metrics["config"] = to_dict(cfg)
+    write_json(Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
+def _write_history(directory: Path, result: TrainResult) -> None:
+    with (directory / "history.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "epoch", "train_loss", "lr"])
+        writer.writeheader()
+        writer.writerows(result.history)
+    with (directory / "epochs.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(result.epochs[0]) if result.epochs else ["epoch"])
+        writer.writeheader()
+        writer.writerows(result.epochs)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    if result.history:
+        steps = [h["step"] for h in result.history]
+        axes[0].plot(steps, [h["train_loss"] for h in result.history], label="train (running mean per epoch)")
+    if result.epochs:
+        ep_steps = [e["step"] for e in result.epochs]
+        axes[0].plot(
+            ep_steps, [e["val_log_loss"] for e in result.epochs], "o-", label="validation (natural rate)"
+        )
+        axes[1].plot(ep_steps, [e["val_roc_auc"] for e in result.epochs], "o-", color="C2")
+    axes[0].set(xlabel="step", ylabel="log loss", title="Loss")
+    axes[0].legend(fontsize=8)
+    axes[1].set(xlabel="step", ylabel="ROC-AUC", title="Validation ROC-AUC")
+    fig.tight_layout()
+    fig.savefig(directory / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
