@@ -1,0 +1,161 @@
+"""Ad serving and the ground-truth click / purchase model.
+
+For each request, candidates are drawn from the query's taxonomy (its leaf, partly the rest of its
+category; the whole category for broad queries), ranked by a noisy non-personalized score
+``log(bid of the day) + static quality estimate + noise`` and the top ``slots`` are shown at positions
+1..slots. Whether an ad is clicked depends on its position (examination curve) and on how well it matches
+the session's hidden intent (leaf, color, price band), which the query does not reveal (see
+:mod:`adsformer.simulator.config` for the formula). A click adds a ``view`` event shortly after the
+impression; a purchase adds ``cart_add`` and ``purchase`` events later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from adsformer.simulator.behaviour import CART_ADD, PURCHASE, VIEW, Events, Requests, Sessions
+from adsformer.simulator.config import SimulatorConfig
+from adsformer.simulator.world import World
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def examination(cfg: SimulatorConfig, position: np.ndarray) -> np.ndarray:
+    """P(an ad at ``position`` (1-based) is looked at)."""
+    return np.power(position.astype(np.float32), np.float32(-cfg.examination_eta))
+
+
+@dataclass
+class Impressions:
+    """Impression columns (request order, then position) plus their ground-truth click model terms."""
+
+    request: np.ndarray  # row in Requests
+    position: np.ndarray
+    listing: np.ndarray
+    bid: np.ndarray
+    clicked: np.ndarray
+    purchased: np.ndarray
+    match_leaf: np.ndarray
+    match_top: np.ndarray
+    match_color: np.ndarray
+    match_band: np.ndarray
+    match_query: np.ndarray
+    p_examine: np.ndarray
+    p_relevant: np.ndarray
+    p_purchase: np.ndarray
+
+
+def rank_candidates(
+    cfg: SimulatorConfig, world: World, req: Requests, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(R, slots) listing indices and a validity mask (False where a request had too few distinct ads)."""
+    n, P, tax = req.ts.size, cfg.candidates_per_request, world.tax
+    broad = req.node >= tax.n_leaf_total
+    leaf_node = np.where(broad, 0, req.node)
+    top = np.where(broad, req.node - tax.n_leaf_total, tax.top_of(req.node))
+    l_lo, l_hi = world.leaf_range(leaf_node)
+    t_lo, t_hi = world.top_range(top)
+    from_top = broad[:, None] | (rng.random((n, P)) < cfg.candidate_off_leaf)
+    lo = np.where(from_top, t_lo[:, None], l_lo[:, None])
+    hi = np.where(from_top, t_hi[:, None], l_hi[:, None])
+    cand = world.draw_in(rng, lo, hi).astype(np.int32)
+    day = ((req.ts - cfg.start_ts) // 86_400).clip(0, cfg.days - 1)
+    score = (
+        np.log(world.bid_by_day[cand, day[:, None]]).astype(np.float32)
+        + world.quality_estimate[cand]
+        + rng.normal(0.0, cfg.rank_noise, (n, P)).astype(np.float32)
+    )
+    # a listing is shown at most once per request: drop repeated candidates
+    by_id = np.argsort(cand, axis=1, kind="stable")
+    sorted_ids = np.take_along_axis(cand, by_id, axis=1)
+    dup_sorted = np.zeros((n, P), bool)
+    dup_sorted[:, 1:] = sorted_ids[:, 1:] == sorted_ids[:, :-1]
+    dup = np.zeros((n, P), bool)
+    np.put_along_axis(dup, by_id, dup_sorted, axis=1)
+    score[dup] = -np.inf
+    best = np.argsort(-score, axis=1, kind="stable")[:, : cfg.slots]
+    shown = np.take_along_axis(cand, best, axis=1)
+    valid = np.isfinite(np.take_along_axis(score, best, axis=1))
+    return shown, valid
+
+
+def serve(
+    cfg: SimulatorConfig, world: World, s: Sessions, req: Requests, rng: np.random.Generator
+) -> tuple[Impressions, Events]:
+    """Show ads for every request, draw clicks and purchases, and the events they cause."""
+    shown, valid = rank_candidates(cfg, world, req, rng)
+    request = np.repeat(np.arange(req.ts.size, dtype=np.int32), cfg.slots).reshape(shown.shape)[valid]
+    position = np.broadcast_to(np.arange(1, cfg.slots + 1, dtype=np.int32), shown.shape)[valid]
+    listing = shown[valid]
+    n = listing.size
+    sess = req.session[request]
+    ts = req.ts[request]
+    day = ((ts - cfg.start_ts) // 86_400).clip(0, cfg.days - 1)
+    a_leaf = world.leaf[listing]
+    m_leaf = a_leaf == s.leaf[sess]
+    m_top = world.tax.top_of(a_leaf) == world.tax.top_of(s.leaf[sess])
+    m_color = world.color[listing] == s.color[sess]
+    m_band = world.band[listing] == s.band[sess]
+    m_query = a_leaf == req.node[request]
+    quality = world.quality[listing]
+    f32 = np.float32
+    logit = (
+        cfg.click_bias
+        + cfg.w_leaf * m_leaf
+        + cfg.w_top * m_top
+        + cfg.w_color * m_color
+        + cfg.w_band * m_band
+        + cfg.w_query * m_query
+        + cfg.w_quality * quality
+        + rng.normal(0.0, cfg.click_noise, n)
+    ).astype(f32)
+    p_examine = examination(cfg, position)
+    p_relevant = sigmoid(logit).astype(f32)
+    clicked = rng.random(n, dtype=f32) < p_examine * p_relevant
+    p_purchase = sigmoid(
+        cfg.purchase_bias
+        + cfg.pw_leaf * m_leaf
+        + cfg.pw_color * m_color
+        + cfg.pw_band * m_band
+        + cfg.pw_quality * quality
+    ).astype(f32)
+    purchased = clicked & (rng.random(n, dtype=f32) < p_purchase)
+    imps = Impressions(
+        request,
+        position,
+        listing,
+        world.bid_by_day[listing, day],
+        clicked.astype(np.int8),
+        purchased.astype(np.int8),
+        m_leaf,
+        m_top,
+        m_color,
+        m_band,
+        m_query,
+        p_examine,
+        p_relevant,
+        p_purchase,
+    )
+
+    # follow-up events: the click's view, and for purchases a cart_add and a purchase minutes later
+    c = np.nonzero(clicked)[0]
+    view_ts = ts[c] + rng.integers(1, cfg.click_delay_max_s + 1, c.size)
+    b = purchased[c]
+    cart_ts = view_ts[b] + rng.integers(20, 300, int(b.sum()))
+    buy_ts = cart_ts + rng.integers(20, 600, cart_ts.size)
+    user = s.user[sess]
+    none = np.full(c.size + 2 * cart_ts.size, -1, np.int32)
+    events = Events(
+        np.concatenate([user[c], user[c][b], user[c][b]]),
+        np.concatenate([view_ts, cart_ts, buy_ts]),
+        np.concatenate(
+            [np.full(c.size, VIEW), np.full(cart_ts.size, CART_ADD), np.full(cart_ts.size, PURCHASE)]
+        ).astype(np.int8),
+        np.concatenate([listing[c], listing[c][b], listing[c][b]]),
+        [none, none, none],
+    )
+    return imps, events

@@ -1,0 +1,151 @@
+"""Every knob of the marketplace simulator, with presets by scale.
+
+``SimulatorConfig.preset("tiny" | "demo" | "medium" | "large")`` gives a ready configuration;
+``cfg.with_overrides(n_users=..., seed=...)`` changes any field. All probabilities are per draw, all times
+in seconds, all money in dollars. The click model is::
+
+    P(click) = examination(position) * sigmoid(click_bias + w_leaf*[ad leaf == intent leaf]
+               + w_top*[same top-level category] + w_color*[ad color == intent color]
+               + w_band*[ad price band == intent band] + w_query*[ad leaf == query leaf]
+               + w_quality*quality + N(0, click_noise))
+    examination(p) = p ** -examination_eta
+
+and, after a click, ``P(purchase) = sigmoid(purchase_bias + pw_leaf*.. + pw_color*.. + pw_band*..
++ pw_quality*quality)``. The intent (leaf, color, band) is the session's hidden short-term intent; the
+query never reveals color or band, so only the recent action sequence carries that signal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """A seeded marketplace: world size, user behaviour, ad serving, click/purchase truth, images."""
+
+    name: str = "simulated-demo"  #: dataset name written to dataset.json
+    seed: int = 0  #: master seed; every stage draws from its own child stream
+    # --- world -------------------------------------------------------------------------------------
+    n_top: int = 8  #: top-level categories (1..8)
+    n_leaves: int = 6  #: leaves per top-level category (1..6)
+    n_colors: int = 10  #: listing colors (2..12)
+    n_shops: int = 400  #: shops; each specialises in 1..shop_max_tops top-level categories
+    shop_max_tops: int = 2
+    n_listings: int = 5000
+    leaf_color_alpha: float = 2.0  #: Dirichlet concentration of each leaf's color mix (small = peaked)
+    price_band_multipliers: tuple[float, ...] = (0.55, 1.0, 2.0)  #: budget / mid / premium vs leaf base
+    price_noise: float = 0.15  #: log-normal sigma of a listing's price around its band price
+    quality_std: float = 0.5  #: hidden listing quality ~ N(0, quality_std) (truth only)
+    rating_noise: float = 0.8  #: noise of the public f_rating proxy of quality
+    bid_median: float = 0.30  #: median cost-per-click bid
+    bid_sigma: float = 0.5  #: log-normal sigma of bids across listings
+    bid_daily_sigma: float = 0.1  #: log-normal sigma of a listing's bid from one day to the next
+    budget_median: float = 40.0  #: median daily campaign budget
+    small_budget_fraction: float = 0.15  #: campaigns with a tiny budget (< 2 dollars)
+    # --- users and sessions --------------------------------------------------------------------------
+    n_users: int = 4000
+    browser_fraction: float = 0.3  #: logged-out browsers (ids "b_..."): fewer sessions
+    sessions_mean: float = 4.0  #: sessions per logged-in user: 1 + Poisson(sessions_mean - 1)
+    browser_sessions_mean: float = 1.5
+    max_sessions: int = 40
+    days: int = 7  #: session starts are spread over this many days
+    start_ts: int = 1_717_200_000  #: 2024-06-01 00:00 UTC
+    min_session_gap_s: int = 2700  #: minimum time between two session starts of one user
+    steps_mean: float = 5.0  #: browsing steps per session ~ Geometric - 1 (0 = an ad request only)
+    max_steps: int = 20
+    step_gap_s: float = 40.0  #: mean extra seconds between steps (each gap is >= 15 s)
+    intent_persistence: float = 0.45  #: P(a session keeps the previous session's intent)
+    preference_strength: float = 0.6  #: P(a fresh intent part comes from the user's long-term favorites)
+    n_favorite_leaves: int = 2
+    n_favorite_colors: int = 2
+    # --- browsing ----------------------------------------------------------------------------------
+    p_search: float = 0.25  #: P(a step is a search rather than a listing view)
+    search_color_prob: float = 0.3  #: P(a search query names the intent color)
+    view_leaf_match: float = 0.8  #: P(a viewed listing is in the intent leaf)
+    view_sibling: float = 0.12  #: P(... in another leaf of the intent's top-level category)
+    view_color_match: float = 0.8
+    view_band_match: float = 0.8
+    p_favorite: float = 0.08  #: per view, doubled when the listing matches the intent color
+    p_cart: float = 0.05  #: per view, doubled when it matches the intent band
+    p_purchase_after_cart: float = 0.3
+    # --- ad requests ---------------------------------------------------------------------------------
+    p_request_at_start: float = 0.5  #: P(an ad request right at session start, before any action)
+    p_request_per_step: float = 0.22  #: P(an ad request a few seconds after a browsing step)
+    slots: int = 8  #: ads shown per request (positions 1..slots)
+    candidates_per_request: int = 24  #: candidates drawn before ranking (duplicates dropped)
+    query_exact: float = 0.6  #: P(the request's query is the intent leaf)
+    query_sibling: float = 0.15  #: P(... a sibling leaf); otherwise the broad top-level category
+    candidate_off_leaf: float = 0.2  #: share of a leaf query's candidates from the rest of its category
+    rank_noise: float = 0.4  #: noise of the non-personalized ranking score log(bid) + quality estimate
+    quality_estimate_noise: float = 0.5  #: noise of the platform's static quality estimate
+    # --- click and purchase truth ------------------------------------------------------------------
+    examination_eta: float = 0.6
+    click_bias: float = -4.6
+    w_leaf: float = 1.0
+    w_top: float = 0.3
+    w_color: float = 1.3
+    w_band: float = 0.9
+    w_query: float = 0.6
+    w_quality: float = 1.0
+    click_noise: float = 0.3
+    click_delay_max_s: int = 30  #: a click's view event lands 1..this many seconds after the impression
+    purchase_bias: float = -4.3
+    pw_leaf: float = 0.5
+    pw_color: float = 0.8
+    pw_band: float = 1.6
+    pw_quality: float = 0.5
+    # --- images ---------------------------------------------------------------------------------------
+    images: bool = True  #: write images/<listing_id>.png
+    image_size: int = 48
+
+    def __post_init__(self) -> None:
+        if self.slots < 1 or self.candidates_per_request < self.slots:
+            raise ValueError("need 1 <= slots <= candidates_per_request")
+        if self.n_users < 1 or self.n_listings < self.n_top * self.n_leaves or self.n_shops < self.n_top:
+            raise ValueError("need n_users >= 1, n_listings >= leaves, n_shops >= top-level categories")
+        if self.days < 1 or self.max_sessions * self.min_session_gap_s >= self.days * 86_400:
+            raise ValueError("max_sessions * min_session_gap_s must fit in the simulated days")
+        if len(self.price_band_multipliers) < 2:
+            raise ValueError("need at least two price bands")
+
+    @classmethod
+    def preset(cls, scale: str) -> SimulatorConfig:
+        """``tiny`` (tests, ~5k impressions), ``demo`` (~150k), ``medium`` (~1.5M), ``large`` (>= 10M)."""
+        if scale not in PRESETS:
+            raise ValueError(f"unknown simulator scale {scale!r}; expected one of {sorted(PRESETS)}")
+        return cls(name=f"simulated-{scale}", **PRESETS[scale])
+
+    def with_overrides(self, **kw: Any) -> SimulatorConfig:
+        return dataclasses.replace(self, **kw)
+
+    def with_string_overrides(self, pairs: dict[str, str]) -> SimulatorConfig:
+        """Overrides given as text (``--set n_users=500``), converted to each field's type."""
+        known = {f.name for f in dataclasses.fields(self)}
+        values: dict[str, Any] = {}
+        for key, text in pairs.items():
+            if key not in known:
+                raise ValueError(f"unknown simulator setting {key!r}; expected one of {sorted(known)}")
+            current = getattr(self, key)
+            if isinstance(current, bool):
+                if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(f"{key}: expected true/false, got {text!r}")
+                values[key] = text.lower() in ("1", "true", "yes", "on")
+            elif isinstance(current, tuple):
+                values[key] = tuple(float(x) for x in text.split(","))
+            else:
+                values[key] = type(current)(text)
+        return self.with_overrides(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"n_users": 120, "n_listings": 800, "n_shops": 60, "image_size": 32},
+    "demo": {},
+    "medium": {"n_users": 40_000, "n_listings": 20_000, "n_shops": 1500},
+    "large": {"n_users": 300_000, "n_listings": 100_000, "n_shops": 6000, "images": False},
+}
