@@ -100,6 +100,10 @@ def prepare_simulate(
     images: Annotated[
         bool | None, typer.Option("--images/--no-images", help="Draw listing images (default: per scale).")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a simulator knob: key=value (see SimulatorConfig)."),
+    ] = None,
 ) -> None:
     """The built-in marketplace simulator (ground truth saved beside the data)."""
     from adsformer.simulator import SimulatorConfig, simulate
@@ -108,8 +112,15 @@ def prepare_simulate(
         cfg = SimulatorConfig.preset(scale).with_overrides(seed=seed)
         if images is not None:
             cfg = cfg.with_overrides(images=images)
-        with stage(f"simulate (scale={scale}, seed={seed})"):
-            ds = simulate(cfg, out)
+        if set_:
+            pairs = dict(item.split("=", 1) for item in set_ if "=" in item)
+            if len(pairs) != len(set_):
+                raise ConfigError(f"--set expects key=value, got {set_}")
+            try:
+                cfg = cfg.with_string_overrides(pairs)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(str(exc)) from exc
+        ds = simulate(cfg, out, progress=_progress_printer())
     _print_prepared(ds.summary(), out)
 
 

@@ -22,6 +22,8 @@ def test_pairs_all_resolves_present_pairs(tiny_dataset):
         "shop:favorite",
         "taxonomy:favorite",
         "query:search",
+        "c_color:view",  # listing attributes become entities too
+        "c_color:favorite",
     }
 
 
@@ -43,6 +45,13 @@ def test_sequences_are_the_users_recent_events(tiny_dataset):
     # u3 has no events: empty sequence everywhere
     row_c = imps.with_row_index().filter(pl.col("request_id") == "r0c")["index"][0]
     assert all(col.length[row_c] == 0 for col in fs.sequences.values())
+
+
+def test_listing_attribute_sequences(tiny_dataset):
+    fs = build_features(tiny_dataset, _cfg(pairs=["c_color:view"]))
+    row = tiny_dataset.impressions.with_row_index().filter(pl.col("request_id") == "r0a")["index"][0]
+    ids, n = fs.sequences["c_color:view"].padded(np.array([row]))
+    assert fs.vocabs["c_color"].decode(ids[0, : n[0]]) == ["gold", "red"]  # colors of l3, l1, newest first
 
 
 def test_window_override_empties_sequences(tiny_dataset):

@@ -46,8 +46,11 @@ class LearnedConfig:
     shop_dim: int = 16
     taxonomy_dim: int = 8
     query_dim: int = 16
+    attribute_dim: int = 8  # listing attributes c_* used as entities (e.g. c_color:view)
 
     def dim(self, entity: str) -> int:
+        if entity.startswith("c_"):
+            return self.attribute_dim
         return int(getattr(self, f"{entity}_dim"))
 
 

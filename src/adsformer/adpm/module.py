@@ -72,7 +72,7 @@ class ADPM(nn.Module):
             self.pretrained = PretrainedComponent(list(tables or []), comp2_pairs)
         if cfg.learned.enabled:
             comp3_pairs = select_pairs(cfg.learned.pairs, pairs)
-            dims = {e: cfg.learned.dim(e) for e in ("listing", "shop", "taxonomy", "query")}
+            dims = {p.split(":", 1)[0]: cfg.learned.dim(p.split(":", 1)[0]) for p in comp3_pairs}
             self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims)
         parts = [m for m in (self.encoder, self.pretrained, self.learned) if m is not None]
         if not parts:

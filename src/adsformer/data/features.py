@@ -45,10 +45,15 @@ class Pair:
     def name(self) -> str:
         return f"{self.entity}:{self.action}"
 
+    @property
+    def column(self) -> str:
+        """The events column holding this entity (listing attributes ``c_*`` are their own column)."""
+        return ENTITY_COLUMNS.get(self.entity, self.entity)
+
     @classmethod
     def parse(cls, text: str) -> Pair:
         entity, sep, action = text.partition(":")
-        if not sep or entity not in ENTITY_COLUMNS or not action:
+        if not sep or not (entity in ENTITY_COLUMNS or entity.startswith("c_")) or not action:
             raise ValueError(
                 f"bad sequence pair {text!r}: expected 'entity:action' with entity one of "
                 f"{sorted(ENTITY_COLUMNS)}"
@@ -108,8 +113,9 @@ class FeatureSet:
 
 
 def enrich_events(events: pl.DataFrame, listings: pl.DataFrame) -> pl.DataFrame:
-    """Fill each event's shop_id / taxonomy_id from its listing where the event lacks them."""
-    cols = [c for c in ("shop_id", "taxonomy_id") if c in listings.columns]
+    """Fill each event's shop_id / taxonomy_id (and listing attributes ``c_*``) from its listing where the
+    event lacks them, so (shop, action), (taxonomy, action) and (c_color, action) sequences exist."""
+    cols = [c for c in listings.columns if c in ("shop_id", "taxonomy_id") or c.startswith("c_")]
     if "listing_id" not in events.columns or not cols:
         return events
     lookup = listings.select("listing_id", *[pl.col(c).alias(f"{c}__listing") for c in cols])
@@ -126,9 +132,10 @@ def resolve_pairs(spec: tuple[str, ...], events: pl.DataFrame) -> list[Pair]:
     if "all" in spec:
         present = []
         actions = sorted(events["action"].unique().to_list()) if events.height else []
+        entities = dict(ENTITY_COLUMNS) | {c: c for c in events.columns if c.startswith("c_")}
         for action in actions:
             sub = events.filter(pl.col("action") == action)
-            for entity, col in ENTITY_COLUMNS.items():
+            for entity, col in entities.items():
                 if col in sub.columns and sub[col].null_count() < sub.height:
                     present.append(Pair(entity, action))
         extra = [Pair.parse(s) for s in spec if s != "all"]
@@ -167,7 +174,8 @@ def fit_vocabularies(ds: Dataset, events: pl.DataFrame, split: Split, cfg: DataC
         cols = [df[col] for df in (train_events, train_imps) if col in df.columns]
         vocabs[entity] = Vocabulary.fit(entity, cols, vc.top_k(entity), vc.num_oov)
     for col in _categorical_columns(ds):
-        vocabs[col] = Vocabulary.fit(col, [train_imps[col]], vc.categorical_top_k, vc.num_oov)
+        cols = [df[col] for df in (train_imps, train_events) if col in df.columns]
+        vocabs[col] = Vocabulary.fit(col, cols, vc.categorical_top_k, vc.num_oov)
     return Vocabularies(vocabs)
 
 
@@ -244,7 +252,7 @@ def build_features(
     sequences: dict[str, SequenceColumn] = {}
     actions = events["action"].to_numpy()
     for pair in pairs:
-        col = ENTITY_COLUMNS[pair.entity]
+        col = pair.column
         if col not in events.columns:
             raise ValueError(f"sequence pair {pair.name!r}: events have no column {col!r}")
         mask = (actions == pair.action) & events[col].is_not_null().to_numpy()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PAD = 0
+PAD_CHUNK = 1 << 18  # rows padded per step: caps temporaries at ~2^18 * M * 17 bytes
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,16 @@ class SequenceColumn:
         M = self.max_len
         if trim:
             M = max(1, int(length.max())) if length.size else 1
+        n = end.shape[0]
+        ids = np.zeros((n, M), dtype=np.int32)
+        if self.values.shape[0] == 0 or n == 0:
+            return ids, length.astype(np.int32, copy=False)
         offsets = np.arange(M, dtype=np.int64)
-        valid = offsets[None, :] < length[:, None]  # (n, M)
-        if self.values.shape[0] == 0:
-            return np.zeros((end.shape[0], M), dtype=np.int32), length.astype(np.int32, copy=False)
-        idx = np.where(valid, end[:, None] - 1 - offsets[None, :], 0)  # (n, M)
-        ids = np.where(valid, self.values[idx], PAD).astype(np.int32, copy=False)
+        for lo in range(0, n, PAD_CHUNK):  # bounded temporaries for millions of rows
+            hi = min(n, lo + PAD_CHUNK)
+            valid = offsets[None, :] < length[lo:hi, None]  # (c, M)
+            idx = np.where(valid, end[lo:hi, None] - 1 - offsets[None, :], 0)  # (c, M)
+            np.copyto(ids[lo:hi], self.values[idx], where=valid)
         return ids, length.astype(np.int32, copy=False)
 
     def take(self, rows: np.ndarray) -> SequenceColumn:

@@ -151,13 +151,17 @@ def _np_default(obj: Any) -> Any:
 
 def _plot_sequence_lengths(fs: FeatureSet, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.arange(fs.info["max_len"] + 2) - 0.5
-    for name, col in list(fs.sequences.items())[:6]:
-        ax.hist(col.length, bins=bins, histtype="step", label=name, linewidth=1.5)
+    longest = max((int(c.length.max()) for c in fs.sequences.values() if c.length.size), default=1)
+    bins = np.arange(longest + 2) - 0.5
+    by_action: dict[str, str] = {}  # every entity of one action has the same lengths: one line per action
+    for name in fs.sequences:
+        by_action.setdefault(name.split(":", 1)[1], name)
+    for action, name in by_action.items():
+        ax.hist(fs.sequences[name].length, bins=bins, histtype="step", label=action, linewidth=1.5)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length (events in the window before the request)")
     ax.set_ylabel("impressions")
-    ax.set_title("Sequence lengths per (entity, action)")
+    ax.set_title("Sequence lengths per action (window before each request)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

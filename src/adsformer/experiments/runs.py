@@ -35,7 +35,8 @@ from adsformer.training.metrics import all_metrics
 
 
 def spec_from_features(fs: FeatureSet) -> ModelSpec:
-    sizes = {e: fs.vocabs[e].size for e in ("listing", "shop", "taxonomy", "query")}
+    entities = {"listing", "shop", "taxonomy", "query"} | {p.split(":", 1)[0] for p in fs.sequences}
+    sizes = {e: fs.vocabs[e].size for e in sorted(entities)}
     return ModelSpec(
         sizes, {k: fs.vocabs[k].size for k in fs.categorical}, int(fs.dense.shape[1]), list(fs.sequences)
     )

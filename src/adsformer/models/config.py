@@ -41,6 +41,8 @@ class RankerConfig:
     taxonomy_dim: int = 8
     query_dim: int = 16
     categorical_dim: int = 8
+    position_bias: bool = True  # shallow position tower: added in training, dropped when scoring
+    max_position: int = 50  # positions beyond share the last bias
 
     def target_dim(self, entity: str) -> int:
         return int(getattr(self, f"{entity}_dim"))

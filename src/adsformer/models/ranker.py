@@ -1,6 +1,10 @@
 """The ranker: a deep & cross network over the wide input concatenated with the user vector ``u``
 (paper figure 3). The user module is passed in, so ADPM, BST, last-k or none are swapped by configuration.
 
+Clicks depend on where an ad was shown. A shallow position tower (one learned bias per position, paper
+section 5.3 / A.3) absorbs that during training: its logit is added only when ``position`` is passed, which
+the training loop does and scoring never does, so predictions estimate relevance as if shown on top.
+
 Letters: B batch, F wide width (target + query + categorical embeddings + dense), U user width.
 """
 
@@ -52,6 +56,10 @@ class Ranker(nn.Module):
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
         self.deep = DeepTower(in_dim, cfg.deep, cfg.dropout)
         self.head = nn.Linear(in_dim + self.deep.out_dim, 1)
+        self.max_position = cfg.max_position
+        self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.position_bias else None
+        if self.position_bias is not None:
+            nn.init.zeros_(self.position_bias.weight)
 
     def forward(
         self,
@@ -60,11 +68,15 @@ class Ranker(nn.Module):
         dense: torch.Tensor,
         seq_ids: dict[str, torch.Tensor],
         seq_len: dict[str, torch.Tensor],
+        position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-> logits (B,)."""
+        """-> logits (B,). ``position`` (B,) (1 = top, 0 = unknown) only in training."""
         parts = [emb(target[e]) for e, emb in self.target_emb.items()]
         parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
         parts += [dense, self.user(target["listing"], seq_ids, seq_len)]
         x0 = torch.cat(parts, dim=1)  # (B, F + U)
         h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
-        return self.head(h).squeeze(1)  # (B,)
+        logit = self.head(h).squeeze(1)  # (B,)
+        if position is not None and self.position_bias is not None:
+            logit = logit + self.position_bias(position.clamp(0, self.max_position)).squeeze(1)
+        return logit

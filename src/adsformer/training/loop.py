@@ -52,9 +52,10 @@ class TrainResult:
         return self.train_examples / self.train_seconds if self.train_seconds else 0.0
 
 
-def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """The model's logits (B,) for a batch."""
-    return model(batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len)
+def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> torch.Tensor:
+    """The model's logits (B,) for a batch; the position tower only ``with_position`` (training)."""
+    position = batch.position if with_position else None
+    return model(batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len, position)
 
 
 @torch.no_grad()
@@ -120,7 +121,7 @@ def train(
             for batch in iterate_batches(
                 fs, train_rows, batch_size, task=task, shuffle=True, seed=cfg.seed * 1000 + epoch
             ):
-                loss = loss_fn(forward(model, batch), batch.label)
+                loss = loss_fn(forward(model, batch, with_position=True), batch.label)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from adsformer.data.adapters import ADAPTERS, AdapterError
@@ -170,13 +173,12 @@ def test_bad_inputs_raise_and_write_nothing(tmp_path, write_text):
 
 @pytest.mark.realdata
 def test_real_movielens_if_present(shared_data, tmp_path, assert_valid):
-    """ml-100k is not in the shared data; run when someone puts it there (either layout)."""
-    for name in ("ml-100k", "movielens"):
-        d = shared_data / name
-        if d.is_dir():
-            break
-    else:
-        pytest.skip("no ml-100k directory in shared data")
+    """ml-100k: $ADSFORMER_ML100K (CI fetches it with scripts/fetch_ml100k) or shared data (either layout)."""
+    candidates = [Path(os.environ["ADSFORMER_ML100K"])] if os.environ.get("ADSFORMER_ML100K") else []
+    candidates += [shared_data / "ml-100k", shared_data / "movielens"]
+    d = next((c for c in candidates if c.is_dir()), None)
+    if d is None:
+        pytest.skip("no ml-100k directory (set ADSFORMER_ML100K or run scripts/fetch_ml100k)")
     res = prepare_movielens(d, tmp_path / "ml")
     assert_valid(tmp_path / "ml")
     s = res.summary()
