@@ -230,8 +230,17 @@ def sequences(
 
 
 # ---------------------------------------------------------------------------------------------- train
-TaskOpt = Annotated[str, typer.Option("--task", help="ctr | pccvr")]
-ModelOpt = Annotated[str, typer.Option("--model", help="adsformer | baseline | bst | lastk")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="ctr | pccvr (default: the config's, else ctr)")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="adsformer | baseline | bst | lastk (default: the config's)")
+]
+
+
+def _given(**kwargs: str | None) -> dict[str, str]:
+    """Command-line options that were actually given (they override the config file)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
 DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")]
 
 
@@ -239,8 +248,8 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directo
 def train_cmd(
     data: DataOpt,
     out: OutDir,
-    task: TaskOpt = "ctr",
-    model: ModelOpt = "adsformer",
+    task: TaskOpt = None,
+    model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -249,7 +258,7 @@ def train_cmd(
     from adsformer.experiments.runs import train_run
 
     with _friendly_errors():
-        cfg = load_experiment(config, set_, extra={"task": task, "model": model})
+        cfg = load_experiment(config, set_, extra=_given(task=task, model=model))
         summary = train_run(data, cfg, out)
     last = summary["epochs"][-1] if summary["epochs"] else {}
     console.print(
@@ -287,7 +296,7 @@ def evaluate_cmd(
 def ablate_cmd(
     data: DataOpt,
     out: OutDir,
-    task: TaskOpt = "ctr",
+    task: TaskOpt = None,
     suite: Annotated[str, typer.Option(help="Ablation suite: paper (tables 2 and 3).")] = "paper",
     seeds: Annotated[int, typer.Option(help="Seeds per row (mean and std).")] = 3,
     config: ConfigOpt = None,
@@ -302,7 +311,7 @@ def ablate_cmd(
             raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(SUITES)}")
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
-        cfg = load_experiment(config, set_, extra={"task": task})
+        cfg = load_experiment(config, set_, extra=_given(task=task))
         result = run_ablation(data, cfg, suite, seeds, out)
     console.print(ablation_markdown(result))
     console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")

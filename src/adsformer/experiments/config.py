@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adsformer.config import SHORT_KEYS, DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.config import SHORT_KEYS, ConfigError, DataConfig, apply_overrides, load_yaml, parse_overrides
 from adsformer.models.config import ModelConfig
+from adsformer.models.registry import USER_MODULES
 from adsformer.training.loop import TrainConfig
 
 TASKS = ("ctr", "pccvr")
@@ -59,7 +60,11 @@ def load_experiment(
         cfg = apply_overrides(cfg, extra, RUN_SHORT_KEYS)
     cfg = apply_overrides(cfg, parse_overrides(overrides), RUN_SHORT_KEYS)
     if cfg.task not in TASKS:
-        from adsformer.config import ConfigError
-
         raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    if cfg.model.user not in USER_MODULES:
+        raise ConfigError(f"unknown model {cfg.model.user!r}; expected one of {sorted(USER_MODULES)}")
+    if cfg.model.adpm.encoder.pooling not in ("max", "mean"):
+        raise ConfigError(
+            f"model.adpm.encoder.pooling must be max or mean, got {cfg.model.adpm.encoder.pooling!r}"
+        )
     return cfg

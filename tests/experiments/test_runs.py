@@ -1,0 +1,139 @@
+"""train -> evaluate -> ablate end to end, as a user runs them, on the tiny simulator."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adsformer.cli import app
+from adsformer.simulator import SimulatorConfig, simulate
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+runner = CliRunner()
+
+METRIC_FIELDS = {
+    "task",
+    "model",
+    "n_test",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "ece",
+    "nce",
+    "train_examples_per_s",
+    "config",
+}
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "data"
+    simulate(SimulatorConfig.preset("tiny").with_overrides(images=False), out)
+    return out
+
+
+def _ok(res):
+    assert res.exit_code == 0, res.output
+    return res
+
+
+@pytest.mark.parametrize(
+    "task, model",
+    [("ctr", "adsformer"), ("ctr", "baseline"), ("pccvr", "adsformer"), ("ctr", "bst"), ("ctr", "lastk")],
+)
+def test_train_then_evaluate_writes_metrics(sim_dir, tmp_path, task, model):
+    run = tmp_path / "run"
+    cfg = CONFIGS / f"{task}_test.yaml"
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "train",
+                "--data",
+                str(sim_dir),
+                "--task",
+                task,
+                "--model",
+                model,
+                "--config",
+                str(cfg),
+                "--out",
+                str(run),
+                "--set",
+                "window_s=1800",
+            ],
+        )
+    )
+    for name in ("model.pt", "config.yaml", "features.json", "vocab/vocab.json", "history.csv", "curves.png"):
+        assert (run / name).exists(), name
+    _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) >= METRIC_FIELDS
+    assert metrics["task"] == task and metrics["model"] == model and metrics["n_test"] > 0
+    assert 0 < metrics["roc_auc"] < 1 and metrics["log_loss"] > 0
+    assert metrics["config"]["data"]["sequences"]["window_s"] == 1800  # --set reached the run
+    if task == "pccvr":  # evaluated on clicked impressions only
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert metrics["n_test"] < 1000 and summary["n_train"] < 1000
+
+
+def test_ablate_paper_suite(sim_dir, tmp_path):
+    out = tmp_path / "abl"
+    res = _ok(
+        runner.invoke(
+            app,
+            [
+                "ablate",
+                "--data",
+                str(sim_dir),
+                "--task",
+                "ctr",
+                "--suite",
+                "paper",
+                "--seeds",
+                "2",
+                "--config",
+                str(CONFIGS / "ctr_test.yaml"),
+                "--out",
+                str(out),
+            ],
+        )
+    )
+    result = json.loads((out / "ablation.json").read_text())
+    assert {"task", "dataset", "seeds", "rows"} <= set(result) and result["seeds"] == 2
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["baseline", "[Comp1,Comp3]", "[Comp1]", "[Comp3]", "BST-k=20-8heads", "Ebay-k=5"]
+    assert {s["name"] for s in result["skipped"]} == {
+        "ADPM-3[MaxPool]",
+        "ADPM-3[AvgPool]",
+        "[Comp1,Comp2]",
+        "[Comp2,Comp3]",
+        "[Comp2]",
+    }
+    for row in result["rows"]:
+        for key in ("roc_auc", "pr_auc", "log_loss", "roc_auc_lift", "pr_auc_lift"):
+            assert set(row[key]) == {"mean", "std"}
+    base = result["rows"][0]
+    assert base["roc_auc_lift"] == {"mean": 0.0, "std": 0.0}
+    assert "ADPM" in (out / "ablation.md").read_text() or "Comp1" in (out / "ablation.md").read_text()
+    assert "ablation.md" in " ".join(res.output.split())
+
+
+def test_pccvr_without_conversions_is_a_clear_error(tmp_path, tiny_dataset):
+    from adsformer.data.schema import write_dataset
+
+    tiny_dataset.meta.has_conversions = False
+    d = write_dataset(tiny_dataset, tmp_path / "ds")
+    res = runner.invoke(app, ["train", "--data", str(d), "--task", "pccvr", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 1 and "has no conversions" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_model_and_missing_run(tmp_path, sim_dir):
+    res = runner.invoke(
+        app, ["train", "--data", str(sim_dir), "--model", "gpt", "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code != 0 and "unknown model 'gpt'" in " ".join(res.output.split())
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(sim_dir)])
+    assert res.exit_code == 1 and "not a run directory" in res.output
