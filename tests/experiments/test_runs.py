@@ -137,3 +137,19 @@ def test_unknown_model_and_missing_run(tmp_path, sim_dir):
     assert res.exit_code != 0 and "unknown model 'gpt'" in " ".join(res.output.split())
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(sim_dir)])
     assert res.exit_code == 1 and "not a run directory" in res.output
+
+
+def test_demo_end_to_end_on_tiny_scale(tmp_path):
+    res = _ok(runner.invoke(app, ["demo", "--scale", "tiny", "--out", str(tmp_path / "demo")]))
+    report = tmp_path / "demo" / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert [(m["task"], m["model"]) for m in summary["models"]] == [
+        ("ctr", "baseline"),
+        ("ctr", "adsformer"),
+        ("pccvr", "baseline"),
+        ("pccvr", "adsformer"),
+    ]
+    assert summary["dataset"]["impressions"] > 1000
+    for name in ("report.md", "sequence_lengths.png", "ctr_by_position.png"):
+        assert (report / name).exists()
+    assert str(report / "report.md") in " ".join(res.output.split())
