@@ -153,3 +153,39 @@ def test_demo_end_to_end_on_tiny_scale(tmp_path):
     for name in ("report.md", "sequence_lengths.png", "ctr_by_position.png"):
         assert (report / name).exists()
     assert str(report / "report.md") in " ".join(res.output.split())
+
+
+def test_pretrained_table_feeds_component_2_and_travels_with_the_run(sim_dir, tmp_path):
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from adsformer.representations.table import RepresentationTable
+    from adsformer.training.artifact import load_artifact
+
+    ids = pl.read_parquet(sim_dir / "listings.parquet")["listing_id"].to_list()
+    vectors = np.random.default_rng(0).normal(size=(len(ids), 6)).astype(np.float32)
+    table = RepresentationTable("rand", "test", ids, vectors).save(tmp_path / "table")
+    run = tmp_path / "run"
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "train",
+                "--data",
+                str(sim_dir),
+                "--config",
+                str(CONFIGS / "ctr_test.yaml"),
+                "--set",
+                f"tables=[{table}]",
+                "--out",
+                str(run),
+            ],
+        )
+    )
+    state = torch.load(run / "model.pt", weights_only=False)["state_dict"]
+    assert state["user.pretrained.tables.0.vectors"].shape[1] == 6
+    (tmp_path / "table" / "vectors.parquet").unlink()  # the run no longer needs the table files
+    art = load_artifact(run)
+    assert art.model.user.pretrained is not None
+    _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))

@@ -1,0 +1,92 @@
+"""Regenerate the ablation tables of ``docs/results.md`` on real data and on the simulator.
+
+    python benchmarks/results.py --shared ../shared/data [--seeds 3] [--only trivago-ctr,taobao-ctr,...]
+
+For each experiment it prepares the dataset (``adsformer prepare ...``), runs ``adsformer ablate --suite paper``
+with the given seeds, and writes the tables between the ``<!-- results:begin -->`` / ``<!-- results:end -->``
+markers of ``docs/results.md`` (the commentary around them is kept). Each experiment's ``ablation.json`` stays
+in ``--work`` (default ``bench_out/results``). Long: tens of minutes on 2 cores; run it in the background.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from adsformer.data.adapters import ADAPTERS
+from adsformer.experiments.ablation import ablation_markdown, run_ablation
+from adsformer.experiments.config import load_experiment
+from adsformer.simulator import SimulatorConfig, simulate
+
+#: name -> (source, path inside --shared or simulator scale, task, --set overrides)
+EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
+    "trivago-ctr": ("trivago", "trivago/trivago_val_100k.parquet", "ctr", ["epochs=1", "batch_size=1024"]),
+    "taobao-ctr": (
+        "taobao-userbehavior",
+        "taobao_userbehavior/UserBehavior.csv",
+        "ctr",
+        ["epochs=1", "batch_size=1024"],
+    ),
+    "taobao-pccvr": (
+        "taobao-userbehavior",
+        "taobao_userbehavior/UserBehavior.csv",
+        "pccvr",
+        ["epochs=2", "batch_size=512"],
+    ),
+    "simulator-ctr": ("simulate", "medium", "ctr", ["epochs=1", "batch_size=1024"]),
+    "simulator-pccvr": ("simulate", "medium", "pccvr", ["epochs=2", "batch_size=512"]),
+}
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def prepare(source: str, where: str, shared: Path, data_dir: Path) -> Path:
+    if (data_dir / "dataset.json").exists():
+        return data_dir
+    if source == "simulate":
+        simulate(SimulatorConfig.preset(where).with_overrides(images=False), data_dir)
+    else:
+        ADAPTERS[source](shared / where, data_dir)
+    return data_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, required=True, help="the public datasets folder (shared/data)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
+    ap.add_argument("--work", type=Path, default=Path("bench_out/results"))
+    ap.add_argument("--doc", type=Path, default=Path("docs/results.md"))
+    args = ap.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(EXPERIMENTS)
+    for name in names:
+        source, where, task, sets = EXPERIMENTS[name]
+        data = prepare(source, where, args.shared, args.work / "data" / f"{source}-{where.split('/')[-1]}")
+        cfg = load_experiment(None, sets, extra={"task": task})
+        start = time.perf_counter()
+        run_ablation(data, cfg, "paper", args.seeds, args.work / name)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    write_doc(args.work, args.doc)
+
+
+def write_doc(work: Path, doc: Path) -> None:
+    blocks = []
+    for name in EXPERIMENTS:
+        path = work / name / "ablation.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        _source, _where, _task, sets = EXPERIMENTS[name]
+        blocks.append(
+            f"### {name}\n\n`--set {' --set '.join(sets)}`\n\n" + ablation_markdown(result).split("\n", 2)[2]
+        )
+    text = doc.read_text() if doc.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    generated = f"{BEGIN}\n\n" + "\n".join(blocks) + f"\n{END}"
+    doc.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: generated, text, flags=re.S))
+    print(f"wrote {doc}")
+
+
+if __name__ == "__main__":
+    main()
