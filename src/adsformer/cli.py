@@ -317,6 +317,34 @@ def ablate_cmd(
     console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")
 
 
+@app.command("predict")
+def predict_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output Parquet file (written atomically).")],
+    batch_size: Annotated[int | None, typer.Option(help="Scoring batch size.")] = None,
+) -> None:
+    """Score every impression of a dataset (unseen ids -> OOV); write ids + p_ctr / p_pccvr to Parquet."""
+    from adsformer.predict import predict_run
+
+    with _friendly_errors():
+        summary = predict_run(run_dir, data, out, batch_size=batch_size)
+    console.print(kv_table("predictions", summary))
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="TorchScript file, e.g. model.pt.")],
+) -> None:
+    """Export the run's model as TorchScript (plus FILE.pt.json describing the inputs); parity-checked."""
+    from adsformer.export import export_torchscript, sidecar_path
+
+    with _friendly_errors():
+        path = export_torchscript(run_dir, out)
+    console.print(f"wrote [bold]{path}[/] and [bold]{sidecar_path(path)}[/]")
+
+
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(

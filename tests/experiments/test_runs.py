@@ -189,3 +189,25 @@ def test_pretrained_table_feeds_component_2_and_travels_with_the_run(sim_dir, tm
     art = load_artifact(run)
     assert art.model.user.pretrained is not None
     _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))
+
+
+def test_predict_and_export_commands(sim_dir, tmp_path):
+    import polars as pl
+
+    run = tmp_path / "run"
+    _ok(
+        runner.invoke(
+            app,
+            ["train", "--data", str(sim_dir), "--config", str(CONFIGS / "ctr_test.yaml"), "--out", str(run)],
+        )
+    )
+    _ok(
+        runner.invoke(
+            app, ["predict", str(run), "--data", str(sim_dir), "--out", str(tmp_path / "p.parquet")]
+        )
+    )
+    preds = pl.read_parquet(tmp_path / "p.parquet")
+    assert preds.height == pl.read_parquet(sim_dir / "impressions.parquet").height
+    assert preds["p_ctr"].is_between(0, 1).all()
+    _ok(runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "m.pt")]))
+    assert (tmp_path / "m.pt").exists() and (tmp_path / "m.pt.json").exists()

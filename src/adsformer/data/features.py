@@ -204,10 +204,23 @@ def build_features(
     cfg: DataConfig,
     vocabs: Vocabularies | None = None,
     dense_stats: dict[str, tuple[float, float]] | None = None,
+    *,
+    score_all: bool = False,
 ) -> FeatureSet:
-    """All model inputs for every impression of ``ds`` (see the module docstring)."""
+    """All model inputs for every impression of ``ds`` (see the module docstring).
+
+    ``score_all`` is the scoring mode (prediction, serving): no time split (every row is "test"), no
+    down-sampling, labels optional, and the trained run's ``vocabs``, ``dense_stats`` and (resolved) pairs
+    rule; a sequence whose column the data lacks is empty rather than an error.
+    """
     imps = ds.impressions
-    split = time_split(imps["ts"].to_numpy(), cfg.split)
+    if score_all:
+        if vocabs is None or dense_stats is None:
+            raise ValueError("score_all needs the trained run's vocabularies and dense statistics")
+        start = int(imps["ts"].min()) if imps.height else 0
+        split = Split(np.full(imps.height, TEST, np.int8), start, start, "all")
+    else:
+        split = time_split(imps["ts"].to_numpy(), cfg.split)
     events = enrich_events(ds.events, ds.listings)
     given_vocabs = vocabs is not None
     if vocabs is None:
@@ -234,17 +247,17 @@ def build_features(
     dense_names = list(dense_stats) if dense_stats is not None else _dense_columns(wide)
     dense, stats = _standardize(wide, dense_names, split.split == TRAIN, dense_stats)
 
-    clicked = imps["clicked"].to_numpy().astype(np.int8)
+    clicked = _int_column(imps, "clicked", np.int8)
     has_purchases = ds.meta.has_conversions and "purchased" in imps.columns
     purchased = imps["purchased"].fill_null(0).to_numpy().astype(np.int8) if has_purchases else None
-    position = (
-        imps["position"].fill_null(0).to_numpy().astype(np.int32)
-        if "position" in imps.columns
-        else np.zeros(imps.height, np.int32)
-    )
+    position = _int_column(imps, "position", np.int32)
 
     seq_cfg = cfg.sequences
-    pairs = resolve_pairs(seq_cfg.pairs, events.filter(pl.col("ts") < split.val_start))
+    pairs = (
+        [Pair.parse(p) for p in seq_cfg.pairs]
+        if score_all
+        else resolve_pairs(seq_cfg.pairs, events.filter(pl.col("ts") < split.val_start))
+    )
     ev_user, imp_user = user_codes(events["user_id"], imps["user_id"])
     imp_ts = imps["ts"].to_numpy()
     ev_ts_all = events["ts"].to_numpy()
@@ -254,13 +267,21 @@ def build_features(
     for pair in pairs:
         col = pair.column
         if col not in events.columns:
-            raise ValueError(f"sequence pair {pair.name!r}: events have no column {col!r}")
+            if not score_all:
+                raise ValueError(f"sequence pair {pair.name!r}: events have no column {col!r}")
+            n = imps.height  # scoring data without that column: every sequence is empty
+            sequences[pair.name] = SequenceColumn(
+                np.zeros(0, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32), seq_cfg.max_len
+            )
+            continue
         mask = (actions == pair.action) & events[col].is_not_null().to_numpy()
         values = vocabs[pair.entity].encode(events[col].filter(pl.Series(mask)))
         index = EventIndex.build(ev_user[mask], ev_ts_all[mask], values, t0)
         sequences[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
 
-    keep = downsample_negatives(clicked, split.split, cfg.sampling)
+    keep = (
+        np.ones(imps.height, bool) if score_all else downsample_negatives(clicked, split.split, cfg.sampling)
+    )
     info = {
         "pairs": [p.name for p in pairs],
         "window_s": seq_cfg.window_s,
@@ -286,6 +307,13 @@ def build_features(
         vocabs,
         info,
     )
+
+
+def _int_column(frame: pl.DataFrame, name: str, dtype: type) -> np.ndarray:
+    """An integer column with nulls as 0; all zeros when absent (e.g. labels at scoring time)."""
+    if name not in frame.columns:
+        return np.zeros(frame.height, dtype)
+    return frame[name].fill_null(0).to_numpy().astype(dtype)
 
 
 def _standardize(
