@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -42,7 +42,7 @@ def kv_table(title: str, rows: Mapping[str, Any]) -> Table:
     return table
 
 
-def records_table(title: str, records: list[Mapping[str, Any]]) -> Table:
+def records_table(title: str, records: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     if not records:
         return table

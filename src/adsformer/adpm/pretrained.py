@@ -20,6 +20,9 @@ from adsformer.layers.pooling import lengths_to_mask, masked_mean
 class FrozenTable(nn.Module):
     """vectors (V, d2) float32 aligned to the listing vocabulary; ``present`` (V,) marks real rows."""
 
+    vectors: torch.Tensor
+    present: torch.Tensor
+
     def __init__(
         self, name: str, vectors: np.ndarray | torch.Tensor, present: np.ndarray | torch.Tensor
     ) -> None:

@@ -217,7 +217,7 @@ def build_features(
     if score_all:
         if vocabs is None or dense_stats is None:
             raise ValueError("score_all needs the trained run's vocabularies and dense statistics")
-        start = int(imps["ts"].min()) if imps.height else 0
+        start = int(imps["ts"].to_numpy().min()) if imps.height else 0
         split = Split(np.full(imps.height, TEST, np.int8), start, start, "all")
     else:
         split = time_split(imps["ts"].to_numpy(), cfg.split)

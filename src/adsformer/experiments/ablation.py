@@ -8,6 +8,7 @@ the non-personalized baseline of the same seed, in percent, then averaged over s
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ def run_ablation(
         rec["train_examples_per_s"] = mean_std([r["train_examples_per_s"] for r in runs])
         rec["n_test"] = runs[0]["n_test"]
         table_rows.append(rec)
-    result = {
+    summary: dict[str, Any] = {
         "task": cfg.task,
         "dataset": ds.meta.name,
         "seeds": seeds,
@@ -130,11 +131,9 @@ def run_ablation(
         "config": to_dict(cfg),
     }
     with atomic_dir(out) as tmp:
-        import json
-
-        (tmp / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-        (tmp / "ablation.md").write_text(ablation_markdown(result))
-    return result
+        (tmp / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "ablation.md").write_text(ablation_markdown(summary))
+    return summary
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:

@@ -200,7 +200,7 @@ def _np_default(obj: Any) -> Any:
 def _plot_sequence_lengths(fs: FeatureSet, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     longest = max((int(c.length.max()) for c in fs.sequences.values() if c.length.size), default=1)
-    bins = np.arange(longest + 2) - 0.5
+    bins = [i - 0.5 for i in range(longest + 2)]
     by_action: dict[str, str] = {}  # every entity of one action has the same lengths: one line per action
     for name in fs.sequences:
         by_action.setdefault(name.split(":", 1)[1], name)

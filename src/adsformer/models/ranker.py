@@ -47,10 +47,12 @@ class Ranker(nn.Module):
             }
         )
         in_dim = (
-            sum(m.embedding_dim for m in self.target_emb.values())
-            + sum(m.embedding_dim for m in self.cat_emb.values())
+            sum(cfg.target_dim(e) for e in wide.target_vocab)
+            + sum(
+                cfg.query_dim if name == "query" else cfg.categorical_dim for name in wide.categorical_vocab
+            )
             + wide.n_dense
-            + int(user.out_dim)
+            + int(getattr(user, "out_dim", 0))
         )
         self.in_dim = in_dim
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
