@@ -41,6 +41,7 @@ class RankerConfig:
     taxonomy_dim: int = 8
     query_dim: int = 16
     categorical_dim: int = 8
+    embedding_std: float = 0.01  # N(0, std) init of every id embedding (torch's default N(0, 1) overfits ids)
     position_bias: bool = True  # shallow position tower: added in training, dropped when scoring
     max_position: int = 50  # positions beyond share the last bias
 

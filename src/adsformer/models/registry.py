@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from adsformer.adpm.module import ADPM
@@ -76,4 +77,17 @@ def build_model(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable] | N
     user = builder(cfg, spec, list(tables or []))
     target_vocab = {e: spec.vocab_sizes[e] for e in ("listing", "shop", "taxonomy")}
     wide = WideSpec(target_vocab, spec.categorical_vocab, spec.n_dense)
-    return Ranker(cfg.ranker, wide, user)
+    ranker = Ranker(cfg.ranker, wide, user)
+    init_embeddings(ranker, cfg.ranker.embedding_std)
+    return ranker
+
+
+def init_embeddings(model: nn.Module, std: float) -> None:
+    """N(0, std) for every embedding table (id and position embeddings), padding rows zero; the position
+    bias tower keeps its zero init. Small ids embeddings keep the cross network's products well scaled."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and not name.endswith("position_bias"):
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()

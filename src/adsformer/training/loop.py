@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     log_every: int = 20  # steps between recorded training-loss points
+    sparse_embeddings: bool = True  # id tables get sparse gradients and lazy Adam (SparseAdam)
 
 
 @dataclass
@@ -70,6 +71,33 @@ def predict(
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Adam for dense parameters; with ``sparse_embeddings``, lazy Adam (SparseAdam) for the id tables.
+
+    An id table of V rows gets a gradient only for the rows a batch touched; dense Adam would still update
+    (and decay the moments of) all V rows every step -- the dominant cost for large vocabularies. Lazy Adam
+    updates only the touched rows, as large-scale recommenders do.
+    """
+    sparse: list[nn.Parameter] = []
+    if cfg.sparse_embeddings:
+        for module in model.modules():
+            if (
+                isinstance(module, nn.Embedding)
+                and module.padding_idx is not None
+                and module.weight.requires_grad
+            ):
+                module.sparse = True
+                sparse.append(module.weight)
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ]
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+    return optimizers
+
+
 def cosine_lr(step: int, total: int, min_ratio: float) -> float:
     """Multiplier of the base learning rate at ``step`` of ``total`` (half-cosine to ``min_ratio``)."""
     progress = min(step / max(total, 1), 1.0)
@@ -95,9 +123,11 @@ def train(
     batch_size = min(cfg.batch_size, train_rows.size)
     steps_per_epoch = math.ceil(train_rows.size / batch_size)
     total = steps_per_epoch * cfg.epochs
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
+    optimizers = make_optimizers(model, cfg)
+    schedules = [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
+        for opt in optimizers
+    ]
     loss_fn = nn.BCEWithLogitsLoss()
     val_labels = fs.labels(task)[val_rows]
     keep_rate = float(fs.info["neg_keep_rate"]) if task == "ctr" else 1.0
@@ -122,10 +152,12 @@ def train(
                 fs, train_rows, batch_size, task=task, shuffle=True, seed=cfg.seed * 1000 + epoch
             ):
                 loss = loss_fn(forward(model, batch, with_position=True), batch.label)
-                optimizer.zero_grad(set_to_none=True)
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
-                schedule.step()
+                for opt, sched in zip(optimizers, schedules, strict=True):
+                    opt.step()
+                    sched.step()
                 step += 1
                 running += float(loss.detach()) * len(batch)
                 seen += len(batch)
@@ -135,7 +167,7 @@ def train(
                             "step": step,
                             "epoch": epoch,
                             "train_loss": running / seen,
-                            "lr": schedule.get_last_lr()[0],
+                            "lr": schedules[0].get_last_lr()[0],
                         }
                     )
                 bar.update(job, advance=1, loss=running / seen)
