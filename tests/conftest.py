@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+import torch
+
+# pytest -n 2 runs two workers on two cores: one torch thread each, or OpenMP oversubscription makes every
+# training test many times slower.
+torch.set_num_threads(1)
 
 from adsformer.data.schema import Dataset, DatasetMeta
 
