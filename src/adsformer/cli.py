@@ -136,6 +136,9 @@ def prepare_taobao(
         bool, typer.Option(help="Never show listings the user viewed as negatives (biased; see docs).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the impression protocol.")] = 0,
+    popularity: Annotated[
+        str, typer.Option(help="day (popularity on the request's day) | log (whole log; looks ahead)")
+    ] = "day",
 ) -> None:
     """Taobao UserBehavior log; impressions built by a documented, seeded protocol."""
     from adsformer.data.adapters.taobao import prepare_taobao as run
@@ -148,6 +151,7 @@ def prepare_taobao(
             purchase_window_s=purchase_window_s,
             exclude_user_history=exclude_user_history,
             seed=seed,
+            popularity=popularity,
             progress=_progress_printer(),
         )
     _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)

@@ -295,3 +295,23 @@ def test_real_taobao(shared_data, tmp_path, assert_valid, assert_requests_well_f
     assert 0 < s["purchases"] <= s["clicks"]
     assert_requests_well_formed(res.dataset.impressions)
     print(f"taobao: {s} in {elapsed:.1f} s")
+
+
+def test_negatives_come_from_the_requests_day(tmp_path):
+    """popularity='day': a listing viewed only on day 2 is never a non-clicked ad on day 1 (no look-ahead)."""
+    import polars as pl
+
+    from adsformer.data.adapters.taobao import prepare_taobao
+
+    day = 86_400
+    lines = [f"1,10,7,pv,{day + 10}", f"2,11,7,pv,{day + 20}", f"3,12,7,pv,{day + 30}"]  # day 1: items 10-12
+    lines += [f"{u},99,7,pv,{2 * day + u}" for u in range(4, 40)]  # day 2: item 99, very popular
+    path = tmp_path / "ub.csv"
+    path.write_text("\n".join(lines) + "\n")
+    imp = prepare_taobao(path, tmp_path / "out", negatives=2, seed=0).dataset.impressions
+    day1 = imp.filter(pl.col("ts") < 2 * day)
+    assert "99" not in day1["listing_id"].to_list()
+    logged = prepare_taobao(
+        path, tmp_path / "out_log", negatives=2, seed=0, popularity="log"
+    ).dataset.impressions
+    assert "99" in logged.filter(pl.col("ts") < 2 * day)["listing_id"].to_list()  # the look-ahead variant

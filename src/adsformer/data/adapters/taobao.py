@@ -84,6 +84,7 @@ def prepare_taobao(
     exclude_user_history: bool = False,
     purchase_window_s: int = 86_400,
     seed: int = 0,
+    popularity: str = "day",
     progress: Progress | None = None,
 ) -> AdapterResult:
     """Turn a Taobao UserBehavior CSV into the canonical dataset at ``out`` (see the module docstring).
@@ -98,6 +99,9 @@ def prepare_taobao(
         purchase_window_s: a buy of the same listing by the same user at most this many seconds after the
             view (same second included) labels the view ``purchased = 1``.
         seed: seeds negative sampling and the clicked listing's position.
+        popularity: "day" (default): non-clicked listings are drawn by their view count in the category on
+            the request's UTC day; "log": by the whole log's view count, which looks ahead (a listing popular
+            only in later days is shown as non-clicked earlier, an anti-signal for id-based models).
         progress: called with one line per step.
 
     Returns:
@@ -112,6 +116,8 @@ def prepare_taobao(
         raise AdapterError(f"negatives must be >= 0, got {negatives}")
     if purchase_window_s < 0:
         raise AdapterError(f"purchase_window_s must be >= 0, got {purchase_window_s}")
+    if popularity not in ("day", "log"):
+        raise AdapterError(f"popularity must be 'day' or 'log', got {popularity!r}")
     file = path / DEFAULT_FILE if path.is_dir() else path
     if not file.is_file():
         raise AdapterError(
@@ -134,6 +140,7 @@ def prepare_taobao(
         exclude_user_history=exclude_user_history,
         purchase_window_s=purchase_window_s,
         seed=seed,
+        popularity=popularity,
     )
 
     n_requests = stats["requests"]
@@ -141,8 +148,14 @@ def prepare_taobao(
         "Impressions are synthetic: each pv (view) is a clicked impression shown beside up to "
         f"{negatives} popularity-weighted listings of the same category; CTR is about 1/(k+1) by "
         "construction and says nothing about real user behaviour.",
-        "Popularity weights are view counts over the whole log (a results page ranks by popularity the "
-        "same way); do not feed whole-log popularity to a model as a feature, it looks ahead.",
+        (
+            "Popularity weights are the listing's view count in its category on the request's UTC day (a "
+            "results page ranks by current popularity); same-day views count, later days never do."
+            if popularity == "day"
+            else "Popularity weights are view counts over the whole log: this looks ahead (a listing popular "
+            "only in the test days is shown as non-clicked in the training days), which penalizes every "
+            "id-based model; prefer popularity='day'."
+        ),
         (
             "exclude_user_history=True: every listing the user viewed is excluded from their negatives (the "
             "issue's rule). Any history match is then a click by construction, which inflates the lift of "
@@ -172,7 +185,12 @@ def prepare_taobao(
         "behavior_map": dict(BEHAVIORS),
         "impressions": "one request per view: the viewed listing (clicked=1) beside up to N non-clicked "
         "listings of its category drawn without replacement with probability proportional to the listing's "
-        "view count in the whole log",
+        + (
+            "view count in that category on the request's UTC day"
+            if popularity == "day"
+            else "view count in the whole log"
+        ),
+        "popularity": popularity,
         "negatives": negatives,
         "exclude_user_history": exclude_user_history,
         "excluded_from_negatives": "every listing the user viewed"
@@ -297,6 +315,7 @@ def _impressions(
     exclude_user_history: bool,
     purchase_window_s: int,
     seed: int,
+    popularity: str = "day",
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     rng = np.random.Generator(np.random.PCG64(seed))
     multi = (
@@ -333,14 +352,25 @@ def _impressions(
     )
     views = views.join(users, on="user_id", how="left", maintain_order="left")
 
-    # Pool: viewed items per category, weight = view count in the whole log.
-    counts = views.group_by("item").len()
-    pool = (
-        items.join(counts, on="item", how="inner")
-        .sort("cat", "item")
-        .select("item", "cat", pl.col("len").cast(pl.Int64).alias("w"))
+    # Pool: viewed items per category (and per UTC day with popularity="day"), weight = view count there.
+    # Per-day pools keep the protocol causal at day resolution: a listing that only becomes popular in the
+    # test days is never shown as a non-clicked ad in the training days (which would teach every id-based
+    # model the opposite of what the test days show).
+    day = (pl.col("ts") // 86_400) if popularity == "day" else pl.lit(0, dtype=pl.Int64)
+    views = views.with_columns(day.cast(pl.Int64).alias("day"))
+    groups = (
+        views.select("cat", "day")
+        .unique()
+        .sort("cat", "day")
+        .with_row_index("grp")
+        .with_columns(pl.col("grp").cast(pl.Int64))
     )
-    n_cats = cats.height
+    views = views.join(groups, on=["cat", "day"], how="left", maintain_order="left")
+    counts = views.group_by("item", "grp").len()
+    pool = counts.sort("grp", "item").select(
+        "item", pl.col("grp").alias("cat"), pl.col("len").cast(pl.Int64).alias("w")
+    )
+    n_cats = groups.height
     pool_item = pool["item"].to_numpy()
     pool_w = pool["w"].to_numpy()
     pool_cat = pool["cat"].to_numpy()
@@ -348,16 +378,18 @@ def _impressions(
     cat_hi = np.searchsorted(pool_cat, np.arange(n_cats), side="right")
 
     req_item = views["item"].to_numpy()
-    req_cat = views["cat"].to_numpy()
+    req_cat = views["grp"].to_numpy()  # the request's pool: its category (on its day)
     req_user = views["user"].to_numpy()
     n_req = req_item.size
 
     excluded_keys: np.ndarray | None = None
     size = cat_hi[req_cat] - cat_lo[req_cat]
     if exclude_user_history:
-        pairs = views.select("user", "item", "cat").unique()
+        pairs = views.select("user", "item").unique()
         excluded_keys = np.sort(pairs["user"].to_numpy() * n_items + pairs["item"].to_numpy())
-        per_user_cat = pairs.group_by("user", "cat").len()
+        # items this user ever viewed that sit in each pool (a pool is one category, on one day)
+        in_pool = pairs.join(pool.select("item", "cat"), on="item", how="inner")
+        per_user_cat = in_pool.group_by("user", "cat").len()
         uc_keys = per_user_cat["user"].to_numpy() * n_cats + per_user_cat["cat"].to_numpy()
         order = np.argsort(uc_keys)
         uc_keys, uc_n = uc_keys[order], per_user_cat["len"].to_numpy()[order].astype(np.int64)
