@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 import torch
 
+from adsformer.data.schema import Dataset, DatasetMeta
+
 # pytest -n 2 runs two workers on two cores: one torch thread each, or OpenMP oversubscription makes every
 # training test many times slower.
 torch.set_num_threads(1)
-
-from adsformer.data.schema import Dataset, DatasetMeta
 
 
 def make_tiny_dataset() -> Dataset:
