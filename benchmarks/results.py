@@ -24,9 +24,18 @@ from adsformer.simulator import SimulatorConfig, simulate
 #: name -> (source, path inside --shared or simulator scale, task, --set overrides)
 EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
     # trivago has no "view": its item-image interactions are the closest (the most frequent listing action)
-    "trivago-ctr": ("trivago", "trivago/trivago_val_100k.parquet", "ctr",
-                    ["epochs=1", "batch_size=1024", "encoder_pair=listing:interaction_image",
-                     "model.bst.pair=listing:interaction_image", "model.lastk.pair=listing:interaction_image"]),
+    "trivago-ctr": (
+        "trivago",
+        "trivago/trivago_val_100k.parquet",
+        "ctr",
+        [
+            "epochs=1",
+            "batch_size=1024",
+            "encoder_pair=listing:interaction_image",
+            "model.bst.pair=listing:interaction_image",
+            "model.lastk.pair=listing:interaction_image",
+        ],
+    ),
     "taobao-ctr": (
         "taobao-userbehavior",
         "taobao_userbehavior/UserBehavior.csv",
