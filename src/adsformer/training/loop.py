@@ -78,7 +78,7 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
     (and decay the moments of) all V rows every step -- the dominant cost for large vocabularies. Lazy Adam
     updates only the touched rows, as large-scale recommenders do.
     """
-    sparse: list[nn.Parameter] = []
+    sparse: list[torch.Tensor] = []
     if cfg.sparse_embeddings:
         for module in model.modules():
             if (
