@@ -27,7 +27,7 @@ from adsformer.export import (
 from adsformer.models.registry import ModelSpec, build_model
 from adsformer.predict import Predictor
 from adsformer.training.calibration import correct_downsampling
-from conftest import make_tiny_dataset
+from tinydata import make_tiny_dataset
 
 TOL = 1e-5
 

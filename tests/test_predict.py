@@ -20,7 +20,7 @@ from adsformer.representations.table import RepresentationTable
 from adsformer.training.calibration import correct_downsampling
 from adsformer.training.loop import predict
 from adsformer.training.metrics import all_metrics
-from conftest import make_tiny_dataset
+from tinydata import make_tiny_dataset
 
 BASE = ["epochs=1", "batch_size=8", "split_mode=fraction"]
 
