@@ -2,8 +2,9 @@
 
     python benchmarks/results.py --shared ../shared/data [--seeds 3] [--only trivago-ctr,taobao-ctr,...]
 
-For each experiment it prepares the dataset (``adsformer prepare ...``), runs ``adsformer ablate --suite paper``
-with the given seeds, and writes the tables between the ``<!-- results:begin -->`` / ``<!-- results:end -->``
+For each experiment it prepares the dataset (``adsformer prepare ...``), learns skip-gram listing vectors from
+the sessions before the test period (``adsformer represent skipgram``, ADPM component 2), runs
+``adsformer ablate --suite paper --set tables=...`` with the given seeds, and writes the tables between the ``<!-- results:begin -->`` / ``<!-- results:end -->``
 markers of ``docs/results.md`` (the commentary around them is kept). Each experiment's ``ablation.json`` stays
 in ``--work`` (default ``bench_out/results``). Long: tens of minutes on 2 cores; run it in the background.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from adsformer.data.adapters import ADAPTERS
 from adsformer.experiments.ablation import ablation_markdown, run_ablation
 from adsformer.experiments.config import load_experiment
+from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 from adsformer.simulator import SimulatorConfig, simulate
 
 #: name -> (source, path inside --shared or simulator scale, task, --set overrides)
@@ -76,7 +78,11 @@ def main() -> None:
     for name in names:
         source, where, task, sets = EXPERIMENTS[name]
         data = prepare(source, where, args.shared, args.work / "data" / f"{source}-{where.split('/')[-1]}")
-        cfg = load_experiment(None, sets, extra={"task": task})
+        table = data.parent.parent / "tables" / f"{data.name}-skipgram"
+        if not (table / "vectors.parquet").exists():
+            q = represent_skipgram(data, table, SkipGramConfig())
+            print(f"{name}: skipgram {q['n']} listings, separation AUC {q['separation_auc']:.3f}", flush=True)
+        cfg = load_experiment(None, [*sets, f"tables={table}"], extra={"task": task})
         start = time.perf_counter()
         run_ablation(data, cfg, "paper", args.seeds, args.work / name)
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -92,7 +98,8 @@ def write_doc(work: Path, doc: Path) -> None:
         result = json.loads(path.read_text())
         _source, _where, _task, sets = EXPERIMENTS[name]
         blocks.append(
-            f"### {name}\n\n`--set {' --set '.join(sets)}`\n\n" + ablation_markdown(result).split("\n", 2)[2]
+            f"### {name}\n\n`--set {' --set '.join(sets)} --set tables=<skipgram table>`\n\n"
+            + ablation_markdown(result).split("\n", 2)[2]
         )
     text = doc.read_text() if doc.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
     generated = f"{BEGIN}\n\n" + "\n".join(blocks) + f"\n{END}"

@@ -29,6 +29,13 @@ prepare_app = typer.Typer(
 )
 app.add_typer(prepare_app, name="prepare")
 
+
+def _add_subcommands() -> None:
+    from adsformer.cli_represent import represent_app
+
+    app.add_typer(represent_app, name="represent")
+
+
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
@@ -365,6 +372,9 @@ def demo(
 
     with _friendly_errors():
         run_demo(out, scale=scale, seed=seed, data_cfg=_data_config(config, set_))
+
+
+_add_subcommands()
 
 
 def main() -> None:

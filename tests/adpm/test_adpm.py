@@ -144,3 +144,24 @@ def test_golden_values_with_seed():
     # pinned from a reference run: catches silent changes to initialization, masking or pooling
     got = [float(v) for v in (u.sum(), u[1, :32].sum(), u[2, 32:38].sum(), u[3, 38:].abs().sum())]
     assert got == pytest.approx([55.9363, 29.3915, 1.4766, 38.9767], abs=2e-3)
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_length_groups_give_the_single_block_values_and_gradients(pooling):
+    B, M, V = 64, 12, 30
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(0, M + 1, (B,), generator=g)
+    lengths[:20] = 0  # many empty windows, as in real logs
+    ids = torch.randint(2, V, (B, M), generator=g) * (torch.arange(M)[None, :] < lengths[:, None])
+    target = torch.randint(2, V, (B,), generator=g)
+    outs, grads = [], []
+    for groups in (1, 8):
+        torch.manual_seed(0)
+        enc = AdSformerEncoder(EncoderConfig(max_len=M, pooling=pooling, length_groups=groups), V)
+        out = enc(target, ids, lengths)  # (B, D)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(enc.blocks[0].attn.qkv.weight.grad.clone())
+    assert outs[0].shape == (B, 32)
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)

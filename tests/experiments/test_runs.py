@@ -150,6 +150,8 @@ def test_demo_end_to_end_on_tiny_scale(tmp_path):
         ("pccvr", "adsformer"),
     ]
     assert summary["dataset"]["impressions"] > 1000
+    assert summary["skipgram"]["n"] > 100 and summary["skipgram"]["settings"]["until"] == "test"
+    assert (tmp_path / "demo" / "tables" / "skipgram" / "vectors.parquet").exists()
     for name in ("report.md", "sequence_lengths.png", "ctr_by_position.png"):
         assert (report / name).exists()
     assert str(report / "report.md") in " ".join(res.output.split())

@@ -19,6 +19,9 @@ class EncoderConfig:
     dropout: float = 0.0
     pooling: str = "max"  # "max" (global max pooling over unmasked positions) or "mean"
     max_len: int = 50  # use at most the newest max_len events of the sequence
+    # Rows are encoded in this many groups of similar length, each trimmed to its own longest sequence:
+    # exact (rows never interact) and several times cheaper when most windows are short. 1 = off.
+    length_groups: int = 8
 
 
 @dataclass(frozen=True)

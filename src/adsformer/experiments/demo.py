@@ -1,7 +1,8 @@
 """``adsformer demo``: the embedded default, end to end on the built-in simulator.
 
-simulate -> validate -> split, vocabularies, sequences -> train the non-personalized baseline and the
-adSformer for CTR and PCCVR, test them on the last day at the natural rate -> a report (Markdown + plots)
+simulate -> validate -> split, vocabularies, sequences -> skip-gram listing vectors from the sessions before
+the test day (ADPM component 2) -> train the non-personalized baseline and the adSformer (all three ADPM
+components) for CTR and PCCVR, test them on the last day at the natural rate -> a report (Markdown + plots)
 with the lifts. Later stages of the product (calibration, retrieval, serving) extend this pipeline.
 """
 
@@ -29,6 +30,7 @@ from adsformer.data.validate import DatasetError, validate_dataset
 from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import fit, test_metrics
 from adsformer.io import atomic_dir
+from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 from adsformer.simulator import SimulatorConfig, simulate
 
 
@@ -83,7 +85,19 @@ def run_demo(
         records_table(f"sequences (window {fs.info['window_s']} s, M = {fs.info['max_len']})", seqs)
     )
 
-    models = _train_models(fs, data_cfg, seed, DEMO_TRAIN + list(train_overrides or []), timings)
+    t = time.perf_counter()
+    table_dir = out / "tables" / "skipgram"
+    with stage("learn skip-gram listing vectors from sessions before the test day"):
+        quality = represent_skipgram(data_dir, table_dir, SkipGramConfig(seed=seed, split=data_cfg.split))
+    timings["skipgram_s"] = time.perf_counter() - t
+    console.print(
+        f"skip-gram: {quality['n']:,} listings; same-taxonomy pairs cosine "
+        f"{quality['cosine_same_taxonomy']:.3f} vs {quality['cosine_different_taxonomy']:.3f} "
+        f"(separation AUC {quality['separation_auc']:.3f})"
+    )
+
+    overrides = [*DEMO_TRAIN, f"tables={table_dir}", *(train_overrides or [])]
+    models = _train_models(fs, data_cfg, seed, overrides, timings)
     console.print(records_table("test split (last day, natural rate): baseline vs adSformer", models))
 
     summary = {
@@ -95,6 +109,7 @@ def run_demo(
         "ctr_by_listing_view_history": ctr_by_sequence_presence(fs, "listing:view")
         if "listing:view" in fs.sequences
         else None,
+        "skipgram": {k: v for k, v in quality.items() if k != "examples"},
         "timings": timings,
         "config": to_dict(data_cfg),
         "info": {k: v for k, v in fs.info.items() if k != "dense_stats"},

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ class RepresentationTable:
     def dim(self) -> int:
         return int(self.vectors.shape[1])
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, extra: Callable[[Path], None] | None = None) -> Path:
+        """Write the table atomically; ``extra(tmp_dir)`` may add files (a quality report) to the same write."""
         if len(self.ids) != self.vectors.shape[0]:
             raise TableError(f"table {self.name!r}: {len(self.ids)} ids but {self.vectors.shape[0]} vectors")
         directory = Path(directory)
@@ -58,6 +60,8 @@ class RepresentationTable:
                 "settings": self.settings,
             }
             (tmp / "table.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if extra is not None:
+                extra(tmp)
         return directory
 
     @classmethod
