@@ -99,7 +99,8 @@ def test_parity_on_synthetic_batches(run, exported, batch_size):
             dict(zip(meta["pairs"], seq_ids, strict=True)),
             dict(zip(meta["pairs"], seq_len, strict=True)),
         )
-    eager = correct_downsampling(torch.sigmoid(logit).numpy(), 0.5)
+    eager = pred.calibrator(logit.numpy())  # down-sampling correction (keep rate 0.5), then Platt
+    assert pred.calibrator.method == "platt" and meta["calibration"] == pred.calibrator.to_dict()
     assert got.shape == (batch_size,)
     assert np.abs(got - eager).max() < TOL
 

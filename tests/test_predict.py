@@ -17,8 +17,7 @@ from adsformer.experiments.runs import test_metrics as run_test_metrics
 from adsformer.experiments.runs import train_run
 from adsformer.predict import Predictor, predict_run
 from adsformer.representations.table import RepresentationTable
-from adsformer.training.calibration import correct_downsampling
-from adsformer.training.loop import predict
+from adsformer.training.loop import predict_logits
 from adsformer.training.metrics import all_metrics
 from tinydata import make_tiny_dataset
 
@@ -43,13 +42,12 @@ def predictor(ctr_run):
 
 
 def _reference(pred: Predictor, ds, rows):
-    """What evaluation computes: build_features with the run's vocabularies, predict, correct (CTR)."""
+    """What evaluation computes: build_features with the run's vocabularies, logits, the run's calibrator
+    (down-sampling correction for CTR, then Platt scaling)."""
     art = pred.artifact
     fs = build_features(ds, art.config.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
-    p = predict(art.model, fs, rows, task=art.config.task)
-    if art.config.task == "ctr":
-        p = correct_downsampling(p, float(art.features["neg_keep_rate"]))
-    return fs, p
+    z = predict_logits(art.model, fs, rows, task=art.config.task)
+    return fs, art.calibrator(z)
 
 
 def test_predictor_equals_training_code(predictor, tiny_dataset):
@@ -64,7 +62,7 @@ def test_predictor_equals_training_code(predictor, tiny_dataset):
     np.testing.assert_allclose(predictor.predict_dataset(tiny_dataset, sub), ref[sub], rtol=0, atol=1e-6)
     # exactly what evaluate reports: metrics of the corrected test-split predictions
     test_rows = fs.rows("test", "ctr")
-    reported = run_test_metrics(predictor.model, fs, predictor.config)
+    reported = run_test_metrics(predictor.model, fs, predictor.config, predictor.calibrator)
     ours = all_metrics(fs.clicked[test_rows], predictor.predict_dataset(tiny_dataset, test_rows))
     assert ours["log_loss"] == pytest.approx(reported["log_loss"], abs=1e-9)
     assert ours["roc_auc"] == pytest.approx(reported["roc_auc"], abs=1e-12)
@@ -77,14 +75,17 @@ def test_predictor_equals_training_code(predictor, tiny_dataset):
     np.testing.assert_array_equal(ours.dense, fs.dense)
 
 
-def test_ctr_is_corrected_for_downsampling(predictor, tiny_dataset):
+def test_ctr_is_corrected_for_downsampling_then_platt_scaled(predictor, tiny_dataset):
     rows = np.arange(tiny_dataset.impressions.height)
-    raw = predict(predictor.model, predictor.features(tiny_dataset), rows)
-    rate = predictor.neg_keep_rate
-    assert rate == 0.5
-    got = predictor.predict_dataset(tiny_dataset)
-    np.testing.assert_allclose(got, rate * raw / (rate * raw + 1 - raw), rtol=0, atol=1e-6)
-    assert (got < raw).all()
+    z = predict_logits(predictor.model, predictor.features(tiny_dataset), rows).astype(np.float64)
+    raw = 1 / (1 + np.exp(-z))
+    cal = predictor.calibrator
+    assert cal.keep_rate == predictor.neg_keep_rate == 0.5 and cal.method == "platt" and cal.scale > 0
+    corrected = 0.5 * raw / (0.5 * raw + 1 - raw)
+    np.testing.assert_allclose(cal.uncalibrated(z), corrected, rtol=0, atol=1e-9)
+    lz = np.log(corrected / (1 - corrected))
+    expected = 1 / (1 + np.exp(-(cal.scale * lz + cal.bias)))
+    np.testing.assert_allclose(predictor.predict_dataset(tiny_dataset), expected, rtol=0, atol=1e-6)
 
 
 def test_pccvr_is_not_corrected(tmp_path, tiny_dataset):

@@ -1,9 +1,9 @@
 """Export a trained run as a TorchScript module: ``adsformer export RUN_DIR --out FILE.pt``.
 
-The exported module takes plain tensors (no dicts, no strings) and returns probabilities (B,) at the natural
-rate (CTR: the training split's negative down-sampling is undone inside the module, as
-``sigmoid(logit + log keep_rate)``, which equals :func:`~adsformer.training.calibration.correct_downsampling`;
-PCCVR: P(purchase | click) untouched)::
+The exported module takes plain tensors (no dicts, no strings) and returns calibrated probabilities (B,)
+at the natural rate: the run's :class:`~adsformer.training.calibration.Calibrator` is inside the module, as
+``sigmoid(scale * (logit + log keep_rate) + bias)`` (CTR: the training split's negative down-sampling undone,
+then Platt scaling; PCCVR: Platt scaling)::
 
     probs = module(listing, shop, taxonomy, categorical, dense, seq_ids, seq_len)
 
@@ -57,8 +57,17 @@ CHECK_TOL = 1e-5
 class ScoringModule(nn.Module):
     """A :class:`Ranker` behind a plain-tensor forward (see the module docstring) returning probabilities."""
 
-    def __init__(self, model: Ranker, pairs: list[str], max_len: int, log_keep_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: Ranker,
+        pairs: list[str],
+        max_len: int,
+        log_keep_rate: float = 0.0,
+        scale: float = 1.0,
+        bias: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.scale, self.bias = float(scale), float(bias)
         self.model = model.eval()
         self.pairs = list(pairs)
         self.categorical = list(model.cat_emb.keys())
@@ -83,7 +92,7 @@ class ScoringModule(nn.Module):
         ids = {pair: seq_ids[i] for i, pair in enumerate(self.pairs)}
         lengths = {pair: seq_len[i] for i, pair in enumerate(self.pairs)}
         logit = self.model(target, cats, dense, ids, lengths)  # (B,), no position tower
-        return torch.sigmoid(logit + self.log_keep_rate)
+        return torch.sigmoid(self.scale * (logit + self.log_keep_rate) + self.bias)
 
 
 def stack_inputs(batch: Batch, pairs: list[str], categorical: list[str]) -> tuple[torch.Tensor, ...]:
@@ -146,14 +155,20 @@ def example_inputs(
 
 @torch.no_grad()
 def trace_model(
-    model: Ranker, spec: ModelSpec, max_len: int, *, keep_rate: float = 1.0
+    model: Ranker,
+    spec: ModelSpec,
+    max_len: int,
+    *,
+    keep_rate: float = 1.0,
+    scale: float = 1.0,
+    bias: float = 0.0,
 ) -> tuple[torch.jit.ScriptModule, ScoringModule, dict[str, float]]:
     """Trace ``model`` behind :class:`ScoringModule`; returns (traced, eager wrapper, max abs difference per
     checked batch size). Raises RuntimeError when the traced graph disagrees with the eager model."""
     if not 0 < keep_rate <= 1:
         raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
     frozen = copy.deepcopy(model).eval().requires_grad_(False)  # the caller's model is left as it was
-    wrapper = ScoringModule(frozen, list(spec.pairs), max_len, math.log(keep_rate)).eval()
+    wrapper = ScoringModule(frozen, list(spec.pairs), max_len, math.log(keep_rate), scale, bias).eval()
     example = example_inputs(spec, wrapper.pairs, wrapper.categorical, max_len, TRACE_BATCH, seed=0)
     with _quiet_jit():
         traced = torch.jit.trace(wrapper, example, check_trace=False)
@@ -186,8 +201,11 @@ def export_torchscript(run_dir: str | Path, out_path: str | Path) -> Path:
     predictor = Predictor.load(run_dir)  # clear errors for a missing / incomplete run directory
     art = predictor.artifact
     max_len = int(art.config.data.sequences.max_len)
-    keep_rate = predictor.neg_keep_rate if predictor.task == "ctr" else 1.0
-    traced, wrapper, diffs = trace_model(art.model, art.spec, max_len, keep_rate=keep_rate)
+    cal = art.calibrator
+    keep_rate = cal.keep_rate
+    traced, wrapper, diffs = trace_model(
+        art.model, art.spec, max_len, keep_rate=keep_rate, scale=cal.scale, bias=cal.bias
+    )
     meta = _describe(predictor, wrapper, max_len, keep_rate, diffs)
     text = json.dumps(meta, indent=2) + "\n"
     with atomic_file(out_path) as tmp, _quiet_jit():
@@ -258,6 +276,7 @@ def _describe(predictor: Any, wrapper: ScoringModule, max_len: int, keep_rate: f
         "categorical_vocab": dict(spec.categorical_vocab),
         "index_layout": "0 = padding/missing, 1..num_oov = out of vocabulary, then the run's vocab/ ids",
         "neg_keep_rate": keep_rate,
+        "calibration": predictor.artifact.calibrator.to_dict(),
         "downsampling_corrected": predictor.task == "ctr",
         "trace_check_max_abs_diff": diffs,
     }

@@ -9,9 +9,9 @@ impressions exactly as evaluation does:
   simply gets the sequences of its own events (none: empty sequences);
 * numeric features are standardized with the training statistics (a missing feature is 0);
 * sequences are rebuilt from the given events with the run's pairs, window and maximum length;
-* CTR probabilities are mapped back to the natural click rate (the training split's negatives were
-  down-sampled; :func:`adsformer.training.calibration.correct_downsampling`, as ``test_metrics`` does);
-  PCCVR probabilities (P(purchase | click)) are returned as the model gives them.
+* probabilities go through the run's :class:`~adsformer.training.calibration.Calibrator`, as evaluation
+  does: CTR is mapped back to the natural click rate (the training split's negatives were down-sampled),
+  then Platt scaling fit on the validation split; PCCVR (P(purchase | click)) gets Platt scaling only.
 
 Scoring uses :func:`adsformer.data.features.build_features` in its ``score_all`` mode: no time split (every
 row is scored, so a frame holding a single request works) and no down-sampling. With the run's
@@ -43,8 +43,7 @@ from adsformer.data.schema import (
 from adsformer.data.validate import MAX_ROWS_SHOWN, DatasetError, Problem, ValidationReport
 from adsformer.io import atomic_file
 from adsformer.training.artifact import RunArtifact, load_artifact
-from adsformer.training.calibration import correct_downsampling
-from adsformer.training.loop import predict
+from adsformer.training.loop import predict_logits
 
 #: Columns scoring needs in each table (labels and request ids are optional: they are not model inputs).
 SCORING_REQUIRED: dict[str, tuple[str, ...]] = {
@@ -71,6 +70,7 @@ class Predictor:
         self.pairs: list[str] = list(artifact.features["pairs"])
         self.dense_stats = artifact.dense_stats
         self.neg_keep_rate = float(artifact.features["neg_keep_rate"])
+        self.calibrator = artifact.calibrator  # down-sampling correction + Platt scaling
         self.batch_size = int(artifact.config.train.eval_batch_size)
         if self.pairs != list(artifact.spec.pairs):
             raise ValueError(
@@ -123,10 +123,8 @@ class Predictor:
     def predict_features(self, fs: FeatureSet, rows: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (float64) for ``rows`` of a feature set built with this run's vocabularies."""
         rows = np.arange(fs.n) if rows is None else _check_rows(rows, fs.n)
-        p = predict(self.model, fs, rows, task=self.task, batch_size=self.batch_size)
-        if self.task == "ctr":
-            return correct_downsampling(p, self.neg_keep_rate)
-        return np.asarray(p, dtype=np.float64)
+        z = predict_logits(self.model, fs, rows, task=self.task, batch_size=self.batch_size)
+        return self.calibrator(z)
 
     def predict_dataset(self, ds: Dataset, rows: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (N,) float64 for impressions ``rows`` of ``ds`` (all when None), in that order.

@@ -97,7 +97,7 @@ def run_ablation(
                 dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + seed))
             )
             model, result = fit(row_cfg, fs, show_progress=False)
-            m = test_metrics(model, fs, row_cfg)
+            m = test_metrics(model, fs, row_cfg, result.calibrator)
             m["train_examples_per_s"] = result.examples_per_s
             per_seed[row.name].append(m)
             log(

@@ -133,7 +133,7 @@ def _train_models(
             t = time.perf_counter()
             with stage(f"train {task} {model}"):
                 net, result = fit(cfg, fs, show_progress=False)
-                m = test_metrics(net, fs, cfg)
+                m = test_metrics(net, fs, cfg, result.calibrator)
             timings[f"train_{task}_{model}_s"] = time.perf_counter() - t
             rec: dict[str, Any] = {
                 "task": task,

@@ -19,18 +19,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import polars as pl
 
 from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset, read_dataset
 from adsformer.experiments.config import ExperimentConfig
-from adsformer.io import atomic_dir, write_json
+from adsformer.io import atomic_dir, atomic_file, write_json
 from adsformer.models.registry import ModelSpec, build_model
 from adsformer.representations.table import RepresentationTable, align_to_vocabulary
 from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
-from adsformer.training.calibration import correct_downsampling
-from adsformer.training.loop import TrainResult, predict, train
+from adsformer.training.calibration import Calibrator
+from adsformer.training.loop import TrainResult, predict_logits, train
 from adsformer.training.metrics import all_metrics
 
 
@@ -72,6 +73,7 @@ def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
 def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) -> tuple[Any, TrainResult]:
     """Build the configured model for ``fs`` and train it; returns (model, result)."""
     model = _seeded_model(cfg, fs)
+    model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
     return model, train(model, fs, cfg.task, cfg.train, show_progress=show_progress)
 
 
@@ -82,15 +84,32 @@ def _seeded_model(cfg: ExperimentConfig, fs: FeatureSet):
     return build_model(cfg.model, spec_from_features(fs), pretrained_tables(cfg, fs))
 
 
-def test_metrics(model, fs: FeatureSet, cfg: ExperimentConfig) -> dict[str, Any]:
+def score_test_split(
+    model, fs: FeatureSet, cfg: ExperimentConfig, calibrator: Calibrator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Test-split labels, probabilities before Platt scaling (natural rate) and calibrated probabilities."""
     rows = fs.rows("test", cfg.task)
     if rows.size == 0:
         raise ValueError(f"no test rows for task {cfg.task!r}")
-    p = predict(model, fs, rows, task=cfg.task, batch_size=cfg.train.eval_batch_size)
-    if cfg.task == "ctr":
-        p = correct_downsampling(p, float(fs.info["neg_keep_rate"]))
-    y = fs.labels(cfg.task)[rows]
-    return {"n_test": int(rows.size), **all_metrics(y, p, cfg.eval.ece_bins)}
+    z = predict_logits(model, fs, rows, task=cfg.task, batch_size=cfg.train.eval_batch_size)
+    return fs.labels(cfg.task)[rows], calibrator.uncalibrated(z), calibrator(z)
+
+
+def test_metrics(
+    model, fs: FeatureSet, cfg: ExperimentConfig, calibrator: Calibrator | None = None
+) -> dict[str, Any]:
+    """Metrics of the served (calibrated) probabilities on the test split at the natural rate; the same
+    before Platt scaling under ``before_calibration``. Without a calibrator: the down-sampling correction."""
+    if calibrator is None:
+        calibrator = Calibrator(float(fs.info["neg_keep_rate"]) if cfg.task == "ctr" else 1.0)
+    y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
+    before = all_metrics(y, p_raw, cfg.eval.ece_bins)
+    return {
+        "n_test": int(y.size),
+        **all_metrics(y, p_cal, cfg.eval.ece_bins),
+        "calibrated": calibrator.method == "platt",
+        "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
+    }
 
 
 def train_run(
@@ -124,7 +143,8 @@ def train_run(
         "neg_keep_rate": fs.info["neg_keep_rate"],
         "categorical": list(fs.categorical),
     }
-    art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features)
+    summary["calibration"] = result.calibrator.to_dict()
+    art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features, result.calibrator)
     with atomic_dir(out) as tmp:
         save_artifact(tmp, art)
         (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -139,19 +159,28 @@ def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
+    y, p_raw, p_cal = score_test_split(art.model, fs, cfg, art.calibrator)
+    before = all_metrics(y, p_raw, cfg.eval.ece_bins)
     metrics = {
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": ds.meta.name,
-        **test_metrics(art.model, fs, cfg),
+        "n_test": int(y.size),
+        **all_metrics(y, p_cal, cfg.eval.ece_bins),
+        "calibrated": art.calibrator.method == "platt",
+        "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
+        "calibration": art.calibrator.to_dict(),
+        "ece_bins": cfg.eval.ece_bins,
     }
     summary_path = Path(run_dir) / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     metrics["train_examples_per_s"] = summary.get("train_examples_per_s")
     metrics["parameters"] = summary.get("parameters")
-    metrics["calibrated"] = None  # Platt calibration: a later release
     metrics["config"] = to_dict(cfg)
     write_json(Path(run_dir) / "metrics.json", metrics)
+    preds = pl.DataFrame({"label": y.astype(np.int8), "p_uncalibrated": p_raw, "p": p_cal})
+    with atomic_file(Path(run_dir) / "test_predictions.parquet") as tmp:
+        preds.write_parquet(tmp)
     return metrics
 
 

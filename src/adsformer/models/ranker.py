@@ -10,6 +10,7 @@ Letters: B batch, F wide width (target + query + categorical embeddings + dense)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,13 @@ class Ranker(nn.Module):
         self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.position_bias else None
         if self.position_bias is not None:
             nn.init.zeros_(self.position_bias.weight)
+
+    @torch.no_grad()
+    def set_base_rate(self, rate: float) -> None:
+        """Start the output bias at the training label rate's log-odds, so the first steps learn features
+        instead of the click rate (and a short run still predicts the right mean)."""
+        rate = min(max(float(rate), 1e-6), 1 - 1e-6)
+        self.head.bias.fill_(math.log(rate / (1 - rate)))
 
     def forward(
         self,

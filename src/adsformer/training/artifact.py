@@ -4,16 +4,17 @@ RUN_DIR/
   config.yaml          the ExperimentConfig (sequence pairs resolved)
   model.pt             {"format_version", "state_dict", "spec", "config"}; frozen tables inside state_dict
   features.json        dense feature names and training statistics, pairs, down-sampling rate
+  calibration.json     down-sampling correction and Platt scale / bias fit on the validation split
   vocab/               the vocabularies (adsformer.data.vocab)
   train_summary.json   examples/s, epochs with validation metrics, best epoch
   history.csv, curves.png
-  metrics.json         written by ``adsformer evaluate``
+  metrics.json         written by ``adsformer evaluate`` (with test_predictions.parquet for reports)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from adsformer.config import from_dict, to_dict
 from adsformer.data.vocab import Vocabularies
 from adsformer.models.ranker import Ranker
 from adsformer.models.registry import ModelSpec, build_model
+from adsformer.training.calibration import Calibrator
 
 FORMAT_VERSION = 1
 
@@ -36,6 +38,7 @@ class RunArtifact:
     model: Ranker
     vocabs: Vocabularies
     features: dict[str, Any]  # dense_stats, dense_names, pairs, neg_keep_rate
+    calibrator: Calibrator = field(default_factory=Calibrator)  # applied to every served probability
 
     @property
     def dense_stats(self) -> dict[str, tuple[float, float]]:
@@ -56,6 +59,7 @@ def save_artifact(directory: Path, art: RunArtifact) -> None:
     )
     (directory / "features.json").write_text(json.dumps(art.features, indent=2, default=_np) + "\n")
     art.vocabs.save(directory / "vocab")
+    (directory / "calibration.json").write_text(json.dumps(art.calibrator.to_dict(), indent=2) + "\n")
 
 
 def load_artifact(run_dir: str | Path) -> RunArtifact:
@@ -75,7 +79,12 @@ def load_artifact(run_dir: str | Path) -> RunArtifact:
     model.load_state_dict(blob["state_dict"])
     model.eval()
     features = json.loads((run_dir / "features.json").read_text())
-    return RunArtifact(config, spec, model, Vocabularies.load(run_dir / "vocab"), features)
+    calib_path = run_dir / "calibration.json"
+    if calib_path.exists():
+        calibrator = Calibrator.from_dict(json.loads(calib_path.read_text()))
+    else:  # runs written before calibration existed: the down-sampling correction alone
+        calibrator = Calibrator(float(features["neg_keep_rate"]) if config.task == "ctr" else 1.0)
+    return RunArtifact(config, spec, model, Vocabularies.load(run_dir / "vocab"), features, calibrator)
 
 
 def _tables_from_state(state: dict[str, torch.Tensor]) -> list:

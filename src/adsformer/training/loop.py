@@ -22,7 +22,7 @@ from torch import nn
 from adsformer.console import console
 from adsformer.data.batching import Batch, iterate_batches
 from adsformer.data.features import FeatureSet
-from adsformer.training.calibration import correct_downsampling
+from adsformer.training.calibration import Calibrator, fit_platt, sigmoid
 from adsformer.training.metrics import log_loss, roc_auc
 
 
@@ -47,6 +47,8 @@ class TrainResult:
     best_epoch: int = 0
     train_examples: int = 0
     train_seconds: float = 0.0
+    # down-sampling correction + Platt scaling fit on the validation split (natural rate), best epoch
+    calibrator: Calibrator = field(default_factory=Calibrator)
 
     @property
     def examples_per_s(self) -> float:
@@ -60,15 +62,22 @@ def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> t
 
 
 @torch.no_grad()
+def predict_logits(
+    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
+) -> np.ndarray:
+    """The model's logits (N,) float32 for ``rows`` (in order), without the position tower."""
+    was_training = model.training
+    model.eval()
+    out = [forward(model, b).numpy() for b in iterate_batches(fs, rows, batch_size, task=task)]
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def predict(
     model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
 ) -> np.ndarray:
-    """Predicted probabilities for ``rows`` (in order)."""
-    was_training = model.training
-    model.eval()
-    out = [torch.sigmoid(forward(model, b)).numpy() for b in iterate_batches(fs, rows, batch_size, task=task)]
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    """The model's probabilities (N,) for ``rows`` (in order): before down-sampling correction."""
+    return sigmoid(predict_logits(model, fs, rows, task=task, batch_size=batch_size)).astype(np.float32)
 
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -134,6 +143,7 @@ def train(
 
     result = TrainResult()
     best_auc, best_state = -float("inf"), None
+    best_val_logits = np.zeros(0, np.float32)
     step = 0
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -173,9 +183,8 @@ def train(
                 bar.update(job, advance=1, loss=running / seen)
             result.train_seconds += time.perf_counter() - start
             result.train_examples += seen
-            val_pred = correct_downsampling(
-                predict(model, fs, val_rows, task=task, batch_size=cfg.eval_batch_size), keep_rate
-            )
+            val_logits = predict_logits(model, fs, val_rows, task=task, batch_size=cfg.eval_batch_size)
+            val_pred = Calibrator(keep_rate).uncalibrated(val_logits)
             record = {
                 "epoch": epoch,
                 "train_loss": running / max(seen, 1),
@@ -190,6 +199,10 @@ def train(
             if score > best_auc:
                 best_auc, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
+                best_val_logits = val_logits
     if best_state is not None:
         model.load_state_dict(best_state)
+        result.calibrator = fit_platt(best_val_logits, val_labels, keep_rate)
+    else:
+        result.calibrator = Calibrator(keep_rate)
     return result
