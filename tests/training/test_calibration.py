@@ -77,7 +77,7 @@ def test_downsampling_correction_recovers_the_simulators_true_click_rate(sim):
     keys = ds.impressions.select("request_id", "position")[rows]
     true_p = keys.join(truth, on=["request_id", "position"], how="left")["p_click"].to_numpy()
     assert not np.isnan(true_p).any()
-    y, p_corrected, p_cal = score_test_split(model, fs, cfg, result.calibrator)
+    _y, p_corrected, p_cal = score_test_split(model, fs, cfg, result.calibrator)
     raw = sigmoid(np.log(p_corrected / (1 - p_corrected)) - np.log(0.25))
     assert abs(p_corrected.mean() / true_p.mean() - 1) < 0.15
     assert abs(p_cal.mean() / true_p.mean() - 1) < 0.15
