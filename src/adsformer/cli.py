@@ -49,9 +49,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from adsformer.data.adapters.base import AdapterError
     from adsformer.data.splits import SplitError
     from adsformer.data.validate import DatasetError
+    from adsformer.report.html import ReportError
     from adsformer.representations.table import TableError
 
     return (
+        ReportError,
         AdapterError,
         DatasetError,
         ConfigError,
@@ -354,6 +356,23 @@ def export_cmd(
     with _friendly_errors():
         path = export_torchscript(run_dir, out)
     console.print(f"wrote [bold]{path}[/] and [bold]{sidecar_path(path)}[/]")
+
+
+@app.command("report")
+def report_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Run, ablation or demo directories.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file (written atomically).")] = Path(
+        "report.html"
+    ),
+    title: Annotated[str, typer.Option(help="Report title.")] = "adsformer report",
+) -> None:
+    """A self-contained HTML report: metrics, ROC / PR curves, reliability diagrams before and after
+    calibration, training curves and ablation tables."""
+    from adsformer.report import write_report
+
+    with _friendly_errors():
+        path = write_report(paths, out, title)
+    console.print(f"wrote [bold]{path}[/]")
 
 
 # ---------------------------------------------------------------------------------------------- demo

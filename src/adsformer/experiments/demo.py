@@ -28,8 +28,9 @@ from adsformer.data.schema import read_dataset
 from adsformer.data.stats import ctr_by_sequence_presence, sequence_stats, split_stats
 from adsformer.data.validate import DatasetError, validate_dataset
 from adsformer.experiments.config import load_experiment
-from adsformer.experiments.runs import fit, test_metrics
+from adsformer.experiments.runs import fit, write_evaluation, write_run
 from adsformer.io import atomic_dir
+from adsformer.report import write_report
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 from adsformer.simulator import SimulatorConfig, simulate
 
@@ -97,7 +98,8 @@ def run_demo(
     )
 
     overrides = [*DEMO_TRAIN, f"tables={table_dir}", *(train_overrides or [])]
-    models = _train_models(fs, data_cfg, seed, overrides, timings)
+    runs_dir = out / "runs"
+    models = _train_models(fs, data_cfg, seed, overrides, timings, runs_dir, ds.meta.name)
     console.print(records_table("test split (last day, natural rate): baseline vs adSformer", models))
 
     summary = {
@@ -116,14 +118,25 @@ def run_demo(
     }
     with stage("write the report"), atomic_dir(report_dir) as tmp:
         _write_report(tmp, fs, summary)
-    console.print(f"\n[bold]dataset[/]: {data_dir}\n[bold]report[/]:  {report_dir / 'report.md'}")
+        write_report([runs_dir], tmp / "report.html", title=f"adsformer demo (simulator, scale {scale})")
+    console.print(
+        f"\n[bold]dataset[/]: {data_dir}\n[bold]runs[/]:    {runs_dir}\n"
+        f"[bold]report[/]:  {report_dir / 'report.html'}  (data summary: {report_dir / 'report.md'})"
+    )
     return DemoResult(data_dir, report_dir, summary)
 
 
 def _train_models(
-    fs: FeatureSet, data_cfg: DataConfig, seed: int, overrides: list[str], timings: dict[str, float]
+    fs: FeatureSet,
+    data_cfg: DataConfig,
+    seed: int,
+    overrides: list[str],
+    timings: dict[str, float],
+    runs_dir: Path,
+    dataset: str,
 ) -> list[dict[str, Any]]:
-    """Baseline and adSformer for CTR and PCCVR on the same features; test metrics with lifts."""
+    """Baseline and adSformer for CTR and PCCVR on the same features, each written as a run directory
+    (``runs_dir/TASK-MODEL``) with its test metrics; returns the metrics with lifts."""
     out = []
     for task in ("ctr", "pccvr"):
         base: dict[str, Any] | None = None
@@ -133,7 +146,9 @@ def _train_models(
             t = time.perf_counter()
             with stage(f"train {task} {model}"):
                 net, result = fit(cfg, fs, show_progress=False)
-                m = test_metrics(net, fs, cfg, result.calibrator)
+                run_dir = runs_dir / f"{task}-{model}"
+                write_run(run_dir, cfg, fs, net, result, dataset=dataset)
+                m = write_evaluation(run_dir, cfg, fs, net, result.calibrator, dataset=dataset)
             timings[f"train_{task}_{model}_s"] = time.perf_counter() - t
             rec: dict[str, Any] = {
                 "task": task,
@@ -142,6 +157,8 @@ def _train_models(
                 "roc_auc": m["roc_auc"],
                 "pr_auc": m["pr_auc"],
                 "log_loss": m["log_loss"],
+                "ece": m["ece"],
+                "ece_before_platt": m["before_calibration"]["ece"],
                 "examples_per_s": result.examples_per_s,
             }
             base = base or rec

@@ -122,11 +122,25 @@ def train_run(
     fs = build_features(ds, cfg.data)
     features_s = time.perf_counter() - start
     model, result = fit(cfg, fs, show_progress=show_progress)
+    return write_run(out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s)
+
+
+def write_run(
+    out: Path,
+    cfg: ExperimentConfig,
+    fs: FeatureSet,
+    model: Any,
+    result: TrainResult,
+    *,
+    dataset: str,
+    features_s: float = 0.0,
+) -> dict[str, Any]:
+    """Write a trained model as a self-contained run directory (atomically); returns the training summary."""
     cfg = resolved(cfg, fs)
     summary = {
         "task": cfg.task,
         "model": cfg.model.user,
-        "dataset": ds.meta.name,
+        "dataset": dataset,
         "n_train": int(fs.rows("train", cfg.task).size),
         "n_val": int(fs.rows("val", cfg.task).size),
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -135,6 +149,7 @@ def train_run(
         "features_seconds": features_s,
         "best_epoch": result.best_epoch,
         "epochs": result.epochs,
+        "calibration": result.calibrator.to_dict(),
     }
     features = {
         "dense_names": fs.dense_names,
@@ -143,7 +158,6 @@ def train_run(
         "neg_keep_rate": fs.info["neg_keep_rate"],
         "categorical": list(fs.categorical),
     }
-    summary["calibration"] = result.calibrator.to_dict()
     art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features, result.calibrator)
     with atomic_dir(out) as tmp:
         save_artifact(tmp, art)
@@ -159,27 +173,35 @@ def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
-    y, p_raw, p_cal = score_test_split(art.model, fs, cfg, art.calibrator)
+    return write_evaluation(Path(run_dir), cfg, fs, art.model, art.calibrator, dataset=ds.meta.name)
+
+
+def write_evaluation(
+    run_dir: Path, cfg: ExperimentConfig, fs: FeatureSet, model: Any, calibrator: Calibrator, *, dataset: str
+) -> dict[str, Any]:
+    """Test-split metrics into ``run_dir/metrics.json`` and the predictions (label, p before and after
+    Platt scaling) into ``run_dir/test_predictions.parquet`` (for reports); returns the metrics."""
+    y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
     before = all_metrics(y, p_raw, cfg.eval.ece_bins)
     metrics = {
         "task": cfg.task,
         "model": cfg.model.user,
-        "dataset": ds.meta.name,
+        "dataset": dataset,
         "n_test": int(y.size),
         **all_metrics(y, p_cal, cfg.eval.ece_bins),
-        "calibrated": art.calibrator.method == "platt",
+        "calibrated": calibrator.method == "platt",
         "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
-        "calibration": art.calibrator.to_dict(),
+        "calibration": calibrator.to_dict(),
         "ece_bins": cfg.eval.ece_bins,
     }
-    summary_path = Path(run_dir) / "train_summary.json"
+    summary_path = run_dir / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     metrics["train_examples_per_s"] = summary.get("train_examples_per_s")
     metrics["parameters"] = summary.get("parameters")
     metrics["config"] = to_dict(cfg)
-    write_json(Path(run_dir) / "metrics.json", metrics)
+    write_json(run_dir / "metrics.json", metrics)
     preds = pl.DataFrame({"label": y.astype(np.int8), "p_uncalibrated": p_raw, "p": p_cal})
-    with atomic_file(Path(run_dir) / "test_predictions.parquet") as tmp:
+    with atomic_file(run_dir / "test_predictions.parquet") as tmp:
         preds.write_parquet(tmp)
     return metrics
 
