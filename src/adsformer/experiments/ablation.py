@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adsformer.adpm.config import ADPMConfig
-from adsformer.config import to_dict
+from adsformer.config import ConfigError, to_dict
 from adsformer.console import console
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
@@ -73,10 +73,17 @@ def run_ablation(
     seeds: int,
     out: Path,
     *,
+    only: tuple[str, ...] = (),
     log: Callable[[str], None] = console.print,
 ) -> dict[str, Any]:
-    """Train and test every row for every seed; write ``ablation.json`` and ``ablation.md`` atomically."""
+    """Train and test every row (or the rows named in ``only``) for every seed; write ``ablation.json`` and
+    ``ablation.md`` atomically."""
     rows = SUITES[suite]
+    unknown = sorted(set(only) - {r.name for r in rows})
+    if unknown:
+        raise ConfigError(f"unknown rows {unknown} for suite {suite!r}; rows: {[r.name for r in rows]}")
+    if only:
+        rows = tuple(r for r in rows if r.name in only or r.name == "baseline")
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data)
