@@ -330,6 +330,30 @@ def ablate_cmd(
     console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")
 
 
+@app.command("daily")
+def daily_cmd(
+    data: DataOpt,
+    out: OutDir,
+    task: TaskOpt = None,
+    days: Annotated[int, typer.Option(help="Test on each of the last N days.")] = 3,
+    train_days: Annotated[
+        float, typer.Option(help="Days of training before each validation day (0 = all).")
+    ] = 0.0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The daily protocol: for each of the last N days, train on the days before, test on that day;
+    baseline vs adSformer lifts per day (daily.json, daily.md, daily_lift.png)."""
+    from adsformer.experiments.config import load_experiment
+    from adsformer.experiments.daily import daily_markdown, run_daily
+
+    with _friendly_errors():
+        cfg = load_experiment(config, set_, extra=_given(task=task))
+        summary = run_daily(data, cfg, days, out, train_days=train_days)
+    console.print(daily_markdown(summary))
+    console.print(f"wrote [bold]{out / 'daily.json'}[/], daily.md and daily_lift.png")
+
+
 @app.command("predict")
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],

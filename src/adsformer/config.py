@@ -62,6 +62,10 @@ class SplitConfig:
     test_days: float = 1.0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # "days" mode only (the daily protocol): the test period ends this many days before the data's end, and
+    # training keeps only the train_days before validation (0 = all). Rows outside are left out (UNUSED).
+    end_days_ago: float = 0.0
+    train_days: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ SHORT_KEYS: dict[str, str] = {
     "split_mode": "split.mode",
     "test_days": "split.test_days",
     "val_days": "split.val_days",
+    "end_days_ago": "split.end_days_ago",
+    "train_days": "split.train_days",
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from adsformer.config import SamplingConfig, SplitConfig
 
 TRAIN, VAL, TEST = 0, 1, 2
+UNUSED = 3  # outside the configured train / validation / test window (daily protocol)
 SPLIT_NAMES = ("train", "val", "test")
 DAY_S = 86_400
 
@@ -34,6 +35,8 @@ class Split:
     val_start: int
     test_start: int
     mode: str  # "days" or "fraction", as resolved
+    end: int | None = None  # first instant after the test period
+    train_start: int | None = None  # first training instant (None: all history)
 
     def rows(self, which: int) -> np.ndarray:
         return np.flatnonzero(self.split == which)
@@ -52,13 +55,21 @@ def time_split(ts: np.ndarray, cfg: SplitConfig) -> Split:
     if mode == "auto":
         span_days = (hi - lo) / DAY_S
         mode = "days" if span_days >= 3 * (cfg.val_days + cfg.test_days) else "fraction"
+    end = hi + 1
+    train_start = None
+    if mode != "days" and (cfg.end_days_ago or cfg.train_days):
+        raise SplitError("end_days_ago and train_days need split.mode=days")
     if mode == "days":
-        test_start = hi + 1 - int(cfg.test_days * DAY_S)
+        end = hi + 1 - int(cfg.end_days_ago * DAY_S)
+        test_start = end - int(cfg.test_days * DAY_S)
         val_start = test_start - int(cfg.val_days * DAY_S)
+        if cfg.train_days:
+            train_start = val_start - int(cfg.train_days * DAY_S)
         if val_start <= lo:
             raise SplitError(
                 f"data spans {(hi - lo) / DAY_S:.2f} days, too short for {cfg.val_days} validation + "
-                f"{cfg.test_days} test days; use split.mode=fraction"
+                f"{cfg.test_days} test days ending {cfg.end_days_ago} days before the last impression; "
+                f"use fewer days or split.mode=fraction"
             )
     elif mode == "fraction":
         if not (cfg.val_fraction > 0 and cfg.test_fraction > 0 and cfg.val_fraction + cfg.test_fraction < 1):
@@ -74,7 +85,10 @@ def time_split(ts: np.ndarray, cfg: SplitConfig) -> Split:
     split = np.full(ts.shape, TRAIN, dtype=np.int8)
     split[ts >= val_start] = VAL
     split[ts >= test_start] = TEST
-    return Split(split, val_start, test_start, mode)
+    split[ts >= end] = UNUSED
+    if train_start is not None:
+        split[ts < train_start] = UNUSED
+    return Split(split, val_start, test_start, mode, end, train_start)
 
 
 def downsample_negatives(labels: np.ndarray, split: np.ndarray, cfg: SamplingConfig) -> np.ndarray:
