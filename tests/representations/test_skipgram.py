@@ -110,7 +110,21 @@ def test_represent_command_writes_table_and_quality_report(tmp_path):
             "--out",
             str(tmp_path / "x"),
             "--set",
-            "gap_s=-1",
+            "gap_s=0",
         ],
     )
     assert bad.exit_code == 1 and "nothing to learn" in bad.output and not (tmp_path / "x").exists()
+    neg = CliRunner().invoke(
+        app,
+        [
+            "represent",
+            "skipgram",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "y"),
+            "--set",
+            "dim=0",
+        ],
+    )
+    assert neg.exit_code == 1 and "dim=0: must be >= 1" in neg.output and not (tmp_path / "y").exists()

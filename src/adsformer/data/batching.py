@@ -73,53 +73,6 @@ def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr", *, trim: boo
     )
 
 
-def sequence_width(fs: FeatureSet, rows: np.ndarray) -> np.ndarray:
-    """(B,) the longest sequence of each row over all pairs: what a trimmed batch is padded to."""
-    width = np.zeros(len(rows), np.int64)
-    for column in fs.sequences.values():
-        np.maximum(width, column.length[rows], out=width)
-    return width
-
-
-def batch_plan(
-    fs: FeatureSet,
-    rows: np.ndarray,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    seed: int = 0,
-    drop_last: bool = False,
-    buckets: int = 0,
-) -> list[np.ndarray]:
-    """The row blocks of each batch.
-
-    ``shuffle`` permutes ``rows`` with ``seed``. ``buckets = K > 1`` (with ``shuffle``) then sorts each window
-    of ``K * batch_size`` shuffled rows by sequence width, cuts it into batches and shuffles the batch order
-    (length bucketing): batches of similar widths pad far less, while every batch is still drawn from a
-    random window. Without ``shuffle``, ``buckets > 1`` sorts all rows by width (for scoring; the caller
-    restores the order).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rows = np.asarray(rows, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    if shuffle:
-        rows = rows[rng.permutation(rows.shape[0])]
-    stop = rows.shape[0] - (rows.shape[0] % batch_size if drop_last else 0)
-    rows = rows[:stop]
-    if buckets > 1 and rows.size:
-        window = rows.shape[0] if not shuffle else buckets * batch_size
-        blocks = []
-        for w in range(0, rows.shape[0], window):
-            chunk = rows[w : w + window]
-            chunk = chunk[np.argsort(sequence_width(fs, chunk), kind="stable")]
-            blocks += [chunk[s : s + batch_size] for s in range(0, chunk.shape[0], batch_size)]
-        if shuffle:
-            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-        return blocks
-    return [rows[s : s + batch_size] for s in range(0, rows.shape[0], batch_size)]
-
-
 def iterate_batches(
     fs: FeatureSet,
     rows: np.ndarray,
@@ -130,10 +83,13 @@ def iterate_batches(
     trim: bool = True,
     seed: int = 0,
     drop_last: bool = False,
-    buckets: int = 0,
 ) -> Iterator[Batch]:
-    """Batches over ``rows`` (see :func:`batch_plan`); the last short batch unless ``drop_last``."""
-    for block in batch_plan(
-        fs, rows, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, buckets=buckets
-    ):
-        yield make_batch(fs, block, task, trim=trim)
+    """Batches over ``rows`` (shuffled with ``seed`` when asked); the last short batch unless ``drop_last``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if shuffle:
+        rows = rows[np.random.default_rng(seed).permutation(rows.shape[0])]
+    stop = rows.shape[0] - (rows.shape[0] % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        yield make_batch(fs, rows[start : start + batch_size], task, trim=trim)

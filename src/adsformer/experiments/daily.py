@@ -44,6 +44,8 @@ def run_daily(
     """Train and test baseline and adSformer for each of the last ``days`` days; returns the summary."""
     if days < 1:
         raise ConfigError("--days must be >= 1")
+    if train_days < 0:
+        raise ConfigError(f"--train-days must be >= 0 (0 = all history), got {train_days}")
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     records = []

@@ -102,7 +102,12 @@ def test_metrics(
     before Platt scaling under ``before_calibration``. Without a calibrator: the down-sampling correction."""
     if calibrator is None:
         calibrator = Calibrator(float(fs.info["neg_keep_rate"]) if cfg.task == "ctr" else 1.0)
-    y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
+    return _calibrated_metrics(*score_test_split(model, fs, cfg, calibrator), cfg, calibrator)
+
+
+def _calibrated_metrics(
+    y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray, cfg: ExperimentConfig, calibrator: Calibrator
+) -> dict[str, Any]:
     before = all_metrics(y, p_raw, cfg.eval.ece_bins)
     return {
         "n_test": int(y.size),
@@ -182,15 +187,11 @@ def write_evaluation(
     """Test-split metrics into ``run_dir/metrics.json`` and the predictions (label, p before and after
     Platt scaling) into ``run_dir/test_predictions.parquet`` (for reports); returns the metrics."""
     y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
-    before = all_metrics(y, p_raw, cfg.eval.ece_bins)
     metrics = {
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": dataset,
-        "n_test": int(y.size),
-        **all_metrics(y, p_cal, cfg.eval.ece_bins),
-        "calibrated": calibrator.method == "platt",
-        "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
+        **_calibrated_metrics(y, p_raw, p_cal, cfg, calibrator),
         "calibration": calibrator.to_dict(),
         "ece_bins": cfg.eval.ece_bins,
     }

@@ -99,6 +99,11 @@ def train_skipgram(ds: Dataset, cfg: SkipGramConfig) -> RepresentationTable:
     """Train skip-gram vectors on the dataset's sessions; the table's settings record what was used."""
     from gensim.models import Word2Vec
 
+    for key in ("dim", "window", "epochs", "min_count", "purchase_upsample", "workers"):
+        if getattr(cfg, key) < 1:
+            raise TableError(f"skipgram setting {key}={getattr(cfg, key)}: must be >= 1")
+    if cfg.gap_s < 0:
+        raise TableError(f"skipgram setting gap_s={cfg.gap_s}: must be >= 0 seconds")
     cut = cutoff(ds, cfg.until, cfg.split)
     sess = build_sessions(ds.events, cfg, cut)
     if not sess.sentences:
