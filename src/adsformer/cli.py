@@ -354,6 +354,29 @@ def daily_cmd(
     console.print(f"wrote [bold]{out / 'daily.json'}[/], daily.md and daily_lift.png")
 
 
+@app.command("position")
+def position_cmd(
+    data: DataOpt,
+    out: OutDir,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm (mean and std).")] = 1,
+    min_shown: Annotated[
+        int, typer.Option(help="Leave out positions shown fewer times in the test split.")
+    ] = 200,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The position study: train with and without the position tower on the same split; learned vs naive
+    (and, on the simulator, true) position curves and ranking of true relevance (position.json, .md, .png)."""
+    from adsformer.experiments.config import load_experiment
+    from adsformer.experiments.position import position_markdown, run_position_study
+
+    with _friendly_errors():
+        cfg = load_experiment(config, set_, extra=_given(task="ctr"))
+        summary = run_position_study(data, cfg, out, seeds=seeds, min_shown=min_shown)
+    console.print(position_markdown(summary))
+    console.print(f"wrote [bold]{out / 'position.json'}[/], position.md and position_curve.png")
+
+
 @app.command("predict")
 def predict_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],

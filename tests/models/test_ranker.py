@@ -27,15 +27,18 @@ def test_every_user_module_gives_one_logit_per_row(fs, user):
     assert out.shape == (7,) and torch.isfinite(out).all()
 
 
-def test_position_bias_only_in_training_and_never_at_scoring(fs):
+def test_position_tower_only_in_training_and_never_at_scoring(fs):
     torch.manual_seed(0)
     model = build_model(ModelConfig(user="baseline"), spec_from_features(fs)).eval()
+    tower = model.position_tower
+    assert torch.equal(tower(torch.arange(5), {}), torch.zeros(5))  # contributes nothing until trained
     with torch.no_grad():
-        model.position_bias.weight[:] = torch.arange(51, dtype=torch.float32).unsqueeze(1)
+        tower.out.weight.normal_()
     batch = make_batch(fs, np.arange(5))
     trained = forward(model, batch, with_position=True)
     served = forward(model, batch)
-    assert torch.allclose(trained - served, batch.position.float())
+    assert torch.allclose(trained - served, tower(batch.position, batch.categorical), atol=1e-6)
+    assert tower(torch.arange(1, 6), batch.categorical).unique().numel() == 5
     rows = np.arange(fs.n)
     before = predict(model, fs, rows)
     fs.position[:] = 7  # scoring does not look at positions at all

@@ -43,7 +43,14 @@ class RankerConfig:
     categorical_dim: int = 8
     embedding_std: float = 0.01  # N(0, std) init of every id embedding (torch's default N(0, 1) overfits ids)
     position_bias: bool = True  # shallow position tower: added in training, dropped when scoring
-    max_position: int = 50  # positions beyond share the last bias
+    max_position: int = 50  # positions beyond share the last slot
+    position_context: tuple[str, ...] = (
+        "c_device",
+    )  # context fields the tower reads, where the data has them
+    position_dim: int = 8
+    position_hidden: int = 16  # 0: additive biases per position and context value
+    position_dropout: float = 0.0  # share of training rows whose position is hidden from the tower
+    position_lr_scale: float = 10.0  # the tower's learning rate relative to train.lr
 
     def target_dim(self, entity: str) -> int:
         return int(getattr(self, f"{entity}_dim"))

@@ -1,9 +1,9 @@
 """The ranker: a deep & cross network over the wide input concatenated with the user vector ``u``
 (paper figure 3). The user module is passed in, so ADPM, BST, last-k or none are swapped by configuration.
 
-Clicks depend on where an ad was shown. A shallow position tower (one learned bias per position, paper
-section 5.3 / A.3) absorbs that during training: its logit is added only when ``position`` is passed, which
-the training loop does and scoring never does, so predictions estimate relevance as if shown on top.
+Clicks depend on where an ad was shown. A shallow position tower (:mod:`adsformer.layers.position`, paper
+section 5.3) absorbs that during training: its logit is added only when ``position`` is passed, which the
+training loop does and scoring never does, so predictions estimate relevance free of the display position.
 
 Letters: B batch, F wide width (target + query + categorical embeddings + dense), U user width.
 """
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from adsformer.layers.dcn import CrossNetwork, DeepTower
+from adsformer.layers.position import PositionTower
 from adsformer.models.config import RankerConfig
 
 
@@ -59,10 +60,19 @@ class Ranker(nn.Module):
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
         self.deep = DeepTower(in_dim, cfg.deep, cfg.dropout)
         self.head = nn.Linear(in_dim + self.deep.out_dim, 1)
-        self.max_position = cfg.max_position
-        self.position_bias = nn.Embedding(cfg.max_position + 1, 1) if cfg.position_bias else None
-        if self.position_bias is not None:
-            nn.init.zeros_(self.position_bias.weight)
+        context = {n: wide.categorical_vocab[n] for n in cfg.position_context if n in wide.categorical_vocab}
+        self.position_tower = (
+            PositionTower(
+                cfg.max_position,
+                context,
+                dim=cfg.position_dim,
+                hidden=cfg.position_hidden,
+                dropout=cfg.position_dropout,
+                lr_scale=cfg.position_lr_scale,
+            )
+            if cfg.position_bias
+            else None
+        )
 
     @torch.no_grad()
     def set_base_rate(self, rate: float) -> None:
@@ -87,6 +97,6 @@ class Ranker(nn.Module):
         x0 = torch.cat(parts, dim=1)  # (B, F + U)
         h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
         logit = self.head(h).squeeze(1)  # (B,)
-        if position is not None and self.position_bias is not None:
-            logit = logit + self.position_bias(position.clamp(0, self.max_position)).squeeze(1)
+        if position is not None and self.position_tower is not None:
+            logit = logit + self.position_tower(position, categorical)  # (B,)
         return logit

@@ -84,9 +84,10 @@ def build_model(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable] | N
 
 def init_embeddings(model: nn.Module, std: float) -> None:
     """N(0, std) for every embedding table (id and position embeddings), padding rows zero; the position
-    bias tower keeps its zero init. Small ids embeddings keep the cross network's products well scaled."""
+    tower keeps torch's init (its output layer starts at zero). Small id embeddings keep the cross
+    network's products well scaled."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.Embedding) and not name.endswith("position_bias"):
+        if isinstance(module, nn.Embedding) and not name.startswith("position_tower"):
             nn.init.normal_(module.weight, std=std)
             if module.padding_idx is not None:
                 with torch.no_grad():

@@ -83,6 +83,9 @@ def predict(
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """Adam for dense parameters; with ``sparse_embeddings``, lazy Adam (SparseAdam) for the id tables.
 
+    A module with an ``lr_scale`` attribute (the position tower) trains its parameters at ``lr * lr_scale``:
+    a handful of parameters that every row updates, which would otherwise need many epochs of large batches.
+
     An id table of V rows gets a gradient only for the rows a batch touched; dense Adam would still update
     (and decay the moments of) all V rows every step -- the dominant cost for large vocabularies. Lazy Adam
     updates only the touched rows, as large-scale recommenders do.
@@ -98,9 +101,19 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
                 module.sparse = True
                 sparse.append(module.weight)
     sparse_ids = {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in sparse_ids]
+    scale = {
+        id(p): float(m.lr_scale) for m in model.modules() if hasattr(m, "lr_scale") for p in m.parameters()
+    }
+    groups: dict[float, list[torch.Tensor]] = {1.0: []}
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in sparse_ids:
+            groups.setdefault(scale.get(id(p), 1.0), []).append(p)
     optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        torch.optim.Adam(
+            [{"params": ps, "lr": cfg.lr * s} for s, ps in groups.items() if ps],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
     ]
     if sparse:
         optimizers.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))

@@ -78,6 +78,25 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> 
     return float(gap.sum() / max(count.sum(), 1))
 
 
+def relevance_auc(p_true: np.ndarray, scores: np.ndarray) -> float:
+    """Expected ROC-AUC of ``scores`` when each row's label is drawn from its known probability ``p_true``
+    (a simulator's relevance): every ordered pair (i, j), i != j, counts with weight p_i (1 - p_j), ties half.
+    It ranks against the truth itself rather than against one noisy draw of clicks."""
+    w_pos, s = _check(p_true, scores)
+    w_neg = 1.0 - w_pos
+    order = np.argsort(s, kind="stable")
+    s_sorted, pos_sorted, neg_sorted = s[order], w_pos[order], w_neg[order]
+    boundaries = np.flatnonzero(np.diff(s_sorted)) + 1
+    starts = np.concatenate([[0], boundaries])
+    group_neg = np.add.reduceat(neg_sorted, starts) if s.size else np.zeros(0)
+    below = np.concatenate([[0.0], np.cumsum(group_neg)[:-1]])  # negative weight of lower scores
+    group_of = np.repeat(np.arange(starts.size), np.diff(np.concatenate([starts, [s.size]])))
+    tied = group_neg[group_of] - neg_sorted  # same score, other rows
+    numerator = float((pos_sorted * (below[group_of] + 0.5 * tied)).sum())
+    denominator = float(w_pos.sum() * w_neg.sum() - (w_pos * w_neg).sum())
+    return numerator / denominator if denominator > 0 else float("nan")
+
+
 def all_metrics(y: np.ndarray, p: np.ndarray, ece_bins: int = 15) -> dict[str, float]:
     return {
         "roc_auc": roc_auc(y, p),
