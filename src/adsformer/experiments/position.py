@@ -42,7 +42,9 @@ from adsformer.training.metrics import relevance_auc
 
 ARMS = (("without tower", False), ("with tower", True))
 CURVE_ROWS = 4096  #: test rows whose context the partial-dependence curve averages over
-MIN_SHOWN = 200  #: default: positions shown fewer times than this in the test split are left out of the curves
+MIN_SHOWN = (
+    200  #: default: positions shown fewer times than this in the test split are left out of the curves
+)
 
 
 def run_position_study(
