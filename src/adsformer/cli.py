@@ -195,6 +195,21 @@ def prepare_movielens(
     _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
 
 
+@prepare_app.command("fashion")
+def prepare_fashion(
+    path: Annotated[Path, typer.Argument(help="Fashion folder (styles.csv, styles_text.csv, images/).")],
+    out: OutDir,
+    images: Annotated[bool, typer.Option(help="Copy the product images into the dataset.")] = True,
+) -> None:
+    """Fashion Product Images: a catalog-only dataset (listings, titles, labels, images) for the text,
+    visual and AIR representations."""
+    from adsformer.data.adapters.fashion import prepare_fashion as run
+
+    with _friendly_errors():
+        res = run(path, out, images=images, progress=_progress_printer())
+    _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
+
+
 # ---------------------------------------------------------------------------------------------- validate
 @app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="Canonical dataset directory.")]) -> None:

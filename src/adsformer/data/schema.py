@@ -194,6 +194,14 @@ class Dataset:
         return out
 
 
+def empty_table(table: str) -> pl.DataFrame:
+    """A table with its required columns and no rows (a catalog-only dataset's events and impressions)."""
+    names = [spec.name for spec in COLUMNS[table].values() if spec.required]
+    out = pl.from_arrow(arrow_schema(table, names).empty_table())
+    assert isinstance(out, pl.DataFrame)
+    return out
+
+
 def to_arrow(table: str, df: pl.DataFrame) -> pa.Table:
     """Cast a polars frame to the canonical Arrow schema of ``table`` (raises on a lossy or unknown cast)."""
     arrow = df.to_arrow()

@@ -16,10 +16,12 @@ import pyarrow.parquet as pq
 
 from adsformer.data.schema import (
     EVENTS,
+    LISTINGS,
     MANIFEST,
     TABLES,
     ColumnSpec,
     DatasetMeta,
+    arrow_schema,
     column_spec,
 )
 
@@ -292,6 +294,11 @@ def validate_dataset(directory: str | Path) -> ValidationReport:
             checker.add(MANIFEST, f"not valid JSON ({exc})")
     else:
         checker.add(MANIFEST, "manifest missing: defaults used (no extra actions)", severity="warning")
+    if meta.protocol.get("catalog_only"):  # a product catalog (fashion): listings for representations only
+        listings = checker.load(LISTINGS)
+        if listings is not None:
+            checker.check_listings(listings)
+        return checker.report
     listings, events, impressions = (checker.load(name) for name in TABLES)
     if listings is not None:
         checker.check_listings(listings)
@@ -300,3 +307,22 @@ def validate_dataset(directory: str | Path) -> ValidationReport:
     if impressions is not None:
         checker.check_impressions(impressions, listings)
     return checker.report
+
+
+def read_listings(directory: str | Path) -> pl.DataFrame:
+    """The validated ``listings.parquet`` of a dataset or catalog directory (what representations need);
+    raises :class:`DatasetError` naming the problems."""
+    directory = Path(directory)
+    checker = _Checker(directory)
+    if not directory.is_dir():
+        checker.add(str(directory), "not a directory")
+        raise DatasetError(checker.report)
+    listings = checker.load(LISTINGS)
+    if listings is not None:
+        checker.check_listings(listings)
+    if not checker.report.ok:
+        raise DatasetError(checker.report)
+    arrow = pq.read_table(directory / f"{LISTINGS}.parquet")
+    out = pl.from_arrow(arrow.cast(arrow_schema(LISTINGS, arrow.column_names)))
+    assert isinstance(out, pl.DataFrame)
+    return out

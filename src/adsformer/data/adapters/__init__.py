@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from adsformer.data.adapters.base import AdapterError, AdapterResult, SkippedLine
+from adsformer.data.adapters.fashion import prepare_fashion
 from adsformer.data.adapters.movielens import prepare_movielens
 from adsformer.data.adapters.taobao import prepare_taobao
 from adsformer.data.adapters.trivago import prepare_trivago
@@ -18,6 +19,7 @@ ADAPTERS: dict[str, Callable[..., AdapterResult]] = {
     "taobao-userbehavior": prepare_taobao,
     "trivago": prepare_trivago,
     "movielens": prepare_movielens,
+    "fashion": prepare_fashion,
 }
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "AdapterError",
     "AdapterResult",
     "SkippedLine",
+    "prepare_fashion",
     "prepare_movielens",
     "prepare_taobao",
     "prepare_trivago",

@@ -179,16 +179,19 @@ def skipped_notes(skipped: list[SkippedLine]) -> list[str]:
     return [f"{len(skipped)} malformed input record(s) were skipped ({counts}): {shown}{more}"]
 
 
-def write_checked(ds: Dataset, out: Path) -> Path:
+def write_checked(ds: Dataset, out: Path, extra: Callable[[Path], None] | None = None) -> Path:
     """Write ``ds`` atomically and refuse to publish it if it breaks the data contract.
 
     Same as :func:`adsformer.data.schema.write_dataset` plus :func:`adsformer.data.validate.validate_dataset`
     on the temporary directory before it is renamed into place: a failure leaves ``out`` untouched.
+    ``extra(tmp_dir)`` may add files (images) to the same write first.
     """
     from adsformer.data.validate import validate_dataset
 
     with atomic_dir(out) as tmp:
         write_tables(ds, tmp)
+        if extra is not None:
+            extra(tmp)
         report = validate_dataset(tmp)
         if not report.ok:
             lines = "\n".join(f"  {p}" for p in report.errors)
