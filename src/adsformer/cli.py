@@ -325,7 +325,12 @@ def ablate_cmd(
     data: DataOpt,
     out: OutDir,
     task: TaskOpt = None,
-    suite: Annotated[str, typer.Option(help="Ablation suite: paper (tables 2 and 3).")] = "paper",
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="Ablation suite: paper (tables 2 and 3) | pretrained (table 4: each subset of --set tables)."
+        ),
+    ] = "paper",
     seeds: Annotated[int, typer.Option(help="Seeds per row (mean and std).")] = 3,
     config: ConfigOpt = None,
     set_: SetOpt = None,

@@ -213,3 +213,56 @@ def test_predict_and_export_commands(sim_dir, tmp_path):
     assert preds["p_ctr"].is_between(0, 1).all()
     _ok(runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "m.pt")]))
     assert (tmp_path / "m.pt").exists() and (tmp_path / "m.pt.json").exists()
+
+
+def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_path):
+    """The paper's table 4: ADPM-3 with each subset of the given tables in component 2."""
+    import numpy as np
+    import polars as pl
+
+    from adsformer.experiments.ablation import pretrained_suite
+    from adsformer.experiments.config import load_experiment
+    from adsformer.representations.table import RepresentationTable
+
+    ids = pl.read_parquet(sim_dir / "listings.parquet")["listing_id"].to_list()
+    rng = np.random.default_rng(0)
+    tables = [
+        str(
+            RepresentationTable(n, "test", ids, rng.normal(size=(len(ids), 4)).astype(np.float32)).save(
+                tmp_path / n
+            )
+        )
+        for n in ("alpha", "beta")
+    ]
+    rows = pretrained_suite(tuple(tables))
+    assert [r.name for r in rows] == [
+        "baseline",
+        "alpha",
+        "beta",
+        "alpha/beta",
+        "No Pretrained Representations",
+    ]
+    cfg = load_experiment(CONFIGS / "ctr_test.yaml", [f"tables=[{tables[0]},{tables[1]}]"])
+    assert rows[2].apply(cfg).model.adpm.pretrained.tables == (tables[1],)
+    assert rows[3].apply(cfg).model.adpm.pretrained.tables == tuple(tables)
+    assert rows[4].apply(cfg).model.adpm.pretrained.tables == ()
+
+    out = tmp_path / "abl"
+    _ok(
+        runner.invoke(
+            app,
+            [
+                "ablate",
+                "--data",
+                str(sim_dir),
+                "--suite",
+                "pretrained",
+                "--config",
+                str(CONFIGS / "ctr_test.yaml"),
+            ]
+            + ["--set", f"tables=[{tables[0]}]", "--out", str(out)],
+        )
+    )
+    result = json.loads((out / "ablation.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["baseline", "alpha", "No Pretrained Representations"]
+    assert result["suite"] == "pretrained" and not result["skipped"]

@@ -1,4 +1,6 @@
-"""``adsformer ablate --suite paper``: the rows of the paper's tables 2 and 3 on your data, over seeds.
+"""``adsformer ablate --suite paper|pretrained``: the rows of the paper's tables 2 and 3 (``paper``) or of its
+table 4 (``pretrained``: ADPM-3 with each subset of the given pretrained tables in component 2) on your
+data, over seeds.
 
 Every row is the same ranker and the same features; only the user module (and ADPM's components) change.
 The features are built once; each seed re-initializes and re-shuffles every model. Lifts are relative to
@@ -8,6 +10,7 @@ the non-personalized baseline of the same seed, in percent, then averaged over s
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +35,7 @@ class Row:
     user: str
     components: tuple[bool, bool, bool] = (True, True, True)  # ADPM comp 1, 2, 3
     pooling: str = "max"
+    tables: tuple[int, ...] | None = None  # which of the configured pretrained tables (None: all)
 
     @property
     def needs_tables(self) -> bool:
@@ -43,10 +47,15 @@ class Row:
         adpm = dataclasses.replace(
             adpm,
             encoder=dataclasses.replace(adpm.encoder, enabled=c1, pooling=self.pooling),
-            pretrained=dataclasses.replace(adpm.pretrained, tables=adpm.pretrained.tables if c2 else ()),
+            pretrained=dataclasses.replace(
+                adpm.pretrained, tables=self._tables(adpm.pretrained.tables) if c2 else ()
+            ),
             learned=dataclasses.replace(adpm.learned, enabled=c3),
         )
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=self.user, adpm=adpm))
+
+    def _tables(self, tables: tuple[str, ...]) -> tuple[str, ...]:
+        return tables if self.tables is None else tuple(tables[i] for i in self.tables)
 
 
 #: The paper's tables 2 and 3 (CTR and PCCVR ablations), in its order.
@@ -63,7 +72,32 @@ PAPER_SUITE: tuple[Row, ...] = (
     Row("BST-k=20-8heads", "bst"),
     Row("Ebay-k=5", "lastk"),
 )
-SUITES: dict[str, tuple[Row, ...]] = {"paper": PAPER_SUITE}
+
+
+def pretrained_suite(tables: tuple[str, ...]) -> tuple[Row, ...]:
+    """The paper's table 4 for the given tables: ADPM-3 with every non-empty subset of them in component 2
+    (labelled by the tables' names, e.g. ``skipgram/visual``), ADPM-3 without pretrained tables, and the
+    baseline the lifts are taken against."""
+    if not tables:
+        raise ConfigError("suite 'pretrained' needs tables: --set tables=[DIR,DIR,...]")
+    names = [_table_name(t) for t in tables]
+    subsets = [c for k in range(1, len(tables) + 1) for c in itertools.combinations(range(len(tables)), k)]
+    return (
+        Row("baseline", "baseline"),
+        *(Row("/".join(names[i] for i in c), "adsformer", tables=c) for c in subsets),
+        Row("No Pretrained Representations", "adsformer", (True, False, True)),
+    )
+
+
+def _table_name(directory: str) -> str:
+    meta = Path(directory) / "table.json"
+    return str(json.loads(meta.read_text()).get("name")) if meta.exists() else Path(directory).name
+
+
+SUITES: dict[str, Callable[[tuple[str, ...]], tuple[Row, ...]]] = {
+    "paper": lambda _tables: PAPER_SUITE,
+    "pretrained": pretrained_suite,
+}
 
 
 def run_ablation(
@@ -78,7 +112,7 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Train and test every row (or the rows named in ``only``) for every seed; write ``ablation.json`` and
     ``ablation.md`` atomically."""
-    rows = SUITES[suite]
+    rows = SUITES[suite](cfg.model.adpm.pretrained.tables)
     unknown = sorted(set(only) - {r.name for r in rows})
     if unknown:
         raise ConfigError(f"unknown rows {unknown} for suite {suite!r}; rows: {[r.name for r in rows]}")
