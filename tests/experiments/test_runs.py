@@ -259,8 +259,11 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
                 "pretrained",
                 "--config",
                 str(CONFIGS / "ctr_test.yaml"),
-            ]
-            + ["--set", f"tables=[{tables[0]}]", "--out", str(out)],
+                "--set",
+                f"tables=[{tables[0]}]",
+                "--out",
+                str(out),
+            ],
         )
     )
     result = json.loads((out / "ablation.json").read_text())
