@@ -155,7 +155,8 @@ def request_ndcg(request: np.ndarray, scores: np.ndarray, gain: np.ndarray) -> f
         )
         .filter(pl.col("idcg") > 0)
     )
-    return float((per_request["dcg"] / per_request["idcg"]).mean()) if per_request.height else float("nan")
+    ratio = (per_request["dcg"] / per_request["idcg"]).to_numpy()
+    return float(ratio.mean()) if ratio.size else float("nan")
 
 
 def _positions(fs: FeatureSet, rows: np.ndarray, max_position: int, min_shown: int) -> np.ndarray:

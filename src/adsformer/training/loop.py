@@ -101,9 +101,11 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
                 module.sparse = True
                 sparse.append(module.weight)
     sparse_ids = {id(p) for p in sparse}
-    scale = {
-        id(p): float(m.lr_scale) for m in model.modules() if hasattr(m, "lr_scale") for p in m.parameters()
-    }
+    scale: dict[int, float] = {}
+    for module in model.modules():
+        lr_scale = getattr(module, "lr_scale", None)  # declared by modules that train faster (position tower)
+        if lr_scale is not None:
+            scale.update({id(p): float(lr_scale) for p in module.parameters()})
     groups: dict[float, list[torch.Tensor]] = {1.0: []}
     for p in model.parameters():
         if p.requires_grad and id(p) not in sparse_ids:
