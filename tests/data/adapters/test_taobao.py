@@ -63,7 +63,7 @@ def log(tmp_path, write_text):
 
 def test_registry_names():
     assert ADAPTERS["taobao-userbehavior"] is prepare_taobao
-    assert set(ADAPTERS) == {"taobao-userbehavior", "trivago", "movielens"}
+    assert set(ADAPTERS) == {"taobao-userbehavior", "trivago", "movielens", "fashion"}
 
 
 def test_events_listings_and_skipped_lines(tmp_path, log, assert_valid):
