@@ -101,7 +101,7 @@ def test_masked_loss_uses_only_the_drawn_tasks_head():
     assert heads[0].weight.grad is not None and heads[0].weight.grad.abs().sum() > 0
     assert heads[1].weight.grad is None or heads[1].weight.grad.abs().sum() == 0
 
-    # a mixed batch: head 1's gradient comes from its own examples only (labels 4 would be out of head 0's range)
+    # a mixed batch: head 1's gradient comes from its own examples only (label 4 is out of head 0's range)
     heads.zero_grad(set_to_none=True)
     task = torch.tensor([0, 0, 0, 1, 1, 1])
     labels = torch.tensor([0, 1, 2, 4, 3, 4])
