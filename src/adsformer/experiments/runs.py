@@ -44,6 +44,11 @@ def spec_from_features(fs: FeatureSet) -> ModelSpec:
 
 
 def check_task(ds: Dataset, task: str) -> None:
+    if ds.meta.protocol.get("catalog_only"):
+        raise ConfigError(
+            f"dataset {ds.meta.name!r} is a catalog (listings only, no impressions): it feeds "
+            f"`adsformer represent text|visual|air`, not training or evaluation"
+        )
     if task == "pccvr" and (not ds.meta.has_conversions or "purchased" not in ds.impressions.columns):
         raise ConfigError(
             f"dataset {ds.meta.name!r} has no conversions (purchased): PCCVR cannot be trained or "

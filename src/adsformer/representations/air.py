@@ -30,8 +30,10 @@ from torch import nn
 
 from adsformer.config import SplitConfig, to_dict
 from adsformer.console import console
-from adsformer.representations.skipgram import cutoff
+from adsformer.representations.quality import unit_rows as _unit
+from adsformer.representations.skipgram import cutoff, sessionize
 from adsformer.representations.table import RepresentationTable, TableError
+from adsformer.runtime import torch_threads
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,6 @@ class Inputs:
     ids: list[str]  # the N listings that have at least one content vector
     x: np.ndarray  # (N, X) float32 tower inputs
     tables: dict[str, np.ndarray]  # table name -> (N, d) L2-normalized vectors (zeros where missing)
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def build_inputs(listings: pl.DataFrame, tables: list[RepresentationTable]) -> Inputs:
@@ -125,9 +123,7 @@ def related_pairs(
     imp = impressions.filter(pl.col("clicked") == 1).select("request_id", "ts", "listing_id")
     if cutoff_ts is not None:
         ev, imp = ev.filter(pl.col("ts") < cutoff_ts), imp.filter(pl.col("ts") < cutoff_ts)
-    ev = ev.sort("user_id", "ts", maintain_order=True)
-    new = (pl.col("user_id") != pl.col("user_id").shift(1)) | ((pl.col("ts") - pl.col("ts").shift(1)) > gap_s)
-    ev = ev.with_columns(session=new.fill_null(True).cum_sum())
+    ev = sessionize(ev, gap_s)
     viewed = ev.select(
         pl.col("listing_id").alias("a"),
         pl.col("listing_id").shift(-1).alias("b"),
@@ -204,7 +200,6 @@ def train_air(
 ) -> tuple[RepresentationTable, dict[str, Any]]:
     """Train AIR; returns the table (all covered listings) and the recall report."""
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
     inputs = build_inputs(listings, tables)
     row = {lid: i for i, lid in enumerate(inputs.ids)}
     pairs = related_pairs(events, impressions, cfg.gap_s, cutoff_ts).filter(
@@ -279,7 +274,8 @@ def represent_air(data_dir: Path, out: Path, cfg: AIRConfig) -> dict[str, Any]:
     ds = read_dataset(data_dir)
     tables = [RepresentationTable.load(t) for t in cfg.tables]
     cut = cutoff(ds, cfg.until, cfg.split)
-    table, retrieval = train_air(ds.listings, ds.events, ds.impressions, cut, cfg, tables)
+    with torch_threads(cfg.threads):
+        table, retrieval = train_air(ds.listings, ds.events, ds.impressions, cut, cfg, tables)
     quality = quality_report(table, ds.listings)
 
     def extra(tmp: Path) -> None:

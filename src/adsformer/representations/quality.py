@@ -19,7 +19,8 @@ import polars as pl
 from adsformer.representations.table import RepresentationTable
 
 
-def _normalized(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), float32."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -58,7 +59,7 @@ def quality_report(
     report: dict[str, Any] = {"table": table.name, "kind": table.kind, "n": len(table.ids), "dim": table.dim}
     if meta.height < 2:
         return {**report, "note": "fewer than two listings with a taxonomy: nothing to measure"}
-    vec = _normalized(table.vectors[meta["row"].to_numpy()])
+    vec = unit_rows(table.vectors[meta["row"].to_numpy()])
     tax = meta["taxonomy_id"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
     n = vec.shape[0]
 

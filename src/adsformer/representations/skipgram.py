@@ -61,15 +61,21 @@ def cutoff(ds: Dataset, until: str, split: SplitConfig) -> int | None:
     return s.test_start if until == "test" else s.val_start
 
 
+def sessionize(events: pl.DataFrame, gap_s: int) -> pl.DataFrame:
+    """``events`` (``user_id``, ``ts``, ...) sorted by user and time with a ``session`` number that changes
+    with the user or after a gap longer than ``gap_s`` seconds."""
+    ev = events.sort("user_id", "ts", maintain_order=True)
+    new_user = pl.col("user_id") != pl.col("user_id").shift(1)
+    gap = (pl.col("ts") - pl.col("ts").shift(1)) > gap_s
+    return ev.with_columns(session=(new_user | gap).fill_null(True).cum_sum())
+
+
 def build_sessions(events: pl.DataFrame, cfg: SkipGramConfig, cutoff_ts: int | None) -> Sessions:
     """Split each user's listing actions into sessions on gaps > ``gap_s``; up-sample purchase sessions."""
     ev = events.select("user_id", "ts", "action", "listing_id").filter(pl.col("listing_id").is_not_null())
     if cutoff_ts is not None:
         ev = ev.filter(pl.col("ts") < cutoff_ts)
-    ev = ev.sort("user_id", "ts", maintain_order=True)
-    new_user = pl.col("user_id") != pl.col("user_id").shift(1)
-    gap = (pl.col("ts") - pl.col("ts").shift(1)) > cfg.gap_s
-    ev = ev.with_columns(session=(new_user | gap).fill_null(True).cum_sum())
+    ev = sessionize(ev, cfg.gap_s)
     repeat = (pl.col("listing_id") == pl.col("listing_id").shift(1)) & (
         pl.col("session") == pl.col("session").shift(1)
     )

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from adsformer.config import ConfigError, to_dict
 from adsformer.representations.table import RepresentationTable, TableError
+from adsformer.runtime import torch_threads
 
 # --- configuration ---------------------------------------------------------------------------------------
 
@@ -693,17 +694,6 @@ def plot_neighbours(
 # --- entry point -----------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def represent_visual(
     data_dir: Path,
     out: Path,
@@ -715,7 +705,7 @@ def represent_visual(
     """``adsformer represent visual``: train on the images of ``data_dir``'s listings, write the table of
     L2-normalised vectors with its quality report, ``heads.json`` and ``neighbours.png``; return the report
     with ``settings`` and ``heads``. ``say`` receives notes (skipped tasks, undecodable images)."""
-    with _threads(cfg.threads):
+    with torch_threads(cfg.threads):
         return _represent(Path(data_dir), Path(out), cfg, progress, say or (lambda _m: None))
 
 

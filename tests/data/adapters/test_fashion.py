@@ -55,3 +55,14 @@ def test_real_fashion_catalog(shared_data, tmp_path):
     lst = pl.read_parquet(tmp_path / "out" / "listings.parquet")
     assert lst.height == res.dataset.listings.height > 40_000
     assert lst["c_article_type"].n_unique() > 100 and lst["title"].null_count() == 0
+
+
+def test_training_on_a_catalog_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from adsformer.cli import app
+
+    rows = ["1,Men,Apparel,Topwear,Shirts,Navy Blue,Fall,2011,Casual"]
+    prepare_fashion(_folder(tmp_path, rows, ["a shirt"]), tmp_path / "out")
+    res = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "out"), "--out", str(tmp_path / "run")])
+    assert res.exit_code != 0 and "is a catalog" in res.output and not (tmp_path / "run").exists()
