@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
     ap.add_argument("--work", type=Path, default=Path("bench_out/results"))
     ap.add_argument("--doc", type=Path, default=Path("docs/results.md"))
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra overrides, e.g. threads=1")
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n] or list(EXPERIMENTS)
     for name in names:
@@ -86,7 +87,7 @@ def main() -> None:
         if not (table / "vectors.parquet").exists():
             q = represent_skipgram(data, table, SkipGramConfig())
             print(f"{name}: skipgram {q['n']} listings, separation AUC {q['separation_auc']:.3f}", flush=True)
-        cfg = load_experiment(None, [*sets, f"tables={table}"], extra={"task": task})
+        cfg = load_experiment(None, [*sets, *args.sets, f"tables={table}"], extra={"task": task})
         start = time.perf_counter()
         rows = tuple(r.name for r in PAPER_SUITE if r.name not in SKIP_ROWS.get(name, ()))
         run_ablation(data, cfg, "paper", args.seeds, args.work / name, only=rows)

@@ -29,3 +29,12 @@ def test_yaml_round_trip(tmp_path):
     path.write_text("sequences: {windw_s: 3}\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'sequences.windw_s'"):
         load_yaml(DataConfig, path)
+
+
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads "1e-4" as a string; a float field must still take it, and refuse real text
+    from adsformer.training.loop import TrainConfig
+
+    assert apply_overrides(TrainConfig(), parse_overrides(["lr=1e-4"])).lr == pytest.approx(1e-4)
+    with pytest.raises(ConfigError, match="expected a number"):
+        apply_overrides(TrainConfig(), parse_overrides(["lr=fast"]))
