@@ -29,6 +29,7 @@ from adsformer.experiments.config import ExperimentConfig
 from adsformer.io import atomic_dir, atomic_file, write_json
 from adsformer.models.registry import ModelSpec, build_model
 from adsformer.representations.table import RepresentationTable, align_to_vocabulary
+from adsformer.training import distributed
 from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
 from adsformer.training.calibration import Calibrator
 from adsformer.training.loop import TrainResult, predict_logits, train
@@ -132,7 +133,20 @@ def train_run(
     fs = build_features(ds, cfg.data)
     features_s = time.perf_counter() - start
     model, result = fit(cfg, fs, show_progress=show_progress)
-    return write_run(out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s)
+    return finish_run(out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s)
+
+
+def finish_run(
+    out: Path, cfg: ExperimentConfig, fs: FeatureSet, model: Any, result: TrainResult, **kw: Any
+) -> dict[str, Any]:
+    """Write the run directory from rank 0 only (under torchrun), wait for it, leave the process group;
+    every rank returns the same training summary."""
+    if distributed.is_main_process():
+        summary = write_run(out, cfg, fs, model, result, **kw)
+    else:
+        summary = run_summary(cfg, fs, model, result, **kw)
+    distributed.shutdown()
+    return summary
 
 
 def write_run(
@@ -146,21 +160,8 @@ def write_run(
     features_s: float = 0.0,
 ) -> dict[str, Any]:
     """Write a trained model as a self-contained run directory (atomically); returns the training summary."""
+    summary = run_summary(cfg, fs, model, result, dataset=dataset, features_s=features_s)
     cfg = resolved(cfg, fs)
-    summary = {
-        "task": cfg.task,
-        "model": cfg.model.user,
-        "dataset": dataset,
-        "n_train": int(fs.rows("train", cfg.task).size),
-        "n_val": int(fs.rows("val", cfg.task).size),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "train_examples_per_s": result.examples_per_s,
-        "train_seconds": result.train_seconds,
-        "features_seconds": features_s,
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs,
-        "calibration": result.calibrator.to_dict(),
-    }
     features = {
         "dense_names": fs.dense_names,
         "dense_stats": fs.info["dense_stats"],
@@ -173,6 +174,35 @@ def write_run(
         save_artifact(tmp, art)
         (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _write_history(tmp, result)
+    return summary
+
+
+def run_summary(
+    cfg: ExperimentConfig,
+    fs: FeatureSet,
+    model: Any,
+    result: TrainResult,
+    *,
+    dataset: str,
+    features_s: float = 0.0,
+) -> dict[str, Any]:
+    """The training summary (``train_summary.json``) of a trained model."""
+    summary = {
+        "task": cfg.task,
+        "model": cfg.model.user,
+        "dataset": dataset,
+        "n_train": result.n_train or int(fs.rows("train", cfg.task).size),
+        "n_val": result.n_val or int(fs.rows("val", cfg.task).size),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "train_examples_per_s": result.examples_per_s,
+        "train_seconds": result.train_seconds,
+        "features_seconds": features_s,
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs,
+        "calibration": result.calibrator.to_dict(),
+    }
+    if result.world_size > 1:
+        summary["world_size"] = result.world_size
     return summary
 
 

@@ -3,11 +3,18 @@
 The loss and the optimizer live here, not in the model. After every epoch the model is scored on the
 validation rows (natural rate; CTR predictions corrected for the training split's negative down-sampling);
 the state with the best validation ROC-AUC is kept and restored at the end.
+
+The rows come from a :class:`~adsformer.training.sources.BatchSource`: a :class:`FeatureSet` in memory
+(wrapped as :class:`~adsformer.training.sources.InMemorySource`) or a feature store streamed from disk
+(:class:`adsformer.data.stream.StreamSource`). Under ``torchrun`` the same function trains data-parallel:
+each global batch is sharded over the ranks and the model is wrapped in DDP
+(:mod:`adsformer.training.distributed`); a single process runs exactly the code it always ran.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -20,10 +27,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 
 from adsformer.console import console
-from adsformer.data.batching import Batch, iterate_batches
+from adsformer.data.batching import Batch, iterate_batches, make_batch
 from adsformer.data.features import FeatureSet
+from adsformer.training import distributed
 from adsformer.training.calibration import Calibrator, fit_platt, sigmoid
+from adsformer.training.distributed import DistContext
 from adsformer.training.metrics import log_loss, roc_auc
+from adsformer.training.sources import BatchSource, InMemorySource
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     log_every: int = 20  # steps between recorded training-loss points
     sparse_embeddings: bool = True  # id tables get sparse gradients and lazy Adam (SparseAdam)
+    device: str = "cpu"  # cpu | cuda | auto; under torchrun, cuda is each rank's own GPU
 
 
 @dataclass
@@ -49,6 +60,9 @@ class TrainResult:
     train_seconds: float = 0.0
     # down-sampling correction + Platt scaling fit on the validation split (natural rate), best epoch
     calibrator: Calibrator = field(default_factory=Calibrator)
+    n_train: int = 0  # training rows of the task
+    n_val: int = 0
+    world_size: int = 1  # processes that trained it (torchrun)
 
     @property
     def examples_per_s(self) -> float:
@@ -68,7 +82,11 @@ def predict_logits(
     """The model's logits (N,) float32 for ``rows`` (in order), without the position tower."""
     was_training = model.training
     model.eval()
-    out = [forward(model, b).numpy() for b in iterate_batches(fs, rows, batch_size, task=task)]
+    device = next(model.parameters()).device
+    out = [
+        forward(model, b if device.type == "cpu" else b.to(device)).cpu().numpy()
+        for b in iterate_batches(fs, rows, batch_size, task=task)
+    ]
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -130,35 +148,45 @@ def cosine_lr(step: int, total: int, min_ratio: float) -> float:
 
 def train(
     model: nn.Module,
-    fs: FeatureSet,
+    data: FeatureSet | BatchSource,
     task: str,
     cfg: TrainConfig,
     *,
     show_progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on the training rows of ``fs`` for ``task`` (ctr | pccvr); returns the history."""
+    """Train ``model`` on the training rows of ``data`` for ``task`` (ctr | pccvr); returns the history.
+
+    Under torchrun each rank calls this with the same data and the same seeded model; see
+    :mod:`adsformer.training.distributed` for the protocol. The model is handed back unwrapped, on its device.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    train_rows, val_rows = fs.rows("train", task), fs.rows("val", task)
-    if train_rows.size == 0:
+    source = InMemorySource(data, task) if isinstance(data, FeatureSet) else data
+    ctx = distributed.context(cfg.device)
+    if source.n_train == 0:
         raise ValueError(f"no training rows for task {task!r}")
-    batch_size = min(cfg.batch_size, train_rows.size)
-    steps_per_epoch = math.ceil(train_rows.size / batch_size)
+    if not ctx.sparse_gradients:  # nccl cannot all-reduce sparse gradients: dense Adam for the id tables
+        cfg = dataclasses.replace(cfg, sparse_embeddings=False)
+    batch_size = min(cfg.batch_size, source.n_train)
+    steps_per_epoch = math.ceil(source.n_train / batch_size)
     total = steps_per_epoch * cfg.epochs
+    model.to(ctx.device)
+    if ctx.distributed:
+        distributed.sync_batchnorm(model)  # before the optimizers see the parameters
     optimizers = make_optimizers(model, cfg)
+    net = distributed.wrap(model, ctx)  # DDP when distributed (after the id tables are marked sparse)
     schedules = [
         torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
         for opt in optimizers
     ]
     loss_fn = nn.BCEWithLogitsLoss()
-    val_labels = fs.labels(task)[val_rows]
-    keep_rate = float(fs.info["neg_keep_rate"]) if task == "ctr" else 1.0
 
-    result = TrainResult()
+    result = TrainResult(n_train=source.n_train, world_size=ctx.world)
     best_auc, best_state = -float("inf"), None
     best_val_logits = np.zeros(0, np.float32)
+    val_labels = np.zeros(0, np.int8)
     step = 0
     columns = [
         TextColumn("[bold]{task.description}"),
@@ -168,15 +196,26 @@ def train(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, disable=not show_progress, transient=False) as bar:
+    quiet = not show_progress or not ctx.is_main
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
         job = bar.add_task(f"train {task}", total=total, loss=float("nan"))
         for epoch in range(cfg.epochs):
-            model.train()
+            net.train()
             start, running, seen = time.perf_counter(), 0.0, 0
-            for batch in iterate_batches(
-                fs, train_rows, batch_size, task=task, shuffle=True, seed=cfg.seed * 1000 + epoch
-            ):
-                loss = loss_fn(forward(model, batch, with_position=True), batch.label)
+            for chunk, rows in source.train_batches(batch_size, seed=cfg.seed * 1000 + epoch):
+                batch = make_batch(chunk, distributed.shard(rows, ctx), task)
+                if ctx.device.type != "cpu":
+                    batch = batch.to(ctx.device)
+                logits = forward(net, batch, with_position=True)
+                if ctx.distributed:  # this rank's share of the global batch's mean loss
+                    loss_sum = nn.functional.binary_cross_entropy_with_logits(
+                        logits, batch.label, reduction="sum"
+                    )
+                    loss = loss_sum * (ctx.world / rows.shape[0])
+                    running += float(loss_sum.detach())
+                else:
+                    loss = loss_fn(logits, batch.label)
+                    running += float(loss.detach()) * len(batch)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -184,25 +223,26 @@ def train(
                     opt.step()
                     sched.step()
                 step += 1
-                running += float(loss.detach()) * len(batch)
                 seen += len(batch)
                 if step % cfg.log_every == 0 or step == total:
+                    total_loss, total_seen = distributed.all_sum([running, float(seen)], ctx)
                     result.history.append(
                         {
                             "step": step,
                             "epoch": epoch,
-                            "train_loss": running / seen,
+                            "train_loss": total_loss / total_seen,
                             "lr": schedules[0].get_last_lr()[0],
                         }
                     )
-                bar.update(job, advance=1, loss=running / seen)
+                bar.update(job, advance=1, loss=running / max(seen, 1))
             result.train_seconds += time.perf_counter() - start
-            result.train_examples += seen
-            val_logits = predict_logits(model, fs, val_rows, task=task, batch_size=cfg.eval_batch_size)
-            val_pred = Calibrator(keep_rate).uncalibrated(val_logits)
+            running, global_seen = distributed.all_sum([running, float(seen)], ctx)
+            result.train_examples += int(global_seen)
+            val_labels, val_logits = _validation_logits(model, source, task, cfg.eval_batch_size, ctx)
+            val_pred = Calibrator(source.keep_rate).uncalibrated(val_logits)
             record = {
                 "epoch": epoch,
-                "train_loss": running / max(seen, 1),
+                "train_loss": running / max(global_seen, 1),
                 "val_log_loss": log_loss(val_labels, val_pred),
                 "val_roc_auc": roc_auc(val_labels, val_pred),
                 "step": step,
@@ -215,9 +255,26 @@ def train(
                 best_auc, result.best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
                 best_val_logits = val_logits
+    if ctx.distributed:
+        distributed.unsync_batchnorm(model)
+    result.n_val = int(val_labels.size)
     if best_state is not None:
         model.load_state_dict(best_state)
-        result.calibrator = fit_platt(best_val_logits, val_labels, keep_rate)
+        result.calibrator = fit_platt(best_val_logits, val_labels, source.keep_rate)
     else:
-        result.calibrator = Calibrator(keep_rate)
+        result.calibrator = Calibrator(source.keep_rate)
     return result
+
+
+def _validation_logits(
+    model: nn.Module, source: BatchSource, task: str, batch_size: int, ctx: DistContext
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and logits of every validation row (in the source's order); each rank scores its shard."""
+    labels, logits = [], []
+    for chunk, rows in source.val_chunks():
+        mine = predict_logits(model, chunk, distributed.shard(rows, ctx), task=task, batch_size=batch_size)
+        labels.append(chunk.labels(task)[rows])
+        logits.append(distributed.gather_rows(mine, ctx))
+    if not labels:
+        return np.zeros(0, np.int8), np.zeros(0, np.float32)
+    return np.concatenate(labels), np.concatenate(logits)
