@@ -31,9 +31,11 @@ app.add_typer(prepare_app, name="prepare")
 
 
 def _add_subcommands() -> None:
+    from adsformer.cli_features import features_cmd
     from adsformer.cli_represent import represent_app
 
     app.add_typer(represent_app, name="represent")
+    app.command("features")(features_cmd)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]

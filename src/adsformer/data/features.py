@@ -206,8 +206,12 @@ def build_features(
     dense_stats: dict[str, tuple[float, float]] | None = None,
     *,
     score_all: bool = False,
+    engine: str = "local",
 ) -> FeatureSet:
     """All model inputs for every impression of ``ds`` (see the module docstring).
+
+    ``engine`` builds the sequences: ``local`` (:class:`EventIndex`) or ``spark``
+    (:mod:`adsformer.data.spark_sequences`, same inputs, same sequences).
 
     ``score_all`` is the scoring mode (prediction, serving): no time split (every row is "test"), no
     down-sampling, labels optional, and the trained run's ``vocabs``, ``dense_stats`` and (resolved) pairs
@@ -262,7 +266,10 @@ def build_features(
     imp_ts = imps["ts"].to_numpy()
     ev_ts_all = events["ts"].to_numpy()
     t0 = time_origin(ev_ts_all, imp_ts, window_s=seq_cfg.window_s)
+    if engine not in ("local", "spark"):
+        raise ValueError(f"unknown sequence engine {engine!r}; expected local or spark")
     sequences: dict[str, SequenceColumn] = {}
+    spark_inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     actions = events["action"].to_numpy()
     for pair in pairs:
         col = pair.column
@@ -276,8 +283,18 @@ def build_features(
             continue
         mask = (actions == pair.action) & events[col].is_not_null().to_numpy()
         values = vocabs[pair.entity].encode(events[col].filter(pl.Series(mask)))
+        if engine == "spark":
+            spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], values)
+            continue
         index = EventIndex.build(ev_user[mask], ev_ts_all[mask], values, t0)
         sequences[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
+    if spark_inputs:
+        from adsformer.data.spark_sequences import spark_sequence_columns
+
+        built = spark_sequence_columns(
+            spark_inputs, imp_user, imp_ts, window_s=seq_cfg.window_s, max_len=seq_cfg.max_len
+        )
+        sequences = {p.name: sequences[p.name] if p.name in sequences else built[p.name] for p in pairs}
 
     keep = (
         np.ones(imps.height, bool) if score_all else downsample_negatives(clicked, split.split, cfg.sampling)

@@ -69,6 +69,19 @@ class SequenceColumn:
             np.copyto(ids[lo:hi], self.values[idx], where=valid)
         return ids, length.astype(np.int32, copy=False)
 
+    @classmethod
+    def from_lists(cls, offsets: np.ndarray, flat: np.ndarray, max_len: int) -> SequenceColumn:
+        """From list-shaped sequences: row ``i`` is ``flat[offsets[i]:offsets[i + 1]]``, newest first (as a
+        feature store or the Spark job writes them). Each row is mirrored so its newest id sits just before
+        ``end``, as :meth:`padded` reads it."""
+        offsets = np.asarray(offsets, dtype=np.int64) if len(offsets) else np.zeros(1, np.int64)
+        flat = np.asarray(flat, dtype=np.int32)[offsets[0] : offsets[-1]]  # a sliced list array: rebase
+        offsets = offsets - offsets[0]
+        lengths = np.diff(offsets)  # (N,)
+        row = np.repeat(np.arange(lengths.size), lengths)  # (total,)
+        mirror = offsets[row] + offsets[row + 1] - 1 - np.arange(flat.size)  # reverse inside each row
+        return cls(flat[mirror], offsets[1:].copy(), np.minimum(lengths, max_len).astype(np.int32), max_len)
+
     def take(self, rows: np.ndarray) -> SequenceColumn:
         """The same sequences for a subset of impressions (``values`` is shared, not copied)."""
         return SequenceColumn(self.values, self.end[rows], self.length[rows], self.max_len)

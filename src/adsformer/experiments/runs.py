@@ -25,6 +25,7 @@ from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset, read_dataset
+from adsformer.data.stream import FeatureStore, StreamSource, is_store
 from adsformer.experiments.config import ExperimentConfig
 from adsformer.io import atomic_dir, atomic_file, write_json
 from adsformer.models.registry import ModelSpec, build_model
@@ -126,7 +127,12 @@ def _calibrated_metrics(
 def train_run(
     data_dir: Path, cfg: ExperimentConfig, out: Path, *, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary."""
+    """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary.
+
+    ``data_dir`` is a canonical dataset, or a feature store (``adsformer features``), which is streamed with
+    bounded memory; the run then takes the store's data settings."""
+    if is_store(data_dir):
+        return _train_streamed(FeatureStore.open(data_dir), cfg, out, show_progress=show_progress)
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     start = time.perf_counter()
@@ -134,6 +140,18 @@ def train_run(
     features_s = time.perf_counter() - start
     model, result = fit(cfg, fs, show_progress=show_progress)
     return finish_run(out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s)
+
+
+def _train_streamed(
+    store: FeatureStore, cfg: ExperimentConfig, out: Path, *, show_progress: bool
+) -> dict[str, Any]:
+    cfg = dataclasses.replace(cfg, data=store.data_config)
+    fs = store.schema()  # zero rows: names, widths and vocabularies for the model
+    model = _seeded_model(cfg, fs)
+    model.set_base_rate(store.base_rate(cfg.task))
+    source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
+    result = train(model, source, cfg.task, cfg.train, show_progress=show_progress)
+    return finish_run(out, cfg, fs, model, result, dataset=store.meta["dataset"])
 
 
 def finish_run(
@@ -210,6 +228,19 @@ def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
     """Score the test split of ``data_dir`` with the run's model; writes and returns ``metrics.json``."""
     art = load_artifact(run_dir)
     cfg: ExperimentConfig = art.config
+    if is_store(data_dir):  # the test split of a feature store built with the run's vocabularies
+        store = FeatureStore.open(data_dir)
+        store.count("test", cfg.task)  # a clear error for PCCVR on data without conversions
+        for name, vocab in art.vocabs.by_name.items():
+            if name not in store.vocabs.by_name or list(store.vocabs[name].ids) != list(vocab.ids):
+                raise ConfigError(
+                    f"feature store {data_dir} was built with other vocabularies than run {run_dir} "
+                    f"({name!r} differs): evaluate on the canonical dataset directory instead"
+                )
+        test = store.load(("test",))
+        return write_evaluation(
+            Path(run_dir), cfg, test, art.model, art.calibrator, dataset=store.meta["dataset"]
+        )
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)

@@ -49,6 +49,7 @@ class TrainConfig:
     log_every: int = 20  # steps between recorded training-loss points
     sparse_embeddings: bool = True  # id tables get sparse gradients and lazy Adam (SparseAdam)
     device: str = "cpu"  # cpu | cuda | auto; under torchrun, cuda is each rank's own GPU
+    stream_buffer_rows: int = 262_144  # training from a feature store: rows shuffled together in memory
 
 
 @dataclass

@@ -1,0 +1,40 @@
+"""``adsformer features``: the feature job (local or Spark engine) writing a feature store for streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adsformer.console import console, kv_table
+
+
+def features_cmd(
+    data: Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature store directory (written atomically).")],
+    engine: Annotated[
+        str, typer.Option(help="Sequence engine: local | spark (needs the [spark] extra).")
+    ] = "local",
+    row_group_rows: Annotated[int, typer.Option(help="Impressions per Parquet row group.")] = 65_536,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML data config.", exists=True, dir_okay=False)
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a data config key: key=value (repeatable).")
+    ] = None,
+) -> None:
+    """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
+    with bounded memory."""
+    from adsformer.cli import _data_config, _friendly_errors
+    from adsformer.experiments.feature_job import run_feature_job
+
+    if engine not in ("local", "spark"):
+        console.print(f"[bold red]error:[/] --engine must be local or spark, got {engine!r}")
+        raise typer.Exit(1)
+    with _friendly_errors():
+        summary = run_feature_job(
+            data, _data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
+        )
+    console.print(kv_table("feature store", summary))
+    console.print(f"wrote [bold]{out}[/]")
