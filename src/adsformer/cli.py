@@ -32,10 +32,13 @@ app.add_typer(prepare_app, name="prepare")
 
 def _add_subcommands() -> None:
     from adsformer.cli_features import features_cmd
+    from adsformer.cli_index import index_app, retrieve_cmd
     from adsformer.cli_represent import represent_app
 
     app.add_typer(represent_app, name="represent")
     app.command("features")(features_cmd)
+    app.add_typer(index_app, name="index")
+    app.command("retrieve")(retrieve_cmd)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
@@ -53,8 +56,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from adsformer.data.validate import DatasetError
     from adsformer.report.html import ReportError
     from adsformer.representations.table import TableError
+    from adsformer.retrieval.config import RetrievalError
 
     return (
+        RetrievalError,
         ReportError,
         AdapterError,
         DatasetError,

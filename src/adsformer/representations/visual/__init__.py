@@ -27,8 +27,10 @@ over the cache, and at that length it did not improve the vectors on fashion (5,
 
 Output (one atomic write): the table (``vectors.parquet``: L2-normalised ``dim``-d vectors for every listing
 with a readable image, ``table.json``), its quality report (``quality.json``, ``similarity.png``),
-``heads.json`` (held-out accuracy per head against the majority-class baseline) and ``neighbours.png``
-(query images, each followed by its top-5 cosine neighbours).
+``heads.json`` (held-out accuracy per head against the majority-class baseline), ``neighbours.png``
+(query images, each followed by its top-5 cosine neighbours) and ``encoder.pt`` (the representation layer,
+and the fine-tuned tail if any: :class:`ImageEncoder` embeds new images as the table's vectors, for search
+by image).
 
 Letters in shape comments: N images, B batch, T tasks, K classes of one head, V cached views per image,
 S image side (``image_size``), C x h x w activations entering the unfrozen blocks, F = 1280 pooled backbone
@@ -36,6 +38,7 @@ features, D = ``dim``.
 """
 
 from adsformer.representations.visual.config import Augmentation, VisualConfig
+from adsformer.representations.visual.encoder import ImageEncoder
 from adsformer.representations.visual.images import ImageLoader, augment
 from adsformer.representations.visual.model import Backbone, VisualModel
 from adsformer.representations.visual.multitask import (
@@ -51,6 +54,7 @@ __all__ = [
     "Augmentation",
     "Backbone",
     "BalancedTaskSampler",
+    "ImageEncoder",
     "ImageLoader",
     "VisualConfig",
     "VisualModel",

@@ -9,6 +9,7 @@ import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -20,9 +21,9 @@ from adsformer.representations.visual.config import Augmentation
 # --- images ----------------------------------------------------------------------------------------------
 
 
-def load_image(path: Path, size: int) -> np.ndarray | None:
+def load_image(path: Path | BinaryIO, size: int) -> np.ndarray | None:
     """``(S, S, 3)`` uint8: padded to a square with white (product photos' usual background), then resized.
-    None when the file cannot be decoded."""
+    None when the file (or binary stream) cannot be read or decoded."""
     from PIL import Image
 
     try:

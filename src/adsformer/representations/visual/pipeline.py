@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from adsformer.config import ConfigError, to_dict
 from adsformer.representations.table import RepresentationTable, TableError
 from adsformer.representations.visual.config import VisualConfig
+from adsformer.representations.visual.encoder import save_encoder
 from adsformer.representations.visual.images import ImageLoader
 from adsformer.representations.visual.model import Backbone, VisualModel
 from adsformer.representations.visual.multitask import (
@@ -199,6 +200,7 @@ def _represent(
     def extra(tmp: Path) -> None:
         write_report(report, tmp)
         (tmp / "heads.json").write_text(json.dumps(heads, indent=2) + "\n")
+        save_encoder(model, cfg, tmp)  # search by image: embed new images as this table's vectors
         if cfg.neighbour_queries > 0:
             plot_neighbours(
                 loader.paths,
