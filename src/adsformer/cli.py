@@ -34,8 +34,11 @@ def _add_subcommands() -> None:
     from adsformer.cli_features import features_cmd
     from adsformer.cli_index import index_app, retrieve_cmd
     from adsformer.cli_represent import represent_app
+    from adsformer.cli_serve import serve_cmd, serve_demo_cmd
 
     app.add_typer(represent_app, name="represent")
+    app.command("serve")(serve_cmd)
+    app.command("serve-demo")(serve_demo_cmd)
     app.command("features")(features_cmd)
     app.add_typer(index_app, name="index")
     app.command("retrieve")(retrieve_cmd)

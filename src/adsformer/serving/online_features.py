@@ -1,0 +1,201 @@
+"""Model inputs for one ranking request, built online with the offline builder's semantics.
+
+Two halves, both mirroring :mod:`adsformer.data.features` (the parity test compares them with
+:meth:`adsformer.predict.Predictor.features` on the same events and candidates):
+
+* :func:`sequence_items` turns a batch of events into the store's entries: each event is enriched from its
+  listing (shop, taxonomy and ``c_*`` attributes where the event lacks them, as ``enrich_events`` does) and
+  contributes its entity value to every configured (entity, action) pair of its action;
+* :class:`OnlineFeatures` builds a request's tensors for one trained run: the candidates' target ids
+  (listing, shop, taxonomy), categorical ids (query, ``c_*``: request context first, else the listing's),
+  standardized dense features (bid, price, ``f_*``) -- precomputed per catalog listing where they do not
+  depend on the request -- and the user's sequences from the store, cut to the run's window and length
+  and encoded with the run's vocabularies (unseen ids -> OOV, as offline).
+
+Letters: B candidates, F dense features, M sequence width (>= 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from adsformer.data.features import LOG_FEATURES, Pair
+from adsformer.data.schema import ENTITY_COLUMNS
+from adsformer.predict import Predictor
+from adsformer.serving.catalog import Catalog
+from adsformer.serving.encoding import IdEncoder
+from adsformer.serving.store import SequenceItem, UserState
+
+EVENT_FIELDS = ("listing_id", "shop_id", "taxonomy_id", "query")
+
+
+def sequence_items(
+    events: Sequence[Mapping[str, Any]], pairs: Sequence[str], catalog: Catalog
+) -> list[SequenceItem]:
+    """Store entries for ``events`` (dicts with ``ts``, ``action`` and optional entity fields), in order."""
+    by_action: dict[str, list[Pair]] = {}
+    for name in pairs:
+        pair = Pair.parse(name)
+        by_action.setdefault(pair.action, []).append(pair)
+    items = []
+    for event in events:
+        wanted = by_action.get(str(event["action"]))
+        if not wanted:
+            continue
+        values = enrich_event(event, catalog)
+        for pair in wanted:
+            value = values.get(pair.column)
+            if value is not None:
+                items.append(SequenceItem(pair.name, int(event["ts"]), value))
+    return items
+
+
+def enrich_event(event: Mapping[str, Any], catalog: Catalog) -> dict[str, str]:
+    """The event's entity values: its own fields, then its listing's shop / taxonomy / ``c_*`` where missing."""
+    values = {c: str(event[c]) for c in EVENT_FIELDS if event.get(c) is not None}
+    row = catalog.row.get(values.get("listing_id", ""))
+    if row is not None:
+        for col, value in catalog.attributes[row].items():
+            values.setdefault(col, value)
+    return values
+
+
+@dataclass
+class RequestFeatures:
+    """One request's model inputs (tensors shaped as a :class:`~adsformer.data.batching.Batch` row set)."""
+
+    listing_ids: list[str]
+    target: dict[str, torch.Tensor]  # entity -> (B,) int64
+    categorical: dict[str, torch.Tensor]  # name -> (B,) int64
+    dense: torch.Tensor  # (B, F) float32
+    seq_ids: dict[str, torch.Tensor]  # pair -> (1, M) int64, newest first, 0 = padding
+    seq_len: dict[str, torch.Tensor]  # pair -> (1,) int64
+    sequences: dict[str, list[tuple[int, str]]]  # pair -> the raw (ts, value) entries used, newest first
+
+    def expanded(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The sequences repeated for every candidate: (B, M) ids and (B,) lengths (the plain forward)."""
+        B = len(self.listing_ids)
+        ids = {k: v.expand(B, -1).contiguous() for k, v in self.seq_ids.items()}
+        return ids, {k: v.expand(B).contiguous() for k, v in self.seq_len.items()}
+
+
+class OnlineFeatures:
+    """Builds :class:`RequestFeatures` for one trained run over one catalog (see the module docstring)."""
+
+    def __init__(self, predictor: Predictor, catalog: Catalog) -> None:
+        vocabs = predictor.artifact.vocabs
+        seq_cfg = predictor.config.data.sequences
+        self.pairs = list(predictor.pairs)
+        self.window_s = int(seq_cfg.window_s)
+        self.max_len = int(seq_cfg.max_len)
+        self.catalog = catalog
+        self.encoders = {name: IdEncoder(v) for name, v in vocabs.by_name.items()}
+        self.cat_names = [c for c in vocabs.by_name if c.startswith("c_")]
+        self.dense_stats = predictor.dense_stats
+        frame = catalog.listings
+        n = len(catalog)
+        # one extra row (index n) for candidates the catalog does not know: every attribute missing
+        self._target = {
+            "listing": np.append(self.encoders["listing"].many(catalog.ids), 0),
+            **{e: self._column_ids(frame, ENTITY_COLUMNS[e], e, n) for e in ("shop", "taxonomy")},
+        }
+        self._categorical = {c: self._column_ids(frame, c, c, n) for c in self.cat_names}
+        self._dense = {
+            name: np.append(self._standardize(name, _floats(frame, name)), 0.0)
+            for name in self.dense_stats
+            if name in frame.columns and name != "bid"
+        }
+
+    def build(
+        self,
+        listing_ids: Sequence[str],
+        *,
+        query: str | None,
+        state: UserState | None,
+        now: int,
+        bids: np.ndarray,
+        context: Mapping[str, Any] | None = None,
+    ) -> RequestFeatures:
+        """Inputs for candidates ``listing_ids`` with ``bids`` (B,), the request's query and context
+        (impression-level ``c_*`` / ``f_*`` values), and the user's store state at time ``now``."""
+        context = dict(context or {})
+        B = len(listing_ids)
+        n = len(self.catalog)
+        rows = np.fromiter((self.catalog.row.get(lid, n) for lid in listing_ids), np.int64, count=B)
+        target = {e: ids[rows] for e, ids in self._target.items()}
+        unknown = np.flatnonzero(rows == n)
+        if unknown.size:  # ids the catalog lacks: the listing id may still be in the vocabulary (else OOV)
+            target["listing"][unknown] = self.encoders["listing"].many(listing_ids[int(i)] for i in unknown)
+        categorical = {"query": np.full(B, self.encoders["query"].one(query), np.int32)}
+        for c in self.cat_names:
+            if c in context:
+                categorical[c] = np.full(B, self.encoders[c].one(_str(context[c])), np.int32)
+            else:
+                categorical[c] = self._categorical[c][rows]
+        dense = np.zeros((B, len(self.dense_stats)), np.float32)
+        for j, name in enumerate(self.dense_stats):
+            if name in context:
+                dense[:, j] = self._standardize(name, np.array([_float(context[name])], np.float64))[0]
+            elif name == "bid":
+                dense[:, j] = self._standardize(name, np.asarray(bids, np.float64))
+            elif name in self._dense:
+                dense[:, j] = self._dense[name][rows]
+        seq_ids, seq_len, used = self._sequences(state, now)
+        return RequestFeatures(
+            list(listing_ids),
+            {e: torch.from_numpy(v.astype(np.int64)) for e, v in target.items()},
+            {c: torch.from_numpy(v.astype(np.int64)) for c, v in categorical.items()},
+            torch.from_numpy(dense),
+            seq_ids,
+            seq_len,
+            used,
+        )
+
+    def _sequences(
+        self, state: UserState | None, now: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, list[tuple[int, str]]]]:
+        seq_ids, seq_len, used = {}, {}, {}
+        for name in self.pairs:
+            entries = state.sequences.get(name, []) if state is not None else []
+            entries = [(ts, v) for ts, v in entries if now - self.window_s <= ts < now][: self.max_len]
+            ids = np.zeros((1, max(1, len(entries))), np.int64)  # (1, M)
+            entity = name.split(":", 1)[0]
+            ids[0, : len(entries)] = self.encoders[entity].many(v for _, v in entries)
+            seq_ids[name] = torch.from_numpy(ids)
+            seq_len[name] = torch.tensor([len(entries)], dtype=torch.int64)
+            used[name] = entries
+        return seq_ids, seq_len, used
+
+    def _column_ids(self, frame: pl.DataFrame, column: str, vocab: str, n: int) -> np.ndarray:
+        if column not in frame.columns:
+            return np.zeros(n + 1, np.int32)
+        return np.append(self.encoders[vocab].many(frame[column].cast(pl.String).to_list()), 0)
+
+    def _standardize(self, name: str, x: np.ndarray) -> np.ndarray:
+        """As ``features._standardize``: log1p for prices and bids, training mean / std, non-finite -> 0."""
+        if name in LOG_FEATURES:
+            x = np.log1p(np.clip(x, 0, None))
+        mean, std = self.dense_stats[name]
+        z = (x - mean) / std
+        return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+
+
+def _floats(frame: pl.DataFrame, name: str) -> np.ndarray:
+    return frame[name].cast(pl.Float64).to_numpy().astype(np.float64)
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,325 @@
+"""The ranking service: events in, ranked and priced ads out. Independent of the web layer.
+
+``ingest(key, events)``: derive each (entity, action) pair's entries from the events (enriched from the
+catalog), append them to the online store (which also appends the events to its stream and bumps the
+user's version), log the events.
+
+``rank(request)``:
+
+1. the user's store version (a store failure -> the non-personalized path, flagged);
+2. the score cache, keyed by user, version, query, context listing, ads wanted and context features;
+3. retrieval: up to ``max_candidates`` listings with budget (the context listing itself excluded);
+4. the user's sequences from the store, cut to each model's window at the request time;
+5. features and calibrated probabilities of the CTR model and, when given, the PCCVR model (fast path);
+6. value scores and the second-price auction (:mod:`adsformer.serving.auction`);
+7. the feature log (request, sequences used, served ads) and the cache.
+
+Without a user or browser id, or when the store cannot be reached, the user's sequences are empty: the
+models' prediction for a user without history, i.e. a non-personalized ranking, with ``personalized``
+false and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from adsformer.serving.auction import AuctionConfig, pccvr_factor, run_auction
+from adsformer.serving.cache import ScoreCache
+from adsformer.serving.candidates import CandidateSource
+from adsformer.serving.catalog import Catalog
+from adsformer.serving.feature_log import FeatureLog
+from adsformer.serving.metrics import ServingMetrics
+from adsformer.serving.online_features import sequence_items
+from adsformer.serving.scoring import ServingModel
+from adsformer.serving.store import OnlineStore, StoreSpec, StoreUnavailableError, UserState
+
+NO_ID = "no user or browser id"
+STORE_DOWN = "online store unavailable"
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    query: str | None = None
+    listing_id: str | None = None  # the page's listing (listing-to-listing ads)
+    user_key: str | None = None  # "user:ID" or "browser:ID"
+    n: int = 10
+    ts: int | None = None  # request time (default: now)
+    context: Mapping[str, Any] = field(default_factory=dict)  # impression-level c_* / f_* features
+
+
+@dataclass(frozen=True)
+class RankedAd:
+    listing_id: str
+    position: int
+    p_ctr: float
+    p_pccvr: float | None
+    value: float
+    cpc: float
+    bid: float
+    source: str
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    request_id: str
+    ads: list[RankedAd]
+    personalized: bool
+    fallback_reason: str | None
+    cached: bool
+    candidates: int
+    version: int
+    history_events: int
+    timings_ms: dict[str, float]
+    retrieval_note: str | None = None  # why retrieval returned nothing, when it refused the input
+
+
+def store_spec_for(
+    models: Sequence[ServingModel], ttl_s: int | None = None, stream_maxlen: int = 1_000_000
+) -> StoreSpec:
+    """The store must keep the longest window and length any served model reads."""
+    window = max(m.online.window_s for m in models)
+    max_len = max(m.online.max_len for m in models)
+    return StoreSpec(window, max_len, ttl_s or 2 * window, stream_maxlen)
+
+
+class RankingService:
+    def __init__(
+        self,
+        *,
+        ctr: ServingModel,
+        pccvr: ServingModel | None,
+        retriever: CandidateSource,
+        store: OnlineStore,
+        catalog: Catalog,
+        cache: ScoreCache | None = None,
+        feature_log: FeatureLog | None = None,
+        metrics: ServingMetrics | None = None,
+        auction: AuctionConfig | None = None,
+        max_candidates: int = 600,
+        default_bid: float = 0.3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ctr.task != "ctr":
+            raise ValueError(f"the CTR run must be a ctr run, got a {ctr.task} run ({ctr.name})")
+        if pccvr is not None and pccvr.task != "pccvr":
+            raise ValueError(f"the PCCVR run must be a pccvr run, got a {pccvr.task} run ({pccvr.name})")
+        self.ctr, self.pccvr = ctr, pccvr
+        self.models = [m for m in (ctr, pccvr) if m is not None]
+        self.pairs = sorted({p for m in self.models for p in m.pairs})
+        self.retriever, self.store, self.catalog = retriever, store, catalog
+        self.cache = cache if cache is not None else ScoreCache(0)
+        self.feature_log = feature_log
+        self.metrics = metrics or ServingMetrics()
+        self.auction = auction or AuctionConfig()
+        self.max_candidates = max_candidates
+        self.default_bid = default_bid
+        self.clock = clock
+
+    # -- events ----------------------------------------------------------------------------------------
+    def ingest(self, user_key: str, events: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Apply ``events`` (arrival order) to the user's sequences; returns (entries added, new version).
+        Raises :class:`StoreUnavailableError` when the store cannot take them."""
+        items = sequence_items(events, self.pairs, self.catalog)
+        raw = [
+            {k: e.get(k) for k in ("ts", "action", "listing_id", "shop_id", "taxonomy_id", "query")}
+            for e in events
+        ]
+        try:
+            version = self.store.append(user_key, items, raw)
+        except StoreUnavailableError:
+            self.metrics.store_errors.labels("append").inc()
+            raise
+        self.metrics.events.inc(len(events))
+        if self.feature_log is not None:
+            self.feature_log.log("events", [{"user_id": user_key, **e} for e in raw])
+        return len(items), version
+
+    # -- ranking ---------------------------------------------------------------------------------------
+    def rank(self, q: RankQuery) -> RankOutcome:
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        now = int(q.ts) if q.ts is not None else int(self.clock())
+        personalized, reason, version = q.user_key is not None, None if q.user_key else NO_ID, 0
+        if q.user_key is not None:
+            try:
+                version = self.store.version(q.user_key)
+            except StoreUnavailableError:
+                personalized, reason = False, STORE_DOWN
+                self.metrics.store_errors.labels("version").inc()
+        key = self._cache_key(q, version if personalized else -1)
+        hit = self.cache.get(key) if personalized or q.user_key is None else None
+        if hit is not None:
+            self.metrics.cache.labels("hit").inc()
+            out = replace(hit, request_id=_request_id(), cached=True, timings_ms={"total": _ms(start)})
+            self._log(q, now, out, None)
+            return out
+        self.metrics.cache.labels("miss").inc()
+
+        t = time.perf_counter()
+        candidates, retrieval_note = self._retrieve(q)
+        timings["retrieve"] = self._stage("retrieve", t)
+        state: UserState | None = None
+        if personalized and q.user_key is not None:
+            t = time.perf_counter()
+            try:
+                state = self.store.read(q.user_key, self.pairs, now)
+                version = state.version
+            except StoreUnavailableError:
+                personalized, reason = False, STORE_DOWN
+                self.metrics.store_errors.labels("read").inc()
+            timings["store"] = self._stage("store", t)
+        if reason is not None:
+            self.metrics.fallbacks.labels(reason).inc()
+        self.metrics.candidates.observe(len(candidates))
+
+        ids = [c.listing_id for c in candidates]
+        bids = self._bids(ids)
+        t = time.perf_counter()
+        feats = [
+            m.features(ids, query=q.query, state=state, now=now, bids=bids, context=q.context)
+            for m in self.models
+        ]
+        timings["features"] = self._stage("features", t)
+        t = time.perf_counter()
+        p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
+        p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
+        timings["score"] = self._stage("score", t)
+        t = time.perf_counter()
+        result = run_auction(bids, p_ctr, pccvr_factor(p_pccvr, len(ids), self.auction), q.n, self.auction)
+        ads = [
+            RankedAd(
+                listing_id=ids[i],
+                position=r + 1,
+                p_ctr=float(p_ctr[i]),
+                p_pccvr=float(p_pccvr[i]) if p_pccvr is not None else None,
+                value=float(result.value[i]),
+                cpc=float(result.cpc[r]),
+                bid=float(bids[i]),
+                source=candidates[i].source,
+            )
+            for r, i in enumerate(result.winners.tolist())
+        ]
+        timings["auction"] = self._stage("auction", t)
+        timings["total"] = _ms(start)
+        out = RankOutcome(
+            _request_id(),
+            ads,
+            personalized,
+            reason,
+            False,
+            len(ids),
+            version,
+            state.n_events if state is not None else 0,
+            timings,
+            retrieval_note,
+        )
+        self._log(q, now, out, feats[0].sequences if feats else None)
+        if personalized or q.user_key is None:
+            self.cache.put(key, out)
+        return out
+
+    def _retrieve(self, q: RankQuery) -> tuple[list[Any], str | None]:
+        """Candidates for the query text (when given) else the context listing; retrieval's refusal of an
+        input (an unknown listing, a query of stop-words) is no error: no candidates, and the reason."""
+        if not q.query and q.listing_id is None:
+            return [], "give a query or a listing_id"
+        by = {"query": q.query} if q.query else {"listing_id": q.listing_id}
+        try:
+            found = self.retriever.candidates(**by, k=self.max_candidates)
+        except ValueError as exc:  # adsformer.retrieval.RetrievalError is a ValueError
+            return [], str(exc)
+        seen: set[str] = set()
+        out = []
+        for c in found:
+            if c.listing_id not in seen and c.listing_id != q.listing_id:
+                seen.add(c.listing_id)
+                out.append(c)
+        return out[: self.max_candidates], None
+
+    def _bids(self, ids: Sequence[str]) -> np.ndarray:
+        rows = self.catalog.row
+        bids = self.catalog.bids
+        return np.array([bids[rows[i]] if i in rows else self.default_bid for i in ids], np.float64)
+
+    def _cache_key(self, q: RankQuery, version: int) -> tuple:
+        context = tuple(sorted((k, str(v)) for k, v in q.context.items()))
+        return (q.user_key, version, q.query, q.listing_id, q.n, context, q.ts)
+
+    def _stage(self, stage: str, t: float) -> float:
+        seconds = time.perf_counter() - t
+        self.metrics.stage_latency.labels(stage).observe(seconds)
+        return seconds * 1e3
+
+    def _log(
+        self, q: RankQuery, now: int, out: RankOutcome, sequences: Mapping[str, list[tuple[int, str]]] | None
+    ) -> None:
+        if self.feature_log is None:
+            return
+        user = q.user_key
+        context = dict(q.context)
+        self.feature_log.log(
+            "impressions",
+            [
+                {
+                    "request_id": out.request_id,
+                    "user_id": user,
+                    "ts": now,
+                    "listing_id": ad.listing_id,
+                    "position": ad.position,
+                    "query": q.query,
+                    "bid": ad.bid,
+                    "p_ctr": ad.p_ctr,
+                    "p_pccvr": ad.p_pccvr,
+                    "value": ad.value,
+                    "cpc": ad.cpc,
+                    "personalized": out.personalized,
+                    "cached": out.cached,
+                    "version": out.version,
+                    **context,
+                }
+                for ad in out.ads
+            ],
+        )
+        seqs = [
+            {"pair": pair, "ts": [ts for ts, _ in entries], "ids": [v for _, v in entries]}
+            for pair, entries in (sequences or {}).items()
+            if entries
+        ]
+        self.feature_log.log(
+            "requests",
+            [
+                {
+                    "request_id": out.request_id,
+                    "user_id": user,
+                    "ts": now,
+                    "query": q.query,
+                    "context_listing_id": q.listing_id,
+                    "context": json.dumps(context, sort_keys=True, default=str),
+                    "n_candidates": out.candidates,
+                    "n_ads": len(out.ads),
+                    "personalized": out.personalized,
+                    "fallback_reason": out.fallback_reason,
+                    "cached": out.cached,
+                    "version": out.version,
+                    "ctr_run": self.ctr.name,
+                    "pccvr_run": self.pccvr.name if self.pccvr is not None else None,
+                    "latency_ms": out.timings_ms.get("total"),
+                    "sequences": seqs,
+                }
+            ],
+        )
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3

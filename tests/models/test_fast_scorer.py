@@ -1,0 +1,125 @@
+"""The fast one-user scoring path equals the plain batched forward (to 1e-5), for every user module,
+several encoder configurations, sequence lengths from empty to over the encoder's max_len, and padding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from adsformer.adpm.config import ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
+from adsformer.adpm.fast import encode_one_user
+from adsformer.adpm.pretrained import FrozenTable
+from adsformer.models.config import BSTConfig, LastKConfig, ModelConfig, RankerConfig
+from adsformer.models.fast import USER_SPLITS, FastScorer
+from adsformer.models.registry import USER_MODULES, ModelSpec, build_model
+
+PAIRS = ["listing:view", "listing:favorite", "shop:view", "taxonomy:view", "query:search", "c_color:view"]
+VOCAB = {"listing": 97, "shop": 23, "taxonomy": 11, "query": 31, "c_color": 7}
+SPEC = ModelSpec(VOCAB, {"query": 31, "c_color": 7}, n_dense=3, pairs=PAIRS)
+B = 37
+
+
+def _adpm(**encoder) -> ModelConfig:
+    return ModelConfig(user="adsformer", adpm=ADPMConfig(encoder=EncoderConfig(**encoder)))
+
+
+CONFIGS = {
+    "adpm-default": _adpm(),
+    "adpm-2blocks-mean-2heads": _adpm(blocks=2, pooling="mean", heads=2, head_dim=8),
+    "adpm-3blocks-max-len7": _adpm(blocks=3, max_len=7, heads=4, head_dim=8, ffn_mult=2),
+    "adpm-no-encoder": ModelConfig(adpm=ADPMConfig(encoder=EncoderConfig(enabled=False))),
+    "adpm-encoder-only": ModelConfig(adpm=ADPMConfig(learned=LearnedConfig(enabled=False))),
+    "adpm-pretrained": ModelConfig(adpm=ADPMConfig(pretrained=PretrainedConfig(tables=("t",)))),
+    "lastk": ModelConfig(user="lastk", lastk=LastKConfig(k=4)),
+    "bst": ModelConfig(user="bst", bst=BSTConfig(k=6, heads=2, head_dim=8, dropout=0.1)),
+    "baseline": ModelConfig(user="baseline"),
+    "no-cross-no-deep": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=0, deep=())),
+}
+
+
+def _model(cfg: ModelConfig) -> torch.nn.Module:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    tables = []
+    if cfg.adpm.pretrained.tables:
+        present = rng.random(VOCAB["listing"]) < 0.7
+        tables = [FrozenTable("t", rng.normal(size=(VOCAB["listing"], 5)).astype(np.float32), present)]
+    model = build_model(cfg, SPEC, tables)
+    with torch.no_grad():  # weights of realistic size (the default embedding init is tiny), batch-norm stats
+        for name, p in model.named_parameters():
+            if "emb" in name or "embed" in name or name.endswith("position.weight"):
+                p.normal_(0, 0.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _inputs(lengths: dict[str, int], width: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    target = {e: torch.randint(0, VOCAB[e], (B,), generator=g) for e in ("listing", "shop", "taxonomy")}
+    categorical = {c: torch.randint(0, VOCAB[c], (B,), generator=g) for c in ("query", "c_color")}
+    dense = torch.randn(B, 3, generator=g)
+    seq_ids, seq_len = {}, {}
+    for pair in PAIRS:
+        # non-zero garbage beyond the length: padding must never matter
+        seq_ids[pair] = torch.randint(1, VOCAB[pair.split(":")[0]], (1, width), generator=g)
+        seq_len[pair] = torch.tensor([lengths.get(pair, 3)])
+    return target, categorical, dense, seq_ids, seq_len
+
+
+def _plain(model, target, categorical, dense, seq_ids, seq_len):
+    ids = {k: v.expand(B, -1).contiguous() for k, v in seq_ids.items()}
+    lens = {k: v.expand(B).contiguous() for k, v in seq_len.items()}
+    with torch.no_grad():
+        return model(target, categorical, dense, ids, lens)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("length", [0, 1, 5, 12])
+def test_fast_path_equals_plain_forward(name, length):
+    model = _model(CONFIGS[name])
+    args = _inputs({"listing:view": length, "shop:view": max(0, length - 2), "query:search": 1}, width=14)
+    ref = _plain(model, *args)
+    got = FastScorer(model).logits(*args)
+    assert got.shape == (B,) and ref.std() > 0.01  # not a constant model
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_width_and_garbage_do_not_matter():
+    model = _model(CONFIGS["adpm-default"])
+    scorer = FastScorer(model)
+    narrow = _inputs({"listing:view": 4}, width=4, seed=3)
+    wide = _inputs({"listing:view": 4}, width=40, seed=3)
+    for pair in PAIRS:  # same real events, different padding (width and garbage beyond the length)
+        wide[3][pair][0, :4] = narrow[3][pair][0, :4]
+    wide = (narrow[0], narrow[1], narrow[2], wide[3], wide[4])
+    torch.testing.assert_close(scorer.logits(*wide), scorer.logits(*narrow), rtol=0, atol=1e-6)
+    torch.testing.assert_close(scorer.logits(*wide), _plain(model, *wide), rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_positions_match_the_padded_block():
+    model = _model(CONFIGS["adpm-2blocks-mean-2heads"])
+    encoder = model.user.encoder
+    ids = torch.randint(1, VOCAB["listing"], (9,))
+    target = torch.randint(0, VOCAB["listing"], (B,))
+    with torch.no_grad():
+        ref, mask = encoder.encode(target, ids.expand(B, -1), torch.full((B,), 6))
+        got = encode_one_user(encoder, target, ids, 6)
+    assert got.shape == (B, 7, encoder.cfg.dim) and mask[:, :7].all() and not mask[:, 7:].any()
+    torch.testing.assert_close(got, ref[:, :7], rtol=1e-5, atol=1e-5)
+
+
+def test_every_registered_user_module_has_a_fast_path():
+    built = {type(build_model(ModelConfig(user=u), SPEC).user) for u in USER_MODULES}
+    assert built <= set(USER_SPLITS)
+
+
+def test_training_mode_is_refused():
+    model = _model(CONFIGS["adpm-default"]).train()
+    with pytest.raises(ValueError, match="eval"):
+        FastScorer(model)

@@ -1,0 +1,79 @@
+"""Serving parts: the score cache, the id encoder against Vocabulary.encode, catalog bids, the candidate
+protocol (the catalog fallback and the retrieval package's Retriever)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from adsformer.data.vocab import Vocabulary
+from adsformer.serving.cache import ScoreCache
+from adsformer.serving.candidates import CandidateLike, CandidateSource, CatalogRetriever
+from adsformer.serving.catalog import Catalog, CatalogError
+from adsformer.serving.encoding import IdEncoder
+
+
+def test_cache_ttl_lru_and_disabled():
+    now = [0.0]
+    cache = ScoreCache(ttl_s=2, max_entries=2, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1
+    cache.put("c", 3)  # evicts the least recently used: b
+    assert cache.get("b") is None and cache.get("c") == 3
+    now[0] = 2.5
+    assert cache.get("a") is None and len(cache) == 1
+    off = ScoreCache(ttl_s=0)
+    off.put("a", 1)
+    assert off.get("a") is None and not off.enabled and len(off) == 0
+
+
+@pytest.mark.parametrize("num_oov", [1, 3])
+def test_id_encoder_equals_vocabulary_encode(num_oov):
+    vocab = Vocabulary.fit("listing", [pl.Series(["a", "b", "b", "c", "c", "c"])], top_k=2, num_oov=num_oov)
+    values = ["a", "b", "c", None, "zzz", "", "c", "never"]
+    assert IdEncoder(vocab).many(values).tolist() == vocab.encode(values).tolist()
+
+
+def test_catalog_bids_from_column_impressions_or_default(tmp_path, sim_data):
+    listings = pl.DataFrame({"listing_id": ["x", "y"], "bid": [0.5, None]})
+    assert Catalog.from_frame(listings, default_bid=0.2).bids.tolist() == [0.5, 0.2]
+    plain = pl.DataFrame({"listing_id": ["x", "y"]})
+    assert Catalog.from_frame(plain, {"y": 0.7}, default_bid=0.2).bids.tolist() == [0.2, 0.7]
+    cat = Catalog.load(sim_data)
+    imps = pl.read_parquet(sim_data / "impressions.parquet").sort("ts")
+    last = imps.group_by("listing_id").agg(pl.col("bid").last())
+    lid, bid = last.row(0)
+    assert cat.bids[cat.row[lid]] == pytest.approx(bid)
+    with pytest.raises(CatalogError, match="duplicates"):
+        Catalog.from_frame(pl.DataFrame({"listing_id": ["x", "x"]}))
+    with pytest.raises(CatalogError, match="not found"):
+        Catalog.load(tmp_path / "nothing.parquet")
+
+
+def test_catalog_retriever_budgets_and_protocol(catalog):
+    retriever = CatalogRetriever(catalog)
+    assert isinstance(retriever, CandidateSource)
+    title = catalog.listings["title"][0]
+    found = retriever.candidates(query=title, k=5)
+    assert 0 < len(found) <= 5 and isinstance(found[0], CandidateLike)
+    assert found[0].score == max(c.score for c in found)
+    top = found[0].listing_id
+    retriever.set_budget(top, 0)  # live: out of the next query
+    assert not retriever.has_budget(top)
+    assert top not in {c.listing_id for c in retriever.candidates(query=title, k=600)}
+    retriever.set_budget(top, 3.0)
+    assert retriever.has_budget(top)
+    with pytest.raises(ValueError, match="unknown listing_id"):
+        retriever.set_budget("nope", 1.0)
+
+
+def test_the_retrieval_package_implements_the_protocol():
+    retrieval = pytest.importorskip("adsformer.retrieval")
+    for name in ("load", "candidates", "set_budget", "has_budget", "listing_ids"):
+        assert hasattr(retrieval.Retriever, name), name
+    fields = set(retrieval.Candidate.__dataclass_fields__)
+    assert {"listing_id", "source", "score"} <= fields
+    assert issubclass(retrieval.RetrievalError, ValueError)  # the service treats it as "no candidates"
+    assert np.isfinite(retrieval.Candidate("l", "lexical", 1.0).score)
