@@ -53,6 +53,7 @@ def serve_cmd(
     from adsformer.cli import _friendly_errors
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
+    from adsformer.serving.memory import keep_freed_memory
 
     given: dict[str, Any] = {
         "run": run,
@@ -70,6 +71,7 @@ def serve_cmd(
             settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
+            keep_freed_memory()  # a server: keep freed tensor memory mapped (no page faults per request)
             app = create_app(settings)
     except CatalogError as exc:
         console.print(f"[bold red]error:[/] {exc}")

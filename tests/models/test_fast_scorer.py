@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from adsformer.adpm import fast as fast_encoder
 from adsformer.adpm.config import ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
 from adsformer.adpm.fast import encode_one_user
 from adsformer.adpm.pretrained import FrozenTable
@@ -37,6 +38,8 @@ CONFIGS = {
     "bst": ModelConfig(user="bst", bst=BSTConfig(k=6, heads=2, head_dim=8, dropout=0.1)),
     "baseline": ModelConfig(user="baseline"),
     "no-cross-no-deep": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=0, deep=())),
+    "one-cross-layer": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=1, deep=(16,))),
+    "three-cross-layers": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=3, deep=(32, 16, 8))),
 }
 
 
@@ -88,6 +91,16 @@ def test_fast_path_equals_plain_forward(name, length):
     got = FastScorer(model).logits(*args)
     assert got.shape == (B,) and ref.std() > 0.01  # not a constant model
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_candidates_in_many_chunks(monkeypatch):
+    """The per-candidate work runs in chunks of candidates; tiny chunks give the same logits."""
+    model = _model(CONFIGS["adpm-2blocks-mean-2heads"])
+    args = _inputs({"listing:view": 9}, width=12)
+    whole = FastScorer(model).logits(*args)
+    monkeypatch.setattr(fast_encoder, "CHUNK_POSITIONS", 25)  # 2 candidates per chunk at L = 10
+    torch.testing.assert_close(FastScorer(model).logits(*args), whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(whole, _plain(model, *args), rtol=1e-5, atol=1e-5)
 
 
 def test_padding_width_and_garbage_do_not_matter():

@@ -33,53 +33,119 @@ Letters: B candidates, M sequence width given, n real events used (n <= max_len)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
+from torch import nn
 
 from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.layers.attention import AdSformerBlock
 
+#: Candidates are processed in chunks of about this many positions (chunk x L), so that the per-candidate
+#: intermediates (the feed-forward's (chunk, L, ffn_mult * D) hidden layer above all) stay in cache.
+CHUNK_POSITIONS = 4096
 
-def first_block_shared(block: AdSformerBlock, x_t: torch.Tensor, x_s: torch.Tensor) -> torch.Tensor:
-    """One adSformer block over ``[target_b, sequence]`` for every b, sharing the sequence-side work.
 
-    x_t (B, D) target inputs (embedding + position 0), x_s (n, D) sequence inputs -> (B, L, D).
+@dataclass(frozen=True)
+class SharedSequence:
+    """The first block's work on the sequence alone, done once per request (n >= 1).
+
+    ``base`` (n, D): sequence inputs + the attention output over the sequence keys alone, projected (the
+    residual input of the sequence positions when the target key takes no weight); ``q``, ``k``, ``v``
+    (H, n, Dh); ``lse`` (H, n) the log-sum-exp of the sequence-to-sequence scores; ``p_s`` (H, n, D) each
+    head's projected sequence-only attention output.
     """
+
+    base: torch.Tensor
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    lse: torch.Tensor
+    p_s: torch.Tensor
+
+
+def share_sequence(block: AdSformerBlock, x_s: torch.Tensor) -> SharedSequence:
+    """x_s (n, D) sequence inputs (embeddings + positions 1..n) -> the shared part of the first block."""
     attn = block.attn
-    if block.training:
-        raise RuntimeError("first_block_shared needs eval() mode (dropout would differ per candidate)")
     H, Dh = attn.heads, attn.head_dim
-    B, D = x_t.shape
-    n = x_s.shape[0]
+    n, D = x_s.shape
+    q, k, v = (t.reshape(n, H, Dh).transpose(0, 1) for t in attn.qkv(x_s).split(H * Dh, dim=-1))  # (H, n, Dh)
+    s_ss = torch.einsum("hid,hjd->hij", q, k) * Dh**-0.5  # (H, n, n)
+    o_ss = torch.softmax(s_ss, dim=-1) @ v  # (H, n, Dh)
+    w_proj = attn.proj.weight.reshape(D, H, Dh)  # (D, H*Dh) -> (D, H, Dh)
+    p_s = torch.einsum("dhe,hie->hid", w_proj, o_ss).contiguous()  # (H, n, D)
+    base = x_s + p_s.sum(0) + attn.proj.bias  # (n, D)
+    return SharedSequence(base, q, k, v, torch.logsumexp(s_ss, dim=-1), p_s)
+
+
+def first_block_candidates(
+    block: AdSformerBlock, x_t: torch.Tensor, shared: SharedSequence | None
+) -> torch.Tensor:
+    """The first block's outputs (C, L, D) for C targets x_t (C, D) (embedding + position 0) against the
+    shared sequence (None: an empty sequence, L = 1)."""
+    attn = block.attn
+    H, Dh = attn.heads, attn.head_dim
+    C, D = x_t.shape
     scale = Dh**-0.5  # scaled_dot_product_attention's default
-    q_t, k_t, v_t = (t.reshape(B, H, Dh) for t in attn.qkv(x_t).split(H * Dh, dim=-1))  # 3 x (B, H, Dh)
-    if n == 0:  # the target attends to itself alone
-        x = (x_t + attn.proj(v_t.reshape(B, H * Dh))).unsqueeze(1)  # (B, 1, D)
+    q_t, k_t, v_t = (t.reshape(C, H, Dh) for t in attn.qkv(x_t).split(H * Dh, dim=-1))  # 3 x (C, H, Dh)
+    if shared is None:  # the target attends to itself alone
+        x = (x_t + attn.proj(v_t.reshape(C, H * Dh))).unsqueeze(1)  # (C, 1, D)
     else:
-        q_s, k_s, v_s = (
-            t.reshape(n, H, Dh).transpose(0, 1) for t in attn.qkv(x_s).split(H * Dh, dim=-1)
-        )  # 3 x (H, n, Dh)
         # position 0: the target's query against the target key and the n sequence keys
-        s_tt = (q_t * k_t).sum(-1, keepdim=True) * scale  # (B, H, 1)
-        s_ts = torch.einsum("bhd,hjd->bhj", q_t, k_s) * scale  # (B, H, n)
-        p = torch.softmax(torch.cat([s_tt, s_ts], dim=-1), dim=-1)  # (B, H, L)
-        o_t = p[..., :1] * v_t + torch.einsum("bhj,hjd->bhd", p[..., 1:], v_s)  # (B, H, Dh)
-        a_t = attn.proj(o_t.reshape(B, H * Dh))  # (B, D)
-        # positions 1..n: shared sequence-to-sequence attention, then the target key's share per candidate
-        s_ss = torch.einsum("hid,hjd->hij", q_s, k_s) * scale  # (H, n, n)
-        lse = torch.logsumexp(s_ss, dim=-1)  # (H, n)
-        o_ss = torch.softmax(s_ss, dim=-1) @ v_s  # (H, n, Dh)
-        w_proj = attn.proj.weight.reshape(D, H, Dh)  # (D, H*Dh) -> (D, H, Dh)
-        p_s = torch.einsum("dhe,hie->hid", w_proj, o_ss)  # (H, n, D) projected sequence-only outputs
-        c = p_s.sum(0) + attn.proj.bias  # (n, D)
-        p_t = torch.einsum("dhe,bhe->bhd", w_proj, v_t)  # (B, H, D) projected target values
-        s_st = torch.einsum("hid,bhd->bhi", q_s, k_t) * scale  # (B, H, n)
-        w = torch.sigmoid(s_st - lse)  # (B, H, n): softmax weight of the target key for each query
-        a_s = c + torch.bmm(w.transpose(1, 2), p_t)  # (B, n, D)
+        s_tt = (q_t * k_t).sum(-1, keepdim=True) * scale  # (C, H, 1)
+        s_ts = torch.einsum("chd,hjd->chj", q_t, shared.k) * scale  # (C, H, n)
+        p = torch.softmax(torch.cat([s_tt, s_ts], dim=-1), dim=-1)  # (C, H, L)
+        o_t = p[..., :1] * v_t + torch.einsum("chj,hjd->chd", p[..., 1:], shared.v)  # (C, H, Dh)
+        x_0 = x_t + attn.proj(o_t.reshape(C, H * Dh))  # (C, D)
+        # positions 1..n: the weight w of the target key in each sequence query's softmax, then
+        # proj(w v_t + (1 - w) o_seq) = base + sum_h w_h (W_h v_t,h - W_h o_seq,h)
+        s_st = torch.einsum("hid,chd->chi", shared.q, k_t) * scale  # (C, H, n)
+        w = torch.sigmoid(s_st - shared.lse)  # (C, H, n)
+        p_t = torch.einsum("dhe,che->chd", attn.proj.weight.reshape(D, H, Dh), v_t)  # (C, H, D)
+        x_seq = torch.baddbmm(shared.base, w.transpose(1, 2), p_t)  # (C, n, D)
         for h in range(H):
-            a_s = a_s - w[:, h, :, None] * p_s[h]  # (B, n, D)
-        x = torch.cat([(x_t + a_t).unsqueeze(1), x_s + a_s], dim=1)  # (B, L, D)
+            x_seq.addcmul_(w[:, h, :, None], shared.p_s[h], value=-1.0)  # (C, n, D)
+        x = torch.cat([x_0.unsqueeze(1), x_seq], dim=1)  # (C, L, D)
     x = block.norm1(x)
-    return block.norm2(x + block.ffn(x))  # (B, L, D)
+    return block.norm2(x + _ffn(block.ffn, x))  # (C, L, D)
+
+
+def _ffn(ffn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's feed-forward; Linear -> LeakyReLU -> Linear with the activation in place."""
+    if isinstance(ffn, nn.Sequential) and len(ffn) == 3:
+        first, act, second = ffn
+        if isinstance(first, nn.Linear) and isinstance(act, nn.LeakyReLU) and isinstance(second, nn.Linear):
+            h = nn.functional.linear(x, first.weight, first.bias)  # (C, L, ffn_mult * D)
+            return second(nn.functional.leaky_relu_(h, act.negative_slope))
+    return ffn(x)
+
+
+def _candidate_chunks(
+    encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
+) -> Iterator[torch.Tensor]:
+    """Per chunk of candidates, their per-position outputs (C, L, D): the shared work first, once."""
+    if encoder.training:
+        raise RuntimeError("the one-user encoder path needs eval() mode (dropout would differ per candidate)")
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be one sequence (M,), got shape {tuple(ids.shape)}")
+    n = max(0, min(int(length), ids.shape[0], encoder.cfg.max_len))
+    pos = encoder.position.weight  # (max_len + 1, D)
+    x_t = encoder.embed(target) + pos[0]  # (B, D)
+    x_s = encoder.embed(ids[:n]) + pos[1 : n + 1]  # (n, D)
+    blocks = [b for b in encoder.blocks if isinstance(b, AdSformerBlock)]  # all of them
+    shared = share_sequence(blocks[0], x_s) if blocks and n else None
+    chunk = max(1, CHUNK_POSITIONS // (n + 1))
+    for x_c in x_t.split(chunk):
+        if not blocks:
+            yield torch.cat([x_c.unsqueeze(1), x_s.unsqueeze(0).expand(x_c.shape[0], -1, -1)], dim=1)
+            continue
+        x = first_block_candidates(blocks[0], x_c, shared)  # (C, L, D)
+        if len(blocks) > 1:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (C, L) all real
+            for block in blocks[1:]:
+                x = block(x, mask)
+        yield x
 
 
 def encode_one_user(
@@ -90,28 +156,16 @@ def encode_one_user(
     Equal to ``encoder.encode(target, ids.expand(B, M), full(length))`` at its real positions (the first
     ``L = 1 + min(length, max_len)``); every position returned is real.
     """
-    if encoder.training:
-        raise RuntimeError("encode_one_user needs eval() mode")
-    if ids.dim() != 1:
-        raise ValueError(f"ids must be one sequence (M,), got shape {tuple(ids.shape)}")
-    n = max(0, min(int(length), ids.shape[0], encoder.cfg.max_len))
-    pos = encoder.position.weight  # (max_len + 1, D)
-    x_t = encoder.embed(target) + pos[0]  # (B, D)
-    x_s = encoder.embed(ids[:n]) + pos[1 : n + 1]  # (n, D)
-    blocks = [b for b in encoder.blocks if isinstance(b, AdSformerBlock)]  # all of them
-    if not blocks:
-        return torch.cat([x_t.unsqueeze(1), x_s.unsqueeze(0).expand(x_t.shape[0], -1, -1)], dim=1)
-    x = first_block_shared(blocks[0], x_t, x_s)  # (B, L, D)
-    if len(blocks) > 1:
-        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)  # (B, L) all real
-        for block in blocks[1:]:
-            x = block(x, mask)
-    return x
+    return torch.cat(list(_candidate_chunks(encoder, target, ids, length)))
 
 
 def pooled_one_user(
     encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """o1 (B, D) for targets (B,) and one sequence: :func:`encode_one_user`, then max or mean pooling."""
-    x = encode_one_user(encoder, target, ids, length)  # (B, L, D), all real
-    return x.amax(dim=1) if encoder.cfg.pooling == "max" else x.mean(dim=1)
+    """o1 (B, D) for targets (B,) and one sequence: :func:`encode_one_user`, then max or mean pooling
+    (per chunk of candidates)."""
+    use_max = encoder.cfg.pooling == "max"
+    parts = [
+        x.amax(dim=1) if use_max else x.mean(dim=1) for x in _candidate_chunks(encoder, target, ids, length)
+    ]
+    return torch.cat(parts)  # (B, D)

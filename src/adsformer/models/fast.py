@@ -9,10 +9,12 @@ share. :class:`FastScorer` computes the same logits with the shared work done on
   block is); components 2 and 3 (frozen and learned tables, average pooled) do not read the target and are
   computed once for one row. Last-k reads no target either (computed once); BST uses the shared first
   block too; the baseline has no user vector.
-* **first layers of the ranker**. The wide input is ``x0 = [wide_b, u_target_b, u_shared]``. The first
-  cross layer and the first deep layer are linear in ``x0``, so ``W x0 = W_c [wide_b, u_target_b] +
-  (W_s u_shared + bias)``: the shared columns' product is computed once (components 2 and 3 are most of
-  ``x0``'s width). The rest of the cross network, the deep tower and the head run per candidate.
+* **the ranker**. The wide input is ``x0 = [wide_b, u_target_b, u_shared]``. The first cross layer and the
+  first deep layer are linear in ``x0``, so ``W x0 = W_c [wide_b, u_target_b] + (W_s u_shared + bias)``:
+  the shared columns' product is computed once (components 2 and 3 are most of ``x0``'s width). The last
+  cross layer is only read through the head's dot product, which folds into a (F + Uc) x (F + U) product
+  per candidate (:class:`_LastCross`). Middle cross layers, the deep tower's later layers and the head's
+  deep half run per candidate as usual.
 
 Outputs equal the plain batched forward up to float rounding (tested to 1e-5 over configurations, lengths
 and padding). The scorer reads the model's weights when built (copies of the split first-layer matrices):
@@ -89,10 +91,14 @@ class FastScorer:
         self.model = model
         self._split = split
         self.n_shared = _shared_width(model.user)
-        cross_first = model.cross.layers[0] if len(model.cross.layers) else None
+        cross = [layer for layer in model.cross.layers if isinstance(layer, nn.Linear)]  # all of them
+        self._cross_first = _SplitLinear(cross[0], self.n_shared) if len(cross) > 1 else None
+        self._cross_middle = cross[1:-1]
+        self._cross_last = _LastCross(cross[-1], model.head, self.n_shared) if cross else None
         deep_first = model.deep.net[0] if len(model.deep.net) else None
-        self._cross = _SplitLinear(cross_first, self.n_shared) if isinstance(cross_first, nn.Linear) else None
         self._deep = _SplitLinear(deep_first, self.n_shared) if isinstance(deep_first, nn.Linear) else None
+        w = model.head.weight.detach()[0]  # (F + U + deep_out,)
+        self._head_x, self._head_deep = w[: model.in_dim], w[model.in_dim :]
 
     @torch.inference_mode()
     def logits(
@@ -113,18 +119,20 @@ class FastScorer:
         u_target, u_shared = self._split(m.user, target["listing"], seq_ids, seq_len)  # (B, Uc), (Us,)
         x_c = torch.cat([*parts, dense, u_target], dim=1)  # (B, F + Uc)
         x0 = torch.cat([x_c, u_shared.expand(x_c.shape[0], -1)], dim=1)  # (B, F + U)
-        cross = self._cross_forward(x0, x_c, u_shared)  # (B, F + U)
         deep = self._deep_forward(x0, x_c, u_shared)  # (B, deep_out)
-        return m.head(torch.cat([cross, deep], dim=1)).squeeze(1)  # (B,)
+        return self._cross_head(x0, x_c, u_shared) + deep @ self._head_deep + m.head.bias  # (B,)
 
-    def _cross_forward(self, x0: torch.Tensor, x_c: torch.Tensor, u_shared: torch.Tensor) -> torch.Tensor:
-        layers = list(self.model.cross.layers)
-        if self._cross is None:
-            return x0
-        x = x0 * self._cross(x_c, u_shared) + x0  # first layer, x = x0
-        for layer in layers[1:]:
+    def _cross_head(self, x0: torch.Tensor, x_c: torch.Tensor, u_shared: torch.Tensor) -> torch.Tensor:
+        """The head's cross half, ``h_x . cross(x0)`` (B,): layers but the last explicitly (the first with
+        its shared columns' product once), the last folded into the head (see :class:`_LastCross`)."""
+        if self._cross_last is None:
+            return x0 @ self._head_x
+        x = x0
+        if self._cross_first is not None:
+            x = x0 * self._cross_first(x_c, u_shared) + x0  # (B, F + U)
+        for layer in self._cross_middle:
             x = x0 * layer(x) + x
-        return x
+        return self._cross_last(x, x_c, u_shared)
 
     def _deep_forward(self, x0: torch.Tensor, x_c: torch.Tensor, u_shared: torch.Tensor) -> torch.Tensor:
         net = self.model.deep.net
@@ -149,6 +157,32 @@ class _SplitLinear:
     def __call__(self, x_c: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
         """x_c (B, F + Uc), shared (Us,) -> (B, out)."""
         return torch.addmm(self.w_s @ shared + self.bias, x_c, self.w_c.t())
+
+
+class _LastCross:
+    """The last cross layer seen through the head: only ``h . x_L`` is needed, and
+
+    ``h . (x0 * (W x + b) + x) = ((h * x0) W + h) . x + (h * x0) . b``
+
+    where ``(h * x0) W`` splits into the per-candidate columns' product ``(h_c * x_c) W_c`` ((B, F + Uc) x
+    (F + Uc, F + U)) and the shared columns' ``(h_s * s) W_s``, computed once: the (F + U) x (F + U) product
+    per candidate becomes (F + Uc) x (F + U).
+    """
+
+    def __init__(self, linear: nn.Linear, head: nn.Linear, n_shared: int) -> None:
+        w = linear.weight.detach()  # (out, in), out = in = F + U (rows pair with x0's columns)
+        n_c = w.shape[0] - n_shared
+        h = head.weight.detach()[0, : w.shape[0]]  # (F + U,)
+        b = linear.bias.detach() if linear.bias is not None else torch.zeros(w.shape[0])
+        self.h, self.h_c, self.h_s = h, h[:n_c], h[n_c:]
+        self.w_c, self.w_s = w[:n_c].contiguous(), w[n_c:].contiguous()  # (F + Uc, F + U), (Us, F + U)
+        self.b_c, self.b_s = b[:n_c], b[n_c:]
+
+    def __call__(self, x: torch.Tensor, x_c: torch.Tensor, shared: torch.Tensor) -> torch.Tensor:
+        """x (B, F + U) the previous layer's output, x_c (B, F + Uc), shared (Us,) -> h . x_L (B,)."""
+        hs = self.h_s * shared  # (Us,)
+        g = torch.addmm(hs @ self.w_s + self.h, self.h_c * x_c, self.w_c)  # (B, F + U)
+        return (g * x).sum(1) + (self.h_c * x_c) @ self.b_c + hs @ self.b_s  # (B,)
 
 
 def _shared_width(user: nn.Module) -> int:
