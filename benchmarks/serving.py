@@ -15,7 +15,8 @@ Two parts, on a trained run and the dataset it was trained on (the catalog):
 2. **HTTP load** (unless ``--skip-http``): a ``redis-server`` on a free loopback port, ``adsformer serve``
    (uvicorn) in a subprocess on it, and an open-loop load of ``--rate`` requests/s for ``--duration`` s
    (httpx, asyncio): 80% ``POST /rank`` (query + user), 20% ``POST /events`` (a few actions), over a pool
-   of simulated users. Prints client-side p50 / p99 per route and the error count.
+   of simulated users, the score cache off (``--cache-ttl 0``: every ranking scored). Prints client-side
+   p50 / p99 per route, the service's own ranking time, errors and non-personalized (fallback) rankings.
 """
 
 from __future__ import annotations
@@ -188,6 +189,10 @@ async def load(base: str, rate: float, duration: float, users: list[Any], key: s
     rng = random.Random(0)
     lat: dict[str, list[float]] = {"/rank": [], "/events": []}
     errors: list[str] = []
+    fallbacks: list[str] = []  # rankings answered without the user's sequences (200, personalized: false)
+    server_ms: list[float] = []  # the service's own time for each ranking (timings_ms.total)
+    cached: list[bool] = []
+    n_candidates: list[int] = []
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         user = users[i % len(users)]
@@ -208,6 +213,13 @@ async def load(base: str, rate: float, duration: float, users: list[Any], key: s
             r = await client.post(base + path, json=body, headers=headers)
             if r.status_code != 200:
                 errors.append(f"{path} {r.status_code} {r.text[:200]}")
+            elif path == "/rank":
+                out = r.json()
+                server_ms.append(out["timings_ms"]["total"] / 1e3)
+                cached.append(bool(out["cached"]))
+                n_candidates.append(int(out["candidates"]))
+                if not out["personalized"]:
+                    fallbacks.append(str(out["fallback_reason"]))
         except httpx.HTTPError as exc:
             errors.append(f"{path} {type(exc).__name__}: {exc}")
         lat[path].append(time.perf_counter() - t)
@@ -230,9 +242,14 @@ async def load(base: str, rate: float, duration: float, users: list[Any], key: s
         "achieved_rate": n / elapsed,
         "errors": len(errors),
         "error_examples": errors[:5],
+        "rank_fallbacks": len(fallbacks),
+        "fallback_reasons": sorted(set(fallbacks)),
         "all": summary(lat["/rank"] + lat["/events"]),
         "/rank": summary(lat["/rank"]),
         "/events": summary(lat["/events"]) if lat["/events"] else None,
+        "rank_server_side": summary(server_ms) if server_ms else None,
+        "rank_cached": int(sum(cached)),
+        "rank_candidates_mean": statistics.fmean(n_candidates) if n_candidates else 0.0,
     }
 
 
@@ -257,7 +274,7 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         str(args.data),
     ]
     cmd += ["--redis-url", f"redis://127.0.0.1:{rport}/0", "--port", str(sport), "--api-key", "bench"]
-    cmd += ["--threads", str(args.threads)]
+    cmd += ["--threads", str(args.threads), "--cache-ttl", str(args.cache_ttl)]
     if args.pccvr_run:
         cmd += ["--pccvr-run", str(args.pccvr_run)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -275,11 +292,18 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         redis_proc.wait(timeout=30)
     print(
         f"  HTTP load: {res['requests']} requests at {res['achieved_rate']:.1f}/s for {res['seconds']:.1f} s, "
-        f"errors {res['errors']}\n"
+        f"errors {res['errors']}, non-personalized rankings {res['rank_fallbacks']} {res['fallback_reasons']}\n"
         f"    all     p50 {res['all']['p50_ms']:.2f} ms p99 {res['all']['p99_ms']:.2f} ms\n"
         f"    /rank   p50 {res['/rank']['p50_ms']:.2f} ms p99 {res['/rank']['p99_ms']:.2f} ms (n={res['/rank']['n']})",
         flush=True,
     )
+    if res["rank_server_side"]:
+        sv = res["rank_server_side"]
+        print(
+            f"    /rank inside the service p50 {sv['p50_ms']:.2f} ms p99 {sv['p99_ms']:.2f} ms "
+            f"({res['rank_cached']} answered from the cache; {res['rank_candidates_mean']:.0f} candidates on average)",
+            flush=True,
+        )
     if res["/events"]:
         ev = res["/events"]
         print(f"    /events p50 {ev['p50_ms']:.2f} ms p99 {ev['p99_ms']:.2f} ms (n={ev['n']})", flush=True)
@@ -298,6 +322,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 or 2)")
     ap.add_argument("--rate", type=float, default=50.0, help="HTTP requests per second")
     ap.add_argument("--duration", type=float, default=60.0, help="HTTP load seconds")
+    ap.add_argument(
+        "--cache-ttl", type=float, default=0.0, help="the server's score cache TTL (0: every request scored)"
+    )
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args()

@@ -134,9 +134,12 @@ def test_random_streams_match_the_offline_builder(make_store, seed):
 
 
 def test_unreachable_redis_fails_fast_as_store_unavailable():
-    store = RedisStore("redis://127.0.0.1:1/0", StoreSpec(), timeout_s=0.05, retry_s=5.0)
-    with pytest.raises(StoreUnavailableError):
-        store.version("user:a")
+    store = RedisStore("redis://127.0.0.1:1/0", StoreSpec(), timeout_s=0.05, retry_s=5.0, open_after=2)
+    for _ in range(2):  # each failure is reported; the second opens the breaker
+        with pytest.raises(StoreUnavailableError, match=r"redis at .*:1/0: "):
+            store.version("user:a")
     with pytest.raises(StoreUnavailableError, match="retrying"):  # within retry_s: no new connection attempt
         store.read("user:a", [PAIR], now=10)
+    with pytest.raises(StoreUnavailableError, match="retrying"):
+        store.append("user:a", [SequenceItem(PAIR, 1, "l1")], [])
     assert store.ping() is False

@@ -7,8 +7,8 @@ share. :class:`FastScorer` computes the same logits with the shared work done on
 * **user vector**. ADPM component 1 uses :mod:`adsformer.adpm.fast` (the first block's sequence-side work is
   shared: token projections, sequence-to-sequence attention; see there for why nothing after the first
   block is); components 2 and 3 (frozen and learned tables, average pooled) do not read the target and are
-  computed once for one row. Last-k reads no target either (computed once); BST uses the shared first
-  block too; the baseline has no user vector.
+  computed once, as the mean of the one user's vectors. Last-k reads no target either (computed once); BST
+  uses the shared first block too; the baseline has no user vector.
 * **the ranker**. The wide input is ``x0 = [wide_b, u_target_b, u_shared]``. The first cross layer and the
   first deep layer are linear in ``x0``, so ``W x0 = W_c [wide_b, u_target_b] + (W_s u_shared + bias)``:
   the shared columns' product is computed once (components 2 and 3 are most of ``x0``'s width). The last
@@ -33,6 +33,7 @@ from torch import nn
 
 from adsformer.adpm.fast import encode_one_user, pooled_one_user
 from adsformer.adpm.module import ADPM
+from adsformer.adpm.pretrained import FrozenTable
 from adsformer.models.ranker import Ranker
 from adsformer.models.user import BST, LastKAverage, NoUser
 
@@ -50,8 +51,32 @@ def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLe
         o1 = pooled_one_user(user.encoder, target, seq_ids[pair][0], int(seq_len[pair][0]))  # (B, D)
     else:
         o1 = target.new_zeros((B, 0), dtype=torch.float32)
-    shared = [m(seq_ids, seq_len)[0] for m in (user.pretrained, user.learned) if m is not None]  # (d,) each
+    shared = []  # components 2 and 3 for the one user: the mean of each sequence's vectors
+    if user.pretrained is not None:
+        for table in user.pretrained.tables:
+            assert isinstance(table, FrozenTable)
+            for pair in user.pretrained.pairs:
+                ids = _real(seq_ids, seq_len, pair)
+                ids = ids[table.present[ids]]  # listings without a vector are left out
+                shared.append(_mean(table.vectors, ids))  # (d2,)
+    if user.learned is not None:
+        for pair, table in zip(user.learned.pairs, user.learned.tables.values(), strict=True):
+            assert isinstance(table, nn.Embedding)  # one table per pair, in the pairs' order
+            shared.append(_mean(table.weight, _real(seq_ids, seq_len, pair)))  # (d_e,)
     return o1, torch.cat(shared) if shared else o1.new_zeros(0)
+
+
+def _real(seq_ids: SeqIds, seq_len: SeqLen, pair: str) -> torch.Tensor:
+    """The one user's real ids of ``pair`` (n,), padding cut off."""
+    ids = seq_ids[pair][0]
+    return ids[: max(0, min(int(seq_len[pair][0]), ids.shape[0]))]
+
+
+def _mean(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows ``ids`` of ``weight`` (zeros for none), as ``masked_mean`` pools one row."""
+    if ids.numel() == 0:
+        return weight.new_zeros(weight.shape[1])
+    return weight[ids].sum(0) / ids.numel()
 
 
 def _lastk(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen) -> tuple:

@@ -46,6 +46,7 @@ def make_store(settings: ServingSettings, spec: StoreSpec) -> OnlineStore:
             spec,
             prefix=settings.redis_prefix,
             timeout_s=settings.redis_timeout_s,
+            write_timeout_s=settings.redis_write_timeout_s,
             retry_s=settings.redis_retry_s,
         )
     return InMemoryStore(spec)

@@ -15,9 +15,11 @@ add the members, trim each touched set by time (older than its newest entry minu
 (the newest ``max_len + extra_len``), and refresh the TTLs. A read is one pipeline: the version and, per pair,
 ``ZREVRANGEBYSCORE key (now now-window LIMIT 0 max_len`` (newest first; ties in reverse arrival order).
 
-Faults: every Redis error becomes :class:`~adsformer.serving.store.StoreUnavailableError`. After a failure the
+Faults: every Redis error becomes :class:`~adsformer.serving.store.StoreUnavailableError`. Reads (on the
+ranking path) use a short socket timeout (``timeout_s``), writes a longer one (``write_timeout_s``): a slow
+read only costs personalization, a lost write costs data. After ``open_after`` consecutive failures the
 store stays "down" for ``retry_s`` seconds and fails fast, so a dead Redis costs a request nothing but the
-flag ``personalized: false``.
+flag ``personalized: false``; any success closes it again.
 """
 
 from __future__ import annotations
@@ -77,18 +79,25 @@ class RedisStore:
         spec: StoreSpec | None = None,
         *,
         prefix: str = "adsformer",
-        timeout_s: float = 0.05,
+        timeout_s: float = 0.1,
+        write_timeout_s: float = 1.0,
         retry_s: float = 1.0,
+        open_after: int = 3,
     ) -> None:
         self.spec = spec or StoreSpec()
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s
+        self.open_after = max(1, open_after)
         self.client = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
-        self._append = self.client.register_script(_APPEND)
+        self.writer = redis.Redis.from_url(
+            url, socket_timeout=write_timeout_s, socket_connect_timeout=write_timeout_s, decode_responses=True
+        )
+        self._append = self.writer.register_script(_APPEND)
         self._down_until = 0.0
+        self._failures = 0
 
     # -- keys ------------------------------------------------------------------------------------------
     def version_key(self, key: str) -> str:
@@ -155,11 +164,12 @@ class RedisStore:
         except redis.RedisError:
             return False
         if ok:
-            self._down_until = 0.0
+            self._down_until, self._failures = 0.0, 0
         return ok
 
     def close(self) -> None:
         self.client.close()
+        self.writer.close()
 
     def _call(self, fn: Any) -> Any:
         if time.monotonic() < self._down_until:
@@ -167,7 +177,11 @@ class RedisStore:
                 f"redis at {self.url} is unavailable (retrying after {self.retry_s} s)"
             )
         try:
-            return fn()
+            out = fn()
         except redis.RedisError as exc:
-            self._down_until = time.monotonic() + self.retry_s
+            self._failures += 1
+            if self._failures >= self.open_after:
+                self._down_until = time.monotonic() + self.retry_s
             raise StoreUnavailableError(f"redis at {self.url}: {exc}") from exc
+        self._failures = 0
+        return out

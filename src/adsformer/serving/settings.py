@@ -35,10 +35,11 @@ class ServingSettings(BaseSettings):
     ] = None
     redis_prefix: str = "adsformer"
     redis_timeout_s: Annotated[
-        float, Field(gt=0, description="Socket timeout: a slow Redis means fallback.")
-    ] = 0.05
+        float, Field(gt=0, description="Read timeout: a slower Redis means a non-personalized ranking.")
+    ] = 0.1
+    redis_write_timeout_s: Annotated[float, Field(gt=0, description="Timeout of event writes.")] = 1.0
     redis_retry_s: Annotated[
-        float, Field(ge=0, description="After a Redis failure, fail fast this long.")
+        float, Field(ge=0, description="After 3 Redis failures in a row, fail fast this long.")
     ] = 1.0
     store_ttl_s: Annotated[
         int | None, Field(ge=1, description="User keys' TTL (default: twice the window).")
