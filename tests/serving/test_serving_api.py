@@ -144,3 +144,18 @@ def test_health_and_metrics(client):
     assert 'adsformer_http_requests_total{route="/rank",status="200"} 1.0' in text
     assert "adsformer_rank_stage_seconds_bucket" in text and 'stage="score"' in text
     assert 'adsformer_rank_fallbacks_total{reason="no user or browser id"} 1.0' in text
+
+
+def test_concurrent_rankings_agree(make_service, catalog):
+    """Requests from many threads (uvicorn's pool) queue for the models and get the same answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adsformer.serving.ranking import RankQuery
+
+    service = make_service(scoring_concurrency=2)
+    q = RankQuery(query=catalog.listings["title"][5], user_key="user:x", n=5, ts=10_000)
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda _: service.rank(q), range(16)))
+    first = [(a.listing_id, a.p_ctr) for a in outs[0].ads]
+    assert first and all([(a.listing_id, a.p_ctr) for a in o.ads] == first for o in outs)
+    assert all("queue" in o.timings_ms for o in outs)

@@ -89,4 +89,5 @@ def build_service(
         auction=AuctionConfig(settings.reserve_price, settings.pccvr_exponent, settings.pccvr_reference),
         max_candidates=settings.max_candidates,
         default_bid=settings.default_bid,
+        scoring_concurrency=settings.scoring_concurrency,
     )

@@ -10,7 +10,8 @@ user's version), log the events.
 2. the score cache, keyed by user, version, query, context listing, ads wanted and context features;
 3. retrieval: up to ``max_candidates`` listings with budget (the context listing itself excluded);
 4. the user's sequences from the store, cut to each model's window at the request time;
-5. features and calibrated probabilities of the CTR model and, when given, the PCCVR model (fast path);
+5. features and calibrated probabilities of the CTR model and, when given, the PCCVR model (fast path;
+   at most ``scoring_concurrency`` requests score at once, the others wait their turn);
 6. value scores and the second-price auction (:mod:`adsformer.serving.auction`);
 7. the feature log (request, sequences used, served ads) and the cache.
 
@@ -22,6 +23,7 @@ false and the reason.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -104,6 +106,7 @@ class RankingService:
         auction: AuctionConfig | None = None,
         max_candidates: int = 600,
         default_bid: float = 0.3,
+        scoring_concurrency: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if ctr.task != "ctr":
@@ -121,6 +124,9 @@ class RankingService:
         self.max_candidates = max_candidates
         self.default_bid = default_bid
         self.clock = clock
+        # Requests beyond this many wait for the models instead of all computing at once: on a few cores,
+        # concurrent scoring threads only slow each other down (caches, scheduling) and queues build up.
+        self._scoring = threading.BoundedSemaphore(max(1, scoring_concurrency))
 
     # -- events ----------------------------------------------------------------------------------------
     def ingest(self, user_key: str, events: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
@@ -188,8 +194,11 @@ class RankingService:
         ]
         timings["features"] = self._stage("features", t)
         t = time.perf_counter()
-        p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
-        p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
+        with self._scoring:  # at most scoring_concurrency requests on the models at once
+            timings["queue"] = self._stage("queue", t)
+            t = time.perf_counter()
+            p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
+            p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
         timings["score"] = self._stage("score", t)
         t = time.perf_counter()
         result = run_auction(bids, p_ctr, pccvr_factor(p_pccvr, len(ids), self.auction), q.n, self.auction)

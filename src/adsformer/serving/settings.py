@@ -65,6 +65,9 @@ class ServingSettings(BaseSettings):
     ] = None
     log_rotate_rows: Annotated[int, Field(ge=1)] = 10_000
     log_rotate_s: Annotated[float, Field(gt=0)] = 60.0
+    scoring_concurrency: Annotated[
+        int, Field(ge=1, description="Requests scoring at once (others queue); about the cores per process.")
+    ] = 1
     torch_threads: Annotated[
         int, Field(ge=0, description="Intra-op threads for scoring (0 = leave torch's).")
     ] = 1
