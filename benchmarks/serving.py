@@ -1,6 +1,6 @@
 """Benchmark: online serving latency.
 
-    python benchmarks/serving.py --run RUN_DIR [--pccvr-run RUN_DIR] --data DATA_DIR
+    python benchmarks/serving.py --run RUN_DIR [--pccvr-run RUN_DIR] --data DATA_DIR [--index INDEX_DIR]
         [--candidates 600] [--repeats 200] [--threads 1] [--rate 50] [--duration 60] [--skip-http]
 
 Two parts, on a trained run and the dataset it was trained on (the catalog):
@@ -277,6 +277,8 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
     cmd += ["--threads", str(args.threads), "--cache-ttl", str(args.cache_ttl)]
     if args.pccvr_run:
         cmd += ["--pccvr-run", str(args.pccvr_run)]
+    if args.index:
+        cmd += ["--index", str(args.index)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{sport}"
@@ -317,6 +319,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="CTR run directory")
     ap.add_argument("--pccvr-run", type=Path, default=None)
     ap.add_argument("--data", type=Path, required=True, help="the dataset the run was trained on (catalog)")
+    ap.add_argument("--index", type=Path, default=None, help="retrieval index (default: catalog matching)")
     ap.add_argument("--candidates", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 or 2)")
@@ -344,7 +347,9 @@ def main() -> None:
     from adsformer.serving.build import build_service
     from adsformer.serving.settings import ServingSettings
 
-    settings = ServingSettings(run=args.run, pccvr_run=args.pccvr_run, catalog=args.data, cache_ttl_s=0)
+    settings = ServingSettings(
+        run=args.run, pccvr_run=args.pccvr_run, catalog=args.data, index=args.index, cache_ttl_s=0
+    )
     service = build_service(settings, catalog=catalog)
     results["rank_in_process"] = bench_rank(service, args.data, args.repeats)
     if not args.skip_http:
