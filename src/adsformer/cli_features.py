@@ -18,7 +18,13 @@ def features_cmd(
     ] = "local",
     row_group_rows: Annotated[int, typer.Option(help="Impressions per Parquet row group.")] = 65_536,
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML data config.", exists=True, dir_okay=False)
+        Path | None,
+        typer.Option(
+            "--config",
+            help="YAML data config, or a run config (its data section).",
+            exists=True,
+            dir_okay=False,
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a data config key: key=value (repeatable).")
@@ -26,15 +32,15 @@ def features_cmd(
 ) -> None:
     """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
     with bounded memory."""
-    from adsformer.cli import _data_config, _friendly_errors
-    from adsformer.experiments.feature_job import run_feature_job
+    from adsformer.cli import _friendly_errors
+    from adsformer.experiments.feature_job import data_config, run_feature_job
 
     if engine not in ("local", "spark"):
         console.print(f"[bold red]error:[/] --engine must be local or spark, got {engine!r}")
         raise typer.Exit(1)
     with _friendly_errors():
         summary = run_feature_job(
-            data, _data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
+            data, data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
         )
     console.print(kv_table("feature store", summary))
     console.print(f"wrote [bold]{out}[/]")

@@ -63,8 +63,10 @@ class AdSformerEncoder(nn.Module):
 
         With ``length_groups = G > 1`` the rows, sorted by length, are encoded in G groups, each trimmed
         to its longest sequence, and put back in order: the same values as one padded block (rows never
-        interact), at a fraction of the attention and feed-forward cost when lengths vary. Tracing (export)
-        takes the single-block path, whose graph does not depend on the data.
+        interact), at a fraction of the attention and feed-forward cost when lengths vary. Neighbouring
+        groups of the same width are encoded as one (empty sequences, the common case, often fill several
+        groups): fewer, larger passes for the same padding. Tracing (export) takes the single-block path,
+        whose graph does not depend on the data.
         """
         G = self.cfg.length_groups
         B = ids.shape[0]
@@ -73,7 +75,27 @@ class AdSformerEncoder(nn.Module):
         lengths = lengths.clamp(max=min(ids.shape[1], self.cfg.max_len))
         order = torch.argsort(lengths, stable=True)  # (B,) shortest first
         parts = []
-        for rows in order.tensor_split(G):  # G x (B_g,)
-            width = int(lengths[rows].max())
+        for rows, width in _width_groups(order, lengths[order], G):  # (B_g,) rows of one width
             parts.append(self.pooled(target[rows], ids[rows, :width], lengths[rows]))  # (B_g, D)
         return torch.cat(parts)[torch.argsort(order)]  # (B, D) in the input order
+
+
+def _width_groups(
+    order: torch.Tensor, sorted_lengths: torch.Tensor, G: int
+) -> list[tuple[torch.Tensor, int]]:
+    """``order`` (B,) split into G near-equal groups, each with its width (its longest length);
+    neighbours of equal width merged. ``sorted_lengths`` (B,) are the lengths in that order."""
+    bounds = [len(r) for r in sorted_lengths.tensor_split(G)]  # group sizes
+    ends = torch.tensor(bounds).cumsum(0).tolist()
+    widths = [int(sorted_lengths[e - 1]) if e else 0 for e in ends]  # sorted: its last row is the longest
+    groups: list[tuple[int, int, int]] = []  # (start, end, width)
+    start = 0
+    for end, width in zip(ends, widths, strict=True):
+        if end == start:
+            continue
+        if groups and groups[-1][2] == width:
+            groups[-1] = (groups[-1][0], end, width)
+        else:
+            groups.append((start, end, width))
+        start = end
+    return [(order[a:b], w) for a, b, w in groups]

@@ -278,10 +278,11 @@ class StreamSource:
             perm = rng.permutation(table.num_rows)
             full = table.num_rows - table.num_rows % batch_size
             if full:
-                chunk = self.store.chunk(table.take(perm[:full]))
+                chunk = self.store.chunk(table)  # batches gather their shuffled rows from it
                 for lo in range(0, full, batch_size):
-                    yield chunk, np.arange(lo, lo + batch_size)
-            carry = table.take(perm[full:])
+                    yield chunk, perm[lo : lo + batch_size]
+                del chunk
+            carry = table.take(perm[full:])  # fewer than batch_size rows, into the next buffer
         if carry is not None and carry.num_rows:
             yield self.store.chunk(carry), np.arange(carry.num_rows)
 

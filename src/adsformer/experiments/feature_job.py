@@ -12,11 +12,30 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adsformer.config import DataConfig
+import yaml
+
+from adsformer.config import ConfigError, DataConfig, apply_overrides, from_dict, parse_overrides
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.data.stream import write_store
 from adsformer.experiments.runs import check_task
+
+
+def data_config(path: Path | None, overrides: list[str] | None = None) -> DataConfig:
+    """The data config from a data YAML (``configs/data.yaml``) or a run YAML's ``data`` section
+    (``configs/ctr.yaml``), so a store and the runs trained on it share one file; then ``--set`` keys."""
+    cfg = DataConfig()
+    if path is not None:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        is_run = bool(set(raw) & {"task", "data", "model", "train", "eval"})
+        section = (raw.get("data") or {}) if is_run else raw
+        try:
+            cfg = from_dict(DataConfig, section)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return apply_overrides(cfg, parse_overrides(overrides))
 
 
 def run_feature_job(

@@ -29,7 +29,7 @@ from adsformer.data.stream import FeatureStore, StreamSource, is_store
 from adsformer.experiments.config import ExperimentConfig
 from adsformer.io import atomic_dir, atomic_file, write_json
 from adsformer.models.registry import ModelSpec, build_model
-from adsformer.representations.table import RepresentationTable, align_to_vocabulary
+from adsformer.representations.table import RepresentationTable, align_to_vocabulary, vocabulary_rows
 from adsformer.training import distributed
 from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
 from adsformer.training.calibration import Calibrator
@@ -66,6 +66,10 @@ def pretrained_tables(cfg: ExperimentConfig, fs: FeatureSet) -> list[FrozenTable
     tables = []
     for path in adpm.pretrained.tables:
         table = RepresentationTable.load(path)
+        if table.memory_mapped:  # a big npy table is read in place through a row index, never copied
+            rows = vocabulary_rows(table, fs.vocabs["listing"])
+            tables.append(FrozenTable(table.name, table.vectors, rows >= 0, index=rows))
+            continue
         vectors, present = align_to_vocabulary(table, fs.vocabs["listing"])
         tables.append(FrozenTable(table.name, vectors, present))
     return tables

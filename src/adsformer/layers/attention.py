@@ -35,11 +35,13 @@ class MultiHeadSelfAttention(nn.Module):
         B, L, _ = x.shape
         H, Dh = self.heads, self.head_dim
         q, k, v = self.qkv(x).split(H * Dh, dim=-1)  # 3 x (B, L, H*Dh)
+        drop = self.dropout if self.training else 0.0
+        if L == 1 and drop == 0.0:  # one position attends to itself alone: softmax weight 1, output v
+            return self.proj(v)  # (B, 1, D), exactly what the attention below returns
         q, k, v = (t.view(B, L, H, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         # a query may attend to real keys, and always to itself (keeps all-padding rows finite)
         eye = torch.eye(L, dtype=torch.bool, device=x.device)
         allowed = mask[:, None, None, :] | eye  # (B, 1, L, L)
-        drop = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, L, Dh)
         out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
         return self.proj(out)  # (B, L, D)

@@ -99,6 +99,7 @@ def _tables_from_state(state: dict[str, torch.Tensor]) -> list:
                 f"table{i}",
                 state[f"user.pretrained.tables.{i}.vectors"],
                 state[f"user.pretrained.tables.{i}.present"],
+                state.get(f"user.pretrained.tables.{i}.index"),  # big tables read through a row index
             )
         )
         i += 1

@@ -196,6 +196,10 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     """The model as trained on this rank: DDP with global batch norm when distributed, else itself."""
     if not ctx.distributed:
         return model
-    sync_batchnorm(model)
+    from adsformer.training.loop import frozen_state_keys
+
+    # pretrained tables are identical on every rank and never change: not broadcast (nor written into)
+    ignore = sorted(frozen_state_keys(model))
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)

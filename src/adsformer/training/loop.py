@@ -254,17 +254,29 @@ def train(
             score = record["val_roc_auc"] if np.isfinite(record["val_roc_auc"]) else -record["val_log_loss"]
             if score > best_auc:
                 best_auc, result.best_epoch = score, epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = _snapshot(model)
                 best_val_logits = val_logits
     if ctx.distributed:
         distributed.unsync_batchnorm(model)
     result.n_val = int(val_labels.size)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)  # frozen tables are not in the snapshot
         result.calibrator = fit_platt(best_val_logits, val_labels, source.keep_rate)
     else:
         result.calibrator = Calibrator(source.keep_rate)
     return result
+
+
+def frozen_state_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of modules marked ``frozen`` (pretrained tables): never changed by training."""
+    prefixes = [f"{name}." for name, m in model.named_modules() if getattr(m, "frozen", False)]
+    return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the trainable state (frozen tables -- possibly gigabytes, memory-mapped -- left out)."""
+    frozen = frozen_state_keys(model)
+    return {k: copy.deepcopy(v) for k, v in model.state_dict().items() if k not in frozen}
 
 
 def _validation_logits(
