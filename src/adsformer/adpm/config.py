@@ -21,7 +21,9 @@ class EncoderConfig:
     max_len: int = 50  # use at most the newest max_len events of the sequence
     # Rows are encoded in this many groups of similar length, each trimmed to its own longest sequence:
     # exact (rows never interact) and several times cheaper when most windows are short. 1 = off.
-    length_groups: int = 8
+    # Neighbouring groups of one width are merged, so many groups cost little when lengths repeat; 32
+    # measured fastest on the simulator at batch 1024 and 8192 (8 left 40% more padded work at 8192).
+    length_groups: int = 32
 
 
 @dataclass(frozen=True)
