@@ -43,7 +43,8 @@ from adsformer.serving.catalog import Catalog
 from adsformer.serving.demo import pick_users
 from adsformer.serving.memory import keep_freed_memory
 from adsformer.serving.online_features import sequence_items
-from adsformer.serving.ranking import RankingService, RankQuery
+from adsformer.serving.outcome import RankQuery
+from adsformer.serving.ranking import RankingService
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import InMemoryStore, StoreSpec, UserState
 

@@ -150,7 +150,7 @@ def test_concurrent_rankings_agree(make_service, catalog):
     """Requests from many threads (uvicorn's pool) queue for the models and get the same answers."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from adsformer.serving.ranking import RankQuery
+    from adsformer.serving.outcome import RankQuery
 
     service = make_service(scoring_concurrency=2)
     q = RankQuery(query=catalog.listings["title"][5], user_key="user:x", n=5, ts=10_000)
@@ -159,3 +159,20 @@ def test_concurrent_rankings_agree(make_service, catalog):
     first = [(a.listing_id, a.p_ctr) for a in outs[0].ads]
     assert first and all([(a.listing_id, a.p_ctr) for a in o.ads] == first for o in outs)
     assert all("queue" in o.timings_ms for o in outs)
+
+
+def test_overload_is_shed_with_503(make_settings, make_service, catalog):
+    service = make_service(scoring_wait_s=0.05)
+    app = create_app(make_settings(), service=service)
+    assert service._scoring.acquire()  # another request holds the only scoring slot
+    try:
+        with TestClient(app) as client:
+            r = client.post("/rank", json={"query": catalog.listings["title"][1]})
+            assert (
+                r.status_code == 503
+                and r.headers["retry-after"] == "1"
+                and "overloaded" in r.json()["detail"]
+            )
+    finally:
+        service._scoring.release()
+    assert "adsformer_rank_shed_total 1.0" in service.metrics.render().decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from adsformer.serving.ranking import RankQuery
+from adsformer.serving.outcome import RankQuery
 
 retrieval = pytest.importorskip("adsformer.retrieval")
 

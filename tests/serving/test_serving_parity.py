@@ -12,7 +12,7 @@ from adsformer.data.batching import make_batch
 from adsformer.data.schema import Dataset, DatasetMeta
 from adsformer.serving.demo import pick_users
 from adsformer.serving.feature_log import read_log
-from adsformer.serving.ranking import RankQuery
+from adsformer.serving.outcome import RankQuery
 
 EVENT_COLS = ("ts", "action", "listing_id", "shop_id", "taxonomy_id", "query")
 # Predictor scores a PCCVR run only on frames with a purchased column (its labels); the values are unused
@@ -59,8 +59,8 @@ def test_served_features_equal_the_offline_builder(store, make_service, catalog,
     assert out.personalized and out.candidates > 5 and out.history_events > 5
 
     # every candidate: the service's own feature builder against the offline one, for both runs
-    ids = [c.listing_id for c in service._retrieve(RankQuery(query=user.query))[0]]
-    bids = service._bids(ids)
+    ids = [c.listing_id for c in service.retrieve(RankQuery(query=user.query))[0]]
+    bids = service.bids(ids)
     state = service.store.read(key, service.pairs, now)
     for model in service.models:
         online = model.features(ids, query=user.query, state=state, now=now, bids=bids)

@@ -3,7 +3,8 @@
 simulate -> validate -> split, vocabularies, sequences -> skip-gram listing vectors from the sessions before
 the test day (ADPM component 2) -> train the non-personalized baseline and the adSformer (all three ADPM
 components) for CTR and PCCVR, test them on the last day at the natural rate -> a report (Markdown + plots)
-with the lifts. Later stages of the product (calibration, retrieval, serving) extend this pipeline.
+with the lifts -> the ranking service started in-process on the adSformer runs, a few simulated users'
+actions replayed through it, their ads printed before and after (:func:`adsformer.serving.demo.replay`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from adsformer.experiments.runs import fit, write_evaluation, write_run
 from adsformer.io import atomic_dir
 from adsformer.report import write_report
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
+from adsformer.serving.demo import replay
 from adsformer.simulator import SimulatorConfig, simulate
 
 
@@ -101,6 +103,11 @@ def run_demo(
     runs_dir = out / "runs"
     models = _train_models(fs, data_cfg, seed, overrides, timings, runs_dir, ds.meta.name)
     console.print(records_table("test split (last day, natural rate): baseline vs adSformer", models))
+
+    t = time.perf_counter()
+    console.print("[bold]serving[/]: a few simulated users' actions replayed through the ranking service")
+    replay(runs_dir / "ctr-adsformer", data_dir, pccvr_run=runs_dir / "pccvr-adsformer", users=3)
+    timings["serving_replay_s"] = time.perf_counter() - t
 
     summary = {
         "dataset": ds.summary(),

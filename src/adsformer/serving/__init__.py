@@ -7,7 +7,8 @@ cache and Parquet feature logs. See ``docs/architecture.md`` (the request flow).
 """
 
 from adsformer.serving.app import create_app
-from adsformer.serving.ranking import RankingService, RankQuery
+from adsformer.serving.outcome import RankQuery
+from adsformer.serving.ranking import RankingService
 from adsformer.serving.settings import ServingSettings
 
 __all__ = ["RankQuery", "RankingService", "ServingSettings", "create_app"]

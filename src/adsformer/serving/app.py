@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +50,7 @@ def create_app(settings: ServingSettings | None = None, *, service: RankingServi
     app.state.settings = settings
     app.state.service = service
     app.state.api_keys = tuple(settings.api_keys) or (secrets.token_urlsafe(16),)
+    app.state.rank_limiter = anyio.CapacityLimiter(settings.rank_concurrency)  # see routers/rank.py
     for module in (events, rank, health, metrics):
         app.include_router(module.router)
 

@@ -90,4 +90,5 @@ def build_service(
         max_candidates=settings.max_candidates,
         default_bid=settings.default_bid,
         scoring_concurrency=settings.scoring_concurrency,
+        scoring_wait_s=settings.scoring_wait_s,
     )

@@ -20,9 +20,10 @@ all (written under a temporary name, then renamed).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import polars as pl
 
 from adsformer.io import atomic_file
+from adsformer.serving.outcome import RankOutcome, RankQuery
 
 EVENTS_SCHEMA = {
     "user_id": pl.String,
@@ -158,6 +160,60 @@ class FeatureLog:
         with self._lock:
             self.files.append(path)
         return path
+
+
+def served_rows(
+    q: RankQuery,
+    now: int,
+    out: RankOutcome,
+    sequences: Mapping[str, list[tuple[int, str]]] | None,
+    runs: tuple[str, str | None],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``impressions`` rows (one per ad served) and the ``requests`` row of one ranking."""
+    context = dict(q.context)
+    impressions = [
+        {
+            "request_id": out.request_id,
+            "user_id": q.user_key,
+            "ts": now,
+            "listing_id": ad.listing_id,
+            "position": ad.position,
+            "query": q.query,
+            "bid": ad.bid,
+            "p_ctr": ad.p_ctr,
+            "p_pccvr": ad.p_pccvr,
+            "value": ad.value,
+            "cpc": ad.cpc,
+            "personalized": out.personalized,
+            "cached": out.cached,
+            "version": out.version,
+            **context,
+        }
+        for ad in out.ads
+    ]
+    request = {
+        "request_id": out.request_id,
+        "user_id": q.user_key,
+        "ts": now,
+        "query": q.query,
+        "context_listing_id": q.listing_id,
+        "context": json.dumps(context, sort_keys=True, default=str),
+        "n_candidates": out.candidates,
+        "n_ads": len(out.ads),
+        "personalized": out.personalized,
+        "fallback_reason": out.fallback_reason,
+        "cached": out.cached,
+        "version": out.version,
+        "ctr_run": runs[0],
+        "pccvr_run": runs[1],
+        "latency_ms": out.timings_ms.get("total"),
+        "sequences": [
+            {"pair": pair, "ts": [ts for ts, _ in entries], "ids": [v for _, v in entries]}
+            for pair, entries in (sequences or {}).items()
+            if entries
+        ],
+    }
+    return impressions, request
 
 
 def read_log(directory: str | Path, table: str) -> pl.DataFrame:

@@ -45,6 +45,11 @@ class ServingMetrics:
         self.fallbacks = Counter(
             "adsformer_rank_fallbacks", "Non-personalized rankings by reason.", ["reason"], registry=r
         )
+        self.shed = Counter(
+            "adsformer_rank_shed",
+            "Rankings refused (503) after waiting scoring_wait_s for the models.",
+            registry=r,
+        )
         self.events = Counter("adsformer_events", "Events accepted into the online store.", registry=r)
         self.store_errors = Counter(
             "adsformer_store_errors", "Online store operations that failed.", ["operation"], registry=r

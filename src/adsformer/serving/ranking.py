@@ -11,7 +11,8 @@ user's version), log the events.
 3. retrieval: up to ``max_candidates`` listings with budget (the context listing itself excluded);
 4. the user's sequences from the store, cut to each model's window at the request time;
 5. features and calibrated probabilities of the CTR model and, when given, the PCCVR model (fast path;
-   at most ``scoring_concurrency`` requests score at once, the others wait their turn);
+   at most ``scoring_concurrency`` requests score at once, the others wait their turn, at most
+   ``scoring_wait_s``, then :class:`OverloadedError`);
 6. value scores and the second-price auction (:mod:`adsformer.serving.auction`);
 7. the feature log (request, sequences used, served ads) and the cache.
 
@@ -22,12 +23,11 @@ false and the reason.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,50 +36,21 @@ from adsformer.serving.auction import AuctionConfig, pccvr_factor, run_auction
 from adsformer.serving.cache import ScoreCache
 from adsformer.serving.candidates import CandidateSource
 from adsformer.serving.catalog import Catalog
-from adsformer.serving.feature_log import FeatureLog
+from adsformer.serving.feature_log import FeatureLog, served_rows
 from adsformer.serving.metrics import ServingMetrics
 from adsformer.serving.online_features import sequence_items
+from adsformer.serving.outcome import RankedAd, RankOutcome, RankQuery
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import OnlineStore, StoreSpec, StoreUnavailableError, UserState
 
 NO_ID = "no user or browser id"
+
+
+class OverloadedError(RuntimeError):
+    """No scoring slot freed up in time: the request is shed (HTTP 503, retry later)."""
+
+
 STORE_DOWN = "online store unavailable"
-
-
-@dataclass(frozen=True)
-class RankQuery:
-    query: str | None = None
-    listing_id: str | None = None  # the page's listing (listing-to-listing ads)
-    user_key: str | None = None  # "user:ID" or "browser:ID"
-    n: int = 10
-    ts: int | None = None  # request time (default: now)
-    context: Mapping[str, Any] = field(default_factory=dict)  # impression-level c_* / f_* features
-
-
-@dataclass(frozen=True)
-class RankedAd:
-    listing_id: str
-    position: int
-    p_ctr: float
-    p_pccvr: float | None
-    value: float
-    cpc: float
-    bid: float
-    source: str
-
-
-@dataclass(frozen=True)
-class RankOutcome:
-    request_id: str
-    ads: list[RankedAd]
-    personalized: bool
-    fallback_reason: str | None
-    cached: bool
-    candidates: int
-    version: int
-    history_events: int
-    timings_ms: dict[str, float]
-    retrieval_note: str | None = None  # why retrieval returned nothing, when it refused the input
 
 
 def store_spec_for(
@@ -107,6 +78,7 @@ class RankingService:
         max_candidates: int = 600,
         default_bid: float = 0.3,
         scoring_concurrency: int = 1,
+        scoring_wait_s: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if ctr.task != "ctr":
@@ -127,6 +99,7 @@ class RankingService:
         # Requests beyond this many wait for the models instead of all computing at once: on a few cores,
         # concurrent scoring threads only slow each other down (caches, scheduling) and queues build up.
         self._scoring = threading.BoundedSemaphore(max(1, scoring_concurrency))
+        self.scoring_wait_s = scoring_wait_s
 
     # -- events ----------------------------------------------------------------------------------------
     def ingest(self, user_key: str, events: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
@@ -169,7 +142,7 @@ class RankingService:
         self.metrics.cache.labels("miss").inc()
 
         t = time.perf_counter()
-        candidates, retrieval_note = self._retrieve(q)
+        candidates, retrieval_note = self.retrieve(q)
         timings["retrieve"] = self._stage("retrieve", t)
         state: UserState | None = None
         if personalized and q.user_key is not None:
@@ -186,7 +159,7 @@ class RankingService:
         self.metrics.candidates.observe(len(candidates))
 
         ids = [c.listing_id for c in candidates]
-        bids = self._bids(ids)
+        bids = self.bids(ids)
         t = time.perf_counter()
         feats = [
             m.features(ids, query=q.query, state=state, now=now, bids=bids, context=q.context)
@@ -194,11 +167,18 @@ class RankingService:
         ]
         timings["features"] = self._stage("features", t)
         t = time.perf_counter()
-        with self._scoring:  # at most scoring_concurrency requests on the models at once
+        # at most scoring_concurrency requests on the models at once; a request that waited scoring_wait_s
+        # is shed (503) rather than queue without bound behind an overload
+        if not self._scoring.acquire(timeout=self.scoring_wait_s):
+            self.metrics.shed.inc()
+            raise OverloadedError(f"no scoring slot within {self.scoring_wait_s} s (scoring_wait_s)")
+        try:
             timings["queue"] = self._stage("queue", t)
             t = time.perf_counter()
             p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
             p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
+        finally:
+            self._scoring.release()
         timings["score"] = self._stage("score", t)
         t = time.perf_counter()
         result = run_auction(bids, p_ctr, pccvr_factor(p_pccvr, len(ids), self.auction), q.n, self.auction)
@@ -234,7 +214,7 @@ class RankingService:
             self.cache.put(key, out)
         return out
 
-    def _retrieve(self, q: RankQuery) -> tuple[list[Any], str | None]:
+    def retrieve(self, q: RankQuery) -> tuple[list[Any], str | None]:
         """Candidates for the query text (when given) else the context listing; retrieval's refusal of an
         input (an unknown listing, a query of stop-words) is no error: no candidates, and the reason."""
         if not q.query and q.listing_id is None:
@@ -252,7 +232,8 @@ class RankingService:
                 out.append(c)
         return out[: self.max_candidates], None
 
-    def _bids(self, ids: Sequence[str]) -> np.ndarray:
+    def bids(self, ids: Sequence[str]) -> np.ndarray:
+        """(B,) bids of the listings (the default bid for listings the catalog lacks)."""
         rows = self.catalog.row
         bids = self.catalog.bids
         return np.array([bids[rows[i]] if i in rows else self.default_bid for i in ids], np.float64)
@@ -271,59 +252,10 @@ class RankingService:
     ) -> None:
         if self.feature_log is None:
             return
-        user = q.user_key
-        context = dict(q.context)
-        self.feature_log.log(
-            "impressions",
-            [
-                {
-                    "request_id": out.request_id,
-                    "user_id": user,
-                    "ts": now,
-                    "listing_id": ad.listing_id,
-                    "position": ad.position,
-                    "query": q.query,
-                    "bid": ad.bid,
-                    "p_ctr": ad.p_ctr,
-                    "p_pccvr": ad.p_pccvr,
-                    "value": ad.value,
-                    "cpc": ad.cpc,
-                    "personalized": out.personalized,
-                    "cached": out.cached,
-                    "version": out.version,
-                    **context,
-                }
-                for ad in out.ads
-            ],
-        )
-        seqs = [
-            {"pair": pair, "ts": [ts for ts, _ in entries], "ids": [v for _, v in entries]}
-            for pair, entries in (sequences or {}).items()
-            if entries
-        ]
-        self.feature_log.log(
-            "requests",
-            [
-                {
-                    "request_id": out.request_id,
-                    "user_id": user,
-                    "ts": now,
-                    "query": q.query,
-                    "context_listing_id": q.listing_id,
-                    "context": json.dumps(context, sort_keys=True, default=str),
-                    "n_candidates": out.candidates,
-                    "n_ads": len(out.ads),
-                    "personalized": out.personalized,
-                    "fallback_reason": out.fallback_reason,
-                    "cached": out.cached,
-                    "version": out.version,
-                    "ctr_run": self.ctr.name,
-                    "pccvr_run": self.pccvr.name if self.pccvr is not None else None,
-                    "latency_ms": out.timings_ms.get("total"),
-                    "sequences": seqs,
-                }
-            ],
-        )
+        runs = (self.ctr.name, self.pccvr.name if self.pccvr is not None else None)
+        impressions, request = served_rows(q, now, out, sequences, runs)
+        self.feature_log.log("impressions", impressions)
+        self.feature_log.log("requests", [request])
 
 
 def _request_id() -> str:

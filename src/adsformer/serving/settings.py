@@ -65,9 +65,15 @@ class ServingSettings(BaseSettings):
     ] = None
     log_rotate_rows: Annotated[int, Field(ge=1)] = 10_000
     log_rotate_s: Annotated[float, Field(gt=0)] = 60.0
+    rank_concurrency: Annotated[
+        int, Field(ge=1, description="Rankings in worker threads at once; more wait in the event loop.")
+    ] = 2
     scoring_concurrency: Annotated[
         int, Field(ge=1, description="Requests scoring at once (others queue); about the cores per process.")
     ] = 1
+    scoring_wait_s: Annotated[
+        float, Field(gt=0, description="Longest wait for a ranking slot or the models before a 503.")
+    ] = 2.0
     torch_threads: Annotated[
         int, Field(ge=0, description="Intra-op threads for scoring (0 = leave torch's).")
     ] = 1
