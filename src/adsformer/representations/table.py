@@ -20,6 +20,7 @@ Letters: n table rows, d width, V vocabulary rows.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,8 @@ class RepresentationTable:
         if not (directory / "ids.parquet").exists():
             raise TableError(f"{directory}: vectors.npy without ids.parquet")
         vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None)
+        if mmap:
+            _advise_random(vectors)
         ids = pq.read_table(directory / "ids.parquet").column("listing_id").to_pylist()
         if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.dtype not in (np.float32, np.float16):
             raise TableError(
@@ -157,6 +160,14 @@ class RepresentationTable:
             raise TableError(f"{directory}: the table is empty")
         kind, settings = meta.get("kind", "unknown"), meta.get("settings", {})
         return cls(meta.get("name", directory.name), kind, ids, vectors, settings)
+
+
+def _advise_random(array: np.ndarray) -> None:
+    """Tell the kernel that rows are read at random: no read-ahead around each page a lookup touches (by
+    default every fault reads ~128 KiB around it, and scattered lookups soon pull in the whole file)."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap keeps its mmap.mmap here
+    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
 
 
 def vocabulary_rows(table: RepresentationTable, vocab: Vocabulary) -> np.ndarray:
