@@ -12,6 +12,8 @@ Letters: B batch, M sequence length, T real ids in the batch, P pairs, d_e the w
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -39,7 +41,7 @@ class LearnedComponent(nn.Module):
             ids, lengths = seq_ids[pair], seq_len[pair].clamp(max=seq_ids[pair].shape[1])  # (B, M), (B,)
             real = ids[lengths_to_mask(lengths, ids.shape[1])]  # (T,) row by row, in order
             offsets = torch.cumsum(lengths, 0) - lengths  # (B,) start of each row's bag
-            table = self.tables[_key(pair)]
+            table = cast(nn.Embedding, self.tables[_key(pair)])
             # mean of each bag; an empty bag (empty sequence) is zeros, as the masked mean gives
             parts.append(
                 F.embedding_bag(real, table.weight, offsets, mode="mean", sparse=table.sparse)

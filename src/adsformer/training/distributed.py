@@ -31,7 +31,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
 
 
 @dataclass(frozen=True)
@@ -129,6 +128,28 @@ def gather_rows(part: np.ndarray, ctx: DistContext) -> np.ndarray:
     parts: list[Any] = [None] * ctx.world
     dist.all_gather_object(parts, part)
     return np.concatenate(parts)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of each rank's input is the sum of every rank's
+    output gradient (each rank's output depends on every rank's input)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.clone()
+        dist.all_reduce(g)
+        return g
+
+
+def differentiable_all_reduce(x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _AllReduceSum.apply(x)
+    return out
 
 
 class SyncBatchNorm1d(nn.BatchNorm1d):
