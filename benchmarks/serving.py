@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from adsformer.serving.build import build_service
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.demo import pick_users
 from adsformer.serving.memory import keep_freed_memory
@@ -46,6 +47,7 @@ from adsformer.serving.online_features import sequence_items
 from adsformer.serving.outcome import RankQuery
 from adsformer.serving.ranking import RankingService
 from adsformer.serving.scoring import ServingModel
+from adsformer.serving.settings import ServingSettings
 from adsformer.serving.store import InMemoryStore, StoreSpec, UserState
 
 
@@ -330,6 +332,7 @@ def main() -> None:
         "--cache-ttl", type=float, default=0.0, help="the server's score cache TTL (0: every request scored)"
     )
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-scoring", action="store_true", help="only the HTTP load test")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -340,19 +343,17 @@ def main() -> None:
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch threads {args.threads}; "
         f"malloc keeps freed memory: {kept}"
     )
-    print(
-        f"1. scoring {args.candidates} candidates for one user ({args.run.name}, {args.repeats} repeats each):"
-    )
     results: dict[str, Any] = {"threads": args.threads, "load_average": os.getloadavg()}
-    results["scoring"] = bench_scoring(ctr, catalog, args.data, args.candidates, args.repeats, seed=0)
-    from adsformer.serving.build import build_service
-    from adsformer.serving.settings import ServingSettings
-
-    settings = ServingSettings(
-        run=args.run, pccvr_run=args.pccvr_run, catalog=args.data, index=args.index, cache_ttl_s=0
-    )
-    service = build_service(settings, catalog=catalog)
-    results["rank_in_process"] = bench_rank(service, args.data, args.repeats)
+    if not args.skip_scoring:
+        print(
+            f"1. scoring {args.candidates} candidates for one user ({args.run.name}, {args.repeats} repeats each):"
+        )
+        results["scoring"] = bench_scoring(ctr, catalog, args.data, args.candidates, args.repeats, seed=0)
+        settings = ServingSettings(
+            run=args.run, pccvr_run=args.pccvr_run, catalog=args.data, index=args.index, cache_ttl_s=0
+        )
+        service = build_service(settings, catalog=catalog)
+        results["rank_in_process"] = bench_rank(service, args.data, args.repeats)
     if not args.skip_http:
         print(
             f"2. HTTP load test ({args.rate:g} requests/s for {args.duration:g} s; redis-server + uvicorn):"

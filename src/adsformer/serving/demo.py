@@ -108,10 +108,17 @@ def replay(
             ]
             _post(client, "/events", {**who, "events": sent}, headers={"X-API-Key": DEMO_KEY})
             after = _post(client, "/rank", ask)
+            change = _change(before, after)
             results.append(
                 {"user": user.user_id, "query": user.query, "events": sent, "before": before, "after": after}
+                | change
             )
             console.print(_table(user, sent, before, after, titles))
+            console.print(
+                f"  {change['history_events']} sequence entries in the window; the top {n_ads} kept "
+                f"{change['kept']} ads ({change['moved']} at another position); mean pCTR of the shown ads "
+                f"{change['mean_p_ctr_before']:.4f} -> {change['mean_p_ctr_after']:.4f}"
+            )
     console.print(
         f"serving demo: {len(results)} users replayed through POST /events and POST /rank "
         f"({app.state.service.store.kind} store) in {time.perf_counter() - start:.1f} s"
@@ -120,6 +127,23 @@ def replay(
 
 
 _EVENT_KEYS = {"ts", "action", "listing_id", "shop_id", "taxonomy_id", "query"}
+
+
+def _change(before: Any, after: Any) -> dict[str, Any]:
+    """How the ranking moved once the user's actions were in the store."""
+    b = [x["listing_id"] for x in before["ads"]]
+    a = [x["listing_id"] for x in after["ads"]]
+    return {
+        "history_events": after["history_events"],
+        "kept": len(set(a) & set(b)),
+        "moved": sum(1 for i, lid in enumerate(a) if lid in b and b.index(lid) != i),
+        "mean_p_ctr_before": _mean_p(before["ads"]),
+        "mean_p_ctr_after": _mean_p(after["ads"]),
+    }
+
+
+def _mean_p(ads: list[dict[str, Any]]) -> float:
+    return sum(x["p_ctr"] for x in ads) / max(1, len(ads))
 
 
 def _post(client: TestClient, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
