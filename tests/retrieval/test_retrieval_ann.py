@@ -84,7 +84,7 @@ def test_save_load_round_trip_and_stored_vectors(tmp_path):
 
 def test_layout_defaults_and_pq():
     lay = AnnLayout.resolve(AnnConfig(), 1_000_000, 256)
-    assert (lay.kind, lay.nlist, lay.nprobe) == ("ivf_flat", 4000, 500)
+    assert (lay.kind, lay.nlist, lay.nprobe) == ("ivf_flat", 4000, 125)
     assert AnnLayout.resolve(AnnConfig(), 5000, 64).nlist == 5000 // 39  # >= 39 training vectors per list
     assert AnnLayout.resolve(AnnConfig(pq_above=1000), 5000, 64).kind == "ivf_pq"
     assert AnnLayout.resolve(AnnConfig(kind="flat"), 5000, 64).nlist == 1

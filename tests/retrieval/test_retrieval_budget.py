@@ -20,6 +20,9 @@ def test_bitmap_layout_matches_faiss_idselectorbitmap():
     state.set("l0", 0.0)
     state.set("l2", 0.5)
     assert not sel.is_member(0) and sel.is_member(2)  # the selector reads the live bitmap
+    assert state.in_budget == 17 == int(np.unpackbits(state.bitmap, bitorder="little")[:19].sum())
+    state.set("l2", 3.0)  # already in budget: the count does not move
+    state.set("l1", -1.0)
     assert state.in_budget == 17
     assert state.has("l2") and not state.has("l0")
     assert state.selector() is sel

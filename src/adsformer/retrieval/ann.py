@@ -68,7 +68,7 @@ class AnnLayout:
         else:
             nlist = cfg.nlist or round(4 * math.sqrt(n))
             nlist = max(1, min(nlist, n // 39 if cfg.nlist == 0 else n))
-        nprobe = min(nlist, cfg.nprobe or max(8, nlist // 8))
+        nprobe = min(nlist, cfg.nprobe or max(16, nlist // 32))
         pq_m = 0
         if kind == "ivf_pq":
             pq_m = cfg.pq_m or max(1, dim // 8)

@@ -35,6 +35,7 @@ class BudgetState:
         self.budgets = np.where(np.isnan(b), np.inf, b)  # null = not limited
         # faiss reads the bitmap in place: this array is never replaced, only written
         self.bitmap = np.packbits(self.budgets > 0, bitorder="little")
+        self._in_budget = int((self.budgets > 0).sum())
         self._selector: Any = None
 
     @property
@@ -58,10 +59,12 @@ class BudgetState:
             raise RetrievalError(f"budget of {listing_id!r} is NaN; give a number (<= 0 = out of budget)")
         self.budgets[r] = value
         byte, bit = r >> 3, np.uint8(1 << (r & 7))
+        was = bool(self.bitmap[byte] & bit)
         if value > 0:
             self.bitmap[byte] |= bit
         else:
             self.bitmap[byte] &= ~bit
+        self._in_budget += int(value > 0) - int(was)
 
     def has(self, listing_id: str) -> bool:
         return bool(self.has_rows(np.array([self.row_of(listing_id)]))[0])
@@ -73,7 +76,8 @@ class BudgetState:
 
     @property
     def in_budget(self) -> int:
-        return int(np.unpackbits(self.bitmap, bitorder="little")[: self.n].sum())
+        """Listings with budget left (kept up to date by :meth:`set`)."""
+        return self._in_budget
 
     def selector(self) -> Any:
         """A faiss ``IDSelectorBitmap`` over the live bitmap (made once; reads the array's memory)."""

@@ -81,6 +81,9 @@ def from_run(
             "user_id": ["<static>"] * len(listing_ids),
             "ts": pl.Series([ts] * len(listing_ids), dtype=pl.Int64),
             "listing_id": list(listing_ids),
+            # labels are no model input, but a PCCVR run's features expect the columns
+            "clicked": pl.Series([0] * len(listing_ids), dtype=pl.Int8),
+            "purchased": pl.Series([0] * len(listing_ids), dtype=pl.Int8),
         }
     )
     return predictor.task, predictor.predict_frame(frame, None, listings)
