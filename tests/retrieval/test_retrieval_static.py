@@ -31,6 +31,16 @@ def test_historical_scores_are_smoothed_toward_the_global_rate():
     assert no_cvr.tolist() == [1.0]  # no conversions in the data: the PCCVR factor is neutral
 
 
+def test_no_impressions_means_neutral_static_scores():
+    empty = pl.DataFrame(
+        {"listing_id": [], "clicked": [], "ts": []},
+        schema={"listing_id": pl.String, "clicked": pl.Int8, "ts": pl.Int64},
+    )
+    s = static_scores(pl.DataFrame({"listing_id": ["a", "b"]}), ["a", "b"], empty, None, [], StaticConfig())
+    assert s.ctr.tolist() == [1.0, 1.0] and s.pccvr.tolist() == [1.0, 1.0]
+    assert s.info["sources"]["ctr"].startswith("none")
+
+
 def test_percentile_ranks_the_value():
     s = StaticScores(np.array([0.1, 0.4, 0.2, 0.2]), np.array([1.0, 1.0, 1.0, 1.0]), {})
     np.testing.assert_allclose(s.percentile(), [0.0, 1.0, 0.5, 0.5])

@@ -103,6 +103,9 @@ def static_scores(
         "ctr": "historical",
         "pccvr": "historical" if "purchased" in impressions.columns else "none (1.0)",
     }
+    if hist["impressions"] == 0:  # a catalog without impressions: every listing alike
+        ctr, pccvr = np.ones_like(ctr), np.ones_like(pccvr)
+        sources = {"ctr": "none (1.0; no impressions)", "pccvr": "none (1.0)"}
     last = int(impressions["ts"].to_numpy().max()) if impressions.height else 0
     ts = cutoff_ts if cutoff_ts is not None else last
     for run in runs:
