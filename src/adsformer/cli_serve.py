@@ -77,6 +77,13 @@ def serve_cmd(
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
     service = app.state.service
+    for model in service.models:
+        if model.online.missing_columns:
+            console.print(
+                f"[yellow]warning:[/] the catalog lacks listing columns the {model.task} run reads "
+                f"({', '.join(model.online.missing_columns)}): served as missing. Give --catalog DATA_DIR "
+                "(the dataset the run was trained on)."
+            )
     console.print(
         kv_table(
             "adsformer serve",

@@ -77,3 +77,12 @@ def test_the_retrieval_package_implements_the_protocol():
     assert {"listing_id", "source", "score"} <= fields
     assert issubclass(retrieval.RetrievalError, ValueError)  # the service treats it as "no candidates"
     assert np.isfinite(retrieval.Candidate("l", "lexical", 1.0).score)
+
+
+def test_missing_catalog_columns_are_named(ctr_run, catalog):
+    from adsformer.serving.scoring import ServingModel
+
+    full = ServingModel.load(ctr_run, catalog)
+    assert full.online.missing_columns == []
+    thin = Catalog.from_frame(catalog.listings.select("listing_id", "title", "taxonomy_id"))
+    assert set(ServingModel.load(ctr_run, thin).online.missing_columns) >= {"shop_id", "price"}

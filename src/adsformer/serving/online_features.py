@@ -106,6 +106,10 @@ class OnlineFeatures:
             **{e: self._column_ids(frame, ENTITY_COLUMNS[e], e, n) for e in ("shop", "taxonomy")},
         }
         self._categorical = {c: self._column_ids(frame, c, c, n) for c in self.cat_names}
+        # listing columns the run reads that this catalog lacks (served as missing: a train/serve skew
+        # unless the request context supplies them)
+        wanted = ["shop_id", "taxonomy_id", *self.cat_names, *(d for d in self.dense_stats if d != "bid")]
+        self.missing_columns = [c for c in wanted if c not in frame.columns]
         self._dense = {
             name: np.append(self._standardize(name, _floats(frame, name)), 0.0)
             for name in self.dense_stats
