@@ -44,13 +44,11 @@ from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import OnlineStore, StoreSpec, StoreUnavailableError, UserState
 
 NO_ID = "no user or browser id"
+STORE_DOWN = "online store unavailable"
 
 
 class OverloadedError(RuntimeError):
     """No scoring slot freed up in time: the request is shed (HTTP 503, retry later)."""
-
-
-STORE_DOWN = "online store unavailable"
 
 
 def store_spec_for(
@@ -63,6 +61,8 @@ def store_spec_for(
 
 
 class RankingService:
+    """Events in (:meth:`ingest`), ranked and priced ads out (:meth:`rank`); thread-safe."""
+
     def __init__(
         self,
         *,
