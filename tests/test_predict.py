@@ -94,6 +94,10 @@ def test_pccvr_is_not_corrected(tmp_path, tiny_dataset):
     rows = np.arange(tiny_dataset.impressions.height)
     _, ref = _reference(pred, tiny_dataset, rows)  # no correction for PCCVR
     np.testing.assert_allclose(pred.predict_dataset(tiny_dataset), ref, rtol=0, atol=1e-6)
+    # a request to score carries no labels: same scores without the label columns
+    unlabelled = tiny_dataset.impressions.drop("clicked", "purchased")
+    got = pred.predict_frame(unlabelled, tiny_dataset.events, tiny_dataset.listings)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
 
 
 def test_single_request_frame(predictor, tiny_dataset):
