@@ -55,15 +55,18 @@ def local_session(threads: int = 1, app: str = "adsformer-sequences") -> Any:
         raise ConfigError(f"the Spark engine needs pyspark and java: {missing}; {INSTALL_HINT}")
     from pyspark.sql import SparkSession
 
-    return (
+    session = (
         SparkSession.builder.master(f"local[{threads}]")
         .appName(app)
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(max(2, threads)))
         .config("spark.driver.memory", "1g")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 def sequences_frame(events: Any, impressions: Any, window_s: int, max_len: int) -> Any:
