@@ -58,12 +58,15 @@ class FrozenTable(nn.Module):
         Only the T real, present ids are looked up (packed), never the padded (B, M, d2) block."""
         keep = lengths_to_mask(lengths, ids.shape[1]) & self.present[ids]  # (B, M)
         counts = keep.sum(dim=1)  # (B,)
-        real = ids[keep]  # (T,) row by row
-        rows = real if self.index is None else self.index[real]
-        vec = self.vectors[rows].float()  # (T, d2)
+        vec = self.lookup(ids[keep])  # (T, d2) row by row
         owner = torch.repeat_interleave(torch.arange(ids.shape[0], device=ids.device), counts)  # (T,)
         total = vec.new_zeros((ids.shape[0], self.dim)).index_add_(0, owner, vec)  # (B, d2)
         return total / counts.clamp_min(1).unsqueeze(1).to(vec.dtype)  # (B, d2)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Vectors (n, d2) float32 of vocabulary ids (n,), whichever the layout (aligned or indexed)."""
+        rows = ids if self.index is None else self.index[ids]
+        return self.vectors[rows].float()
 
 
 def _shared_tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,7 @@ def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLe
             for pair in user.pretrained.pairs:
                 ids = _real(seq_ids, seq_len, pair)
                 ids = ids[table.present[ids]]  # listings without a vector are left out
-                shared.append(_mean(table.vectors, ids))  # (d2,)
+                shared.append(_mean(table.lookup(ids), torch.arange(ids.numel())))  # (d2,) any table layout
     if user.learned is not None:
         for pair, table in zip(user.learned.pairs, user.learned.tables.values(), strict=True):
             assert isinstance(table, nn.Embedding)  # one table per pair, in the pairs' order
