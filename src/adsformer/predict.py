@@ -111,7 +111,9 @@ class Predictor:
     def _features(self, imps: pl.DataFrame, events: pl.DataFrame, listings: pl.DataFrame) -> FeatureSet:
         if "purchased" not in imps.columns:  # scoring needs no labels: a PCCVR run scores unlabelled rows too
             imps = imps.with_columns(pl.lit(0, pl.Int8).alias("purchased"))
-        ds = Dataset(listings, events, imps, DatasetMeta(name="scoring", source="predictor", has_conversions=True))
+        ds = Dataset(
+            listings, events, imps, DatasetMeta(name="scoring", source="predictor", has_conversions=True)
+        )
         fs = build_features(ds, self.config.data, self.artifact.vocabs, self.dense_stats, score_all=True)
         fs.info["neg_keep_rate"] = self.neg_keep_rate
         return fs
