@@ -6,6 +6,7 @@ paths) are printed as one clear message and exit code 1, never a traceback.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -341,11 +342,19 @@ def ablate_cmd(
             help="Ablation suite: paper (tables 2 and 3) | pretrained (table 4: each subset of --set tables)."
         ),
     ] = "paper",
-    seeds: Annotated[int, typer.Option(help="Seeds per row (mean and std).")] = 3,
+    seeds: Annotated[
+        int, typer.Option(help="Seeds per row (mean and std): train.seed .. train.seed + seeds - 1.")
+    ] = 3,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this row (repeatable); the baseline always runs, for the lifts."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train and test every row of the suite over seeds; write ablation.json and ablation.md."""
+    """Train and test every row of the suite over seeds; write ablation.json and ablation.md.
+
+    Spread seeds over processes: run ``--seeds 1 --set seed=N`` each, then ``adsformer ablate-merge``."""
     from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
     from adsformer.experiments.config import load_experiment
 
@@ -355,7 +364,28 @@ def ablate_cmd(
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
         cfg = load_experiment(config, set_, extra=_given(task=task))
-        result = run_ablation(data, cfg, suite, seeds, out)
+        result = run_ablation(data, cfg, suite, seeds, out, only=tuple(only or ()))
+    console.print(ablation_markdown(result))
+    console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")
+
+
+@app.command("ablate-merge")
+def ablate_merge_cmd(
+    out: OutDir,
+    runs: Annotated[list[Path], typer.Argument(help="Output folders of ablate runs over disjoint seeds.")],
+) -> None:
+    """Combine ablate runs made over disjoint seeds into one ablation.json and ablation.md."""
+    from adsformer.experiments.ablation import ablation_markdown, merge_ablations, write_ablation
+
+    with _friendly_errors():
+        parts = []
+        for run in runs:
+            path = run / "ablation.json"
+            if not path.exists():
+                raise ConfigError(f"{path}: not found (expected the output folder of adsformer ablate)")
+            parts.append(json.loads(path.read_text()))
+        result = merge_ablations(parts)
+        write_ablation(result, out)
     console.print(ablation_markdown(result))
     console.print(f"wrote [bold]{out / 'ablation.json'}[/] and [bold]{out / 'ablation.md'}[/]")
 

@@ -269,3 +269,57 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
     result = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in result["rows"]] == ["baseline", "alpha", "No Pretrained Representations"]
     assert result["suite"] == "pretrained" and not result["skipped"]
+
+
+def _ablate(sim_dir, out, *extra):
+    base = ["ablate", "--data", str(sim_dir), "--task", "ctr", "--config", str(CONFIGS / "ctr_test.yaml")]
+    _ok(runner.invoke(app, [*base, "--only", "[Comp1]", "--out", str(out), *extra]))
+    return json.loads((out / "ablation.json").read_text())
+
+
+def test_ablate_split_over_seeds_then_merged_equals_one_run(sim_dir, tmp_path):
+    """One process per seed, then ``ablate-merge``: the same table as one run over both seeds."""
+    whole = _ablate(sim_dir, tmp_path / "whole", "--seeds", "2")
+    assert [r["name"] for r in whole["rows"]] == ["baseline", "[Comp1]"]  # --only keeps the baseline
+    assert whole["seed_values"] == [0, 1] and len(whole["rows"][1]["runs"]) == 2
+    # Seeds given out of order still line up: runs are sorted by seed before the lifts are taken.
+    _ablate(sim_dir, tmp_path / "s1", "--seeds", "1", "--set", "seed=1")
+    _ablate(sim_dir, tmp_path / "s0", "--seeds", "1", "--set", "seed=0")
+    res = runner.invoke(
+        app, ["ablate-merge", str(tmp_path / "s1"), str(tmp_path / "s0"), "--out", str(tmp_path / "m")]
+    )
+    _ok(res)
+    merged = json.loads((tmp_path / "m" / "ablation.json").read_text())
+    assert merged["seed_values"] == [0, 1] and merged["seeds"] == 2
+    for a, b in zip(whole["rows"], merged["rows"], strict=True):
+        assert a["name"] == b["name"]
+        for key in ("roc_auc", "pr_auc", "log_loss", "roc_auc_lift"):
+            assert b[key]["mean"] == pytest.approx(a[key]["mean"], abs=1e-9), (a["name"], key)
+            assert b[key]["std"] == pytest.approx(a[key]["std"], abs=1e-9), (a["name"], key)
+    assert (tmp_path / "m" / "ablation.md").read_text().startswith("# Ablation: CTR")
+
+    # The same seed twice is refused, with the seeds named; nothing is written.
+    res = runner.invoke(
+        app, ["ablate-merge", str(tmp_path / "s0"), str(tmp_path / "s0"), "--out", str(tmp_path / "x")]
+    )
+    assert res.exit_code != 0 and "sharing seeds" in res.output and not (tmp_path / "x").exists()
+    res = runner.invoke(app, ["ablate-merge", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "not found" in res.output
+
+
+def test_ablate_only_rejects_an_unknown_row(sim_dir, tmp_path):
+    res = runner.invoke(
+        app,
+        [
+            "ablate",
+            "--data",
+            str(sim_dir),
+            "--only",
+            "ADPM-4",
+            "--config",
+            str(CONFIGS / "ctr_test.yaml"),
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
+    assert res.exit_code != 0 and "ADPM-4" in res.output and "[Comp1]" in res.output

@@ -110,8 +110,9 @@ def run_ablation(
     only: tuple[str, ...] = (),
     log: Callable[[str], None] = console.print,
 ) -> dict[str, Any]:
-    """Train and test every row (or the rows named in ``only``) for every seed; write ``ablation.json`` and
-    ``ablation.md`` atomically."""
+    """Train and test every row (or the rows named in ``only``, plus the baseline) for seeds
+    ``train.seed .. train.seed + seeds - 1``; write ``ablation.json`` (with every seed's metrics) and
+    ``ablation.md`` atomically. Runs over disjoint seeds can be combined with :func:`merge_ablations`."""
     rows = SUITES[suite](cfg.model.adpm.pretrained.tables)
     unknown = sorted(set(only) - {r.name for r in rows})
     if unknown:
@@ -131,50 +132,105 @@ def run_ablation(
         if r.needs_tables and not has_tables
     ]
     active = [r for r in rows if not (r.needs_tables and not has_tables)]
-    per_seed: dict[str, list[dict[str, float]]] = {r.name: [] for r in active}
-    for seed in range(seeds):
+    seed_values = [cfg.train.seed + i for i in range(seeds)]
+    runs: dict[str, list[dict[str, float]]] = {r.name: [] for r in active}
+    for seed in seed_values:
         for row in active:
-            row_cfg = row.apply(
-                dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + seed))
-            )
+            row_cfg = row.apply(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
             model, result = fit(row_cfg, fs, show_progress=False)
             m = test_metrics(model, fs, row_cfg, result.calibrator)
             m["train_examples_per_s"] = result.examples_per_s
-            per_seed[row.name].append(m)
+            runs[row.name].append(m)
             log(
                 f"seed {seed} {row.name:<18} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
                 f"log_loss {m['log_loss']:.4f}  ({result.train_seconds:.1f} s)"
             )
-    base = per_seed.get("baseline")
-    table_rows = []
-    for row in active:
-        runs = per_seed[row.name]
-        rec: dict[str, Any] = {"name": row.name, "model": row.user}
-        for metric in METRICS:
-            rec[metric] = mean_std([r[metric] for r in runs])
-        for metric in ("roc_auc", "pr_auc"):
-            if base:
-                lifts = [100.0 * (r[metric] - b[metric]) / b[metric] for r, b in zip(runs, base, strict=True)]
-                rec[f"{metric}_lift"] = mean_std(lifts)
-            else:
-                rec[f"{metric}_lift"] = None
-        rec["ece"] = mean_std([r["ece"] for r in runs])
-        rec["train_examples_per_s"] = mean_std([r["train_examples_per_s"] for r in runs])
-        rec["n_test"] = runs[0]["n_test"]
-        table_rows.append(rec)
     summary: dict[str, Any] = {
         "task": cfg.task,
         "dataset": ds.meta.name,
-        "seeds": seeds,
         "suite": suite,
-        "rows": table_rows,
         "skipped": skipped,
         "config": to_dict(cfg),
+        **summarize(runs, [r.user for r in active], seed_values),
     }
+    write_ablation(summary, out)
+    return summary
+
+
+def summarize(
+    runs: dict[str, list[dict[str, float]]], users: list[str], seed_values: list[int]
+) -> dict[str, Any]:
+    """Mean ± std of every metric per row over the seeds, and the lift against the baseline of the same
+    seed (percent, then averaged). ``runs[name][i]`` holds the metrics of seed ``seed_values[i]``."""
+    base = runs.get("baseline")
+    table_rows = []
+    for (name, row_runs), user in zip(runs.items(), users, strict=True):
+        rec: dict[str, Any] = {"name": name, "model": user}
+        for metric in METRICS:
+            rec[metric] = mean_std([r[metric] for r in row_runs])
+        for metric in ("roc_auc", "pr_auc"):
+            if base:
+                lifts = [
+                    100.0 * (r[metric] - b[metric]) / b[metric] for r, b in zip(row_runs, base, strict=True)
+                ]
+                rec[f"{metric}_lift"] = mean_std(lifts)
+            else:
+                rec[f"{metric}_lift"] = None
+        rec["ece"] = mean_std([r["ece"] for r in row_runs])
+        rec["train_examples_per_s"] = mean_std([r["train_examples_per_s"] for r in row_runs])
+        rec["n_test"] = row_runs[0]["n_test"]
+        rec["runs"] = row_runs
+        table_rows.append(rec)
+    return {"seeds": len(seed_values), "seed_values": seed_values, "rows": table_rows}
+
+
+def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine ablation results run over disjoint seeds (e.g. one process per seed) into one, as if a
+    single run had trained them all. Rows present in only some parts are dropped with a reason in
+    ``skipped``, since their lift would average over different seeds than the others'."""
+    if not parts:
+        raise ConfigError("nothing to merge")
+    first = parts[0]
+    for key in ("task", "dataset", "suite"):
+        values = {p.get(key) for p in parts}
+        if len(values) > 1:
+            raise ConfigError(f"cannot merge ablations with different {key}: {sorted(map(str, values))}")
+    seed_values: list[int] = []
+    for p in parts:
+        if "seed_values" not in p or any("runs" not in r for r in p["rows"]):
+            raise ConfigError("cannot merge: an ablation.json without per-seed runs (re-run ablate)")
+        seed_values.extend(p["seed_values"])
+    if len(set(seed_values)) != len(seed_values):
+        raise ConfigError(f"cannot merge ablations sharing seeds: {sorted(seed_values)}")
+    names = [r["name"] for r in first["rows"]]
+    for p in parts[1:]:
+        names += [r["name"] for r in p["rows"] if r["name"] not in names]
+    common = [n for n in names if all(n in {r["name"] for r in p["rows"]} for p in parts)]
+    order = sorted(range(len(seed_values)), key=seed_values.__getitem__)
+    runs: dict[str, list[dict[str, float]]] = {}
+    users: list[str] = []
+    for name in common:
+        per_part = [next(r for r in p["rows"] if r["name"] == name) for p in parts]
+        flat = [run for rec in per_part for run in rec["runs"]]
+        runs[name] = [flat[i] for i in order]
+        users.append(per_part[0]["model"])
+    skipped = [s for p in parts for s in p["skipped"]]
+    skipped += [{"name": n, "reason": "not run for every merged seed"} for n in names if n not in common]
+    return {
+        "task": first["task"],
+        "dataset": first["dataset"],
+        "suite": first["suite"],
+        "skipped": list({s["name"]: s for s in skipped}.values()),
+        "config": first["config"],
+        **summarize(runs, users, sorted(seed_values)),
+    }
+
+
+def write_ablation(summary: dict[str, Any], out: Path) -> None:
+    """Write ``ablation.json`` and ``ablation.md`` into ``out`` atomically."""
     with atomic_dir(out) as tmp:
         (tmp / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "ablation.md").write_text(ablation_markdown(summary))
-    return summary
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
