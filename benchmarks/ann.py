@@ -1,7 +1,7 @@
 """Benchmark: candidate retrieval with the live budget filter, against exact search and against bm25s.
 
     python benchmarks/ann.py [--n 1000000] [--dim 256] [--queries 1000] [--nlist 4096]
-                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--pq]
+                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--pq] [--refine-factors 0,4,10]
                              [--lexical-n 1000000] [--lexical-queries 3000] [--fashion ../shared/data/fashion]
                              [--json FILE]
 
@@ -18,7 +18,8 @@ which is also the brute-force baseline, timed one query per call and in batches 
 index (``adsformer.retrieval.ann.AnnIndex``, ids = rows, ``IDSelectorBitmap`` over the budget bitmap
 inside the search) is timed the same two ways for each ``nprobe``: recall@10 / @100 against the filtered
 exact top-k, queries/s and the speedup over brute force. ``--pq`` adds an IVF-PQ index (``dim / 8``-byte
-codes) for comparison.
+codes), searched with each ``--refine-factors`` (re-ranking factor x k candidates re-scored against int8
+codes of the full vectors; 0 = the codes' own scores).
 
 **Lexical.** ``--lexical-n`` simulated listings (the simulator's catalogue generator: titles, tags,
 taxonomy) and ``--lexical-queries`` queries drawn the way the simulator draws search queries (a taxonomy
@@ -45,6 +46,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
@@ -149,46 +151,42 @@ def bench_ann(args: argparse.Namespace) -> dict:
     }
     kinds = [("ivf_flat", AnnConfig(kind="ivf_flat", nlist=args.nlist, train_size=args.train_per_list))]
     if args.pq:
-        kinds.append(("ivf_pq", AnnConfig(kind="ivf_pq", nlist=args.nlist, train_size=args.train_per_list)))
+        top = max(args.refine_factors)
+        kinds.append(
+            (
+                "ivf_pq",
+                AnnConfig(kind="ivf_pq", nlist=args.nlist, train_size=args.train_per_list, refine_factor=top),
+            )
+        )
     for name, cfg in kinds:
         t = time.perf_counter()
-        index = AnnIndex.build(x, np.arange(args.n), cfg)
+        built = AnnIndex.build(x, np.arange(args.n), cfg)
         build_s = time.perf_counter() - t
         print(
-            f"\n{name}: nlist={index.layout.nlist}"
-            + (f" pq_m={index.layout.pq_m}" if index.layout.pq_m else "")
-            + f", built in {build_s:.1f} s (train on {min(args.n, cfg.train_size * index.layout.nlist):,} vectors, add {args.n:,})"
+            f"\n{name}: nlist={built.layout.nlist}"
+            + (f" pq_m={built.layout.pq_m}" if built.layout.pq_m else "")
+            + f", built in {build_s:.1f} s (train on {min(args.n, cfg.train_size * built.layout.nlist):,} vectors, add {args.n:,})"
         )
-        print(
-            f"{'nprobe':>7} {'recall@10':>10} {'recall@100':>11} {'q/s (1/call)':>13} {'x brute':>8} {'q/s (batch)':>12} {'x brute':>8}"
+        # IVF-PQ: the same codes, searched with each re-ranking factor (0: the codes' own scores)
+        variants = (
+            [
+                (
+                    f,
+                    AnnIndex(
+                        built.index, replace(built.layout, refine_factor=f), built.refine if f else None
+                    ),
+                )
+                for f in args.refine_factors
+            ]
+            if name == "ivf_pq"
+            else [(0, built)]
         )
-        rows = []
-        for nprobe in args.nprobes:
-            got = index.search(q, K, budget, nprobe=nprobe)[0]
-            assert allowed[got[got >= 0]].all(), "an out-of-budget listing came back"
-            single_s = median_s(
-                lambda i, p=nprobe, ix=index: ix.search(q[i : i + 1], K, budget, nprobe=p),
-                range(args.queries),
-            )
-            t = time.perf_counter()
-            index.search(q, K, budget, nprobe=nprobe)
-            batch_s = (time.perf_counter() - t) / args.queries
-            r = {
-                "nprobe": nprobe,
-                "recall@10": recall(got, truth, 10),
-                "recall@100": recall(got, truth, 100),
-                "qps_single": 1 / single_s,
-                "speedup_single": brute_single_s / single_s,
-                "qps_batch": 1 / batch_s,
-                "speedup_batch": brute_batch_s / batch_s,
-            }
-            rows.append(r)
-            print(
-                f"{nprobe:>7} {r['recall@10']:>10.4f} {r['recall@100']:>11.4f} {r['qps_single']:>13,.0f} "
-                f"{r['speedup_single']:>7.0f}x {r['qps_batch']:>12,.0f} {r['speedup_batch']:>7.0f}x"
-            )
-        goal = [r for r in rows if r["recall@100"] >= 0.95 and r["speedup_single"] >= 20]
-        if name == "ivf_flat":
+        for factor, index in variants:
+            if name == "ivf_pq":
+                per_vector = built.layout.pq_m * built.layout.pq_bits // 8 + (args.dim if factor else 0)
+                print(f"refine_factor={factor}: {per_vector} bytes a vector (float32: {4 * args.dim})")
+            rows = sweep(index, q, truth, budget, allowed, args, brute_single_s, brute_batch_s)
+            goal = [r for r in rows if r["recall@100"] >= 0.95 and r["speedup_single"] >= 20]
             print(
                 "goal (recall@100 >= 0.95 at >= 20x brute force, one query per call): "
                 + (
@@ -198,9 +196,44 @@ def bench_ann(args: argparse.Namespace) -> dict:
                     else "NOT met by this sweep"
                 )
             )
-        out["indexes"].append({"kind": name, "layout": index.describe(), "build_s": build_s, "sweep": rows})
-        index = None  # free the vectors before the next build
+            out["indexes"].append(
+                {"kind": name, "layout": index.describe(), "build_s": build_s, "sweep": rows}
+            )
+        built = variants = index = None  # free the vectors before the next build
     return out
+
+
+def sweep(index, q, truth, budget, allowed, args, brute_single_s, brute_batch_s) -> list[dict]:
+    """recall@10 / @100 and queries/s (one per call, and all in one call) at each nprobe."""
+    print(
+        f"{'nprobe':>7} {'recall@10':>10} {'recall@100':>11} {'q/s (1/call)':>13} {'x brute':>8} {'q/s (batch)':>12} {'x brute':>8}"
+    )
+    rows = []
+    for nprobe in args.nprobes:
+        got = index.search(q, K, budget, nprobe=nprobe)[0]
+        assert allowed[got[got >= 0]].all(), "an out-of-budget listing came back"
+        single_s = median_s(
+            lambda i, p=nprobe, ix=index: ix.search(q[i : i + 1], K, budget, nprobe=p),
+            range(args.queries),
+        )
+        t = time.perf_counter()
+        index.search(q, K, budget, nprobe=nprobe)
+        batch_s = (time.perf_counter() - t) / args.queries
+        r = {
+            "nprobe": nprobe,
+            "recall@10": recall(got, truth, 10),
+            "recall@100": recall(got, truth, 100),
+            "qps_single": 1 / single_s,
+            "speedup_single": brute_single_s / single_s,
+            "qps_batch": 1 / batch_s,
+            "speedup_batch": brute_batch_s / batch_s,
+        }
+        rows.append(r)
+        print(
+            f"{nprobe:>7} {r['recall@10']:>10.4f} {r['recall@100']:>11.4f} {r['qps_single']:>13,.0f} "
+            f"{r['speedup_single']:>7.0f}x {r['qps_batch']:>12,.0f} {r['speedup_batch']:>7.0f}x"
+        )
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------- lexical
@@ -353,6 +386,12 @@ def main() -> None:
     )
     ap.add_argument("--out-of-budget", type=float, default=0.1)
     ap.add_argument("--pq", action="store_true", help="also an IVF-PQ index")
+    ap.add_argument(
+        "--refine-factors",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[0, 4, 10],
+        help="IVF-PQ: re-rank this many x k candidates against int8 codes (0: none)",
+    )
     ap.add_argument("--lexical-n", type=int, default=1_000_000)
     ap.add_argument("--lexical-queries", type=int, default=3000)
     ap.add_argument("--fashion", type=Path, default=None, help="fashion folder (styles.csv, styles_text.csv)")

@@ -75,6 +75,9 @@ class AnnConfig:
     16): on 1M synthetic 256-d vectors with nlist = 4096 (benchmarks/ann.py) recall@100 was 0.904 at
     nprobe 32, 0.989 at 64 and 0.9995 at 128. ``pq_m`` sub-quantizers of ``pq_bits`` bits each code a
     vector in ``pq_m * pq_bits / 8`` bytes (``0`` = ``dim / 8``, which must divide ``dim``).
+    ``ivf_pq`` scores are approximate, so by default it fetches ``refine_factor`` x k candidates and
+    re-scores them against int8 codes of the full vectors (one byte a dimension, kept beside the index);
+    ``refine_factor=0`` turns that off (codes only: the least memory, the lowest recall).
     """
 
     kind: str = "auto"
@@ -83,6 +86,7 @@ class AnnConfig:
     pq_m: int = 0
     pq_bits: int = 8
     pq_above: int = 2_000_000
+    refine_factor: int = 4
     train_size: int = 256  # k-means sees at most this many vectors per list
     seed: int = 1234  # faiss k-means seed
 
@@ -93,6 +97,7 @@ class AnnConfig:
             _check("ann", key, getattr(self, key), 0)
         _check("ann", "pq_bits", self.pq_bits, 4, 12)
         _check("ann", "pq_above", self.pq_above, 1)
+        _check("ann", "refine_factor", self.refine_factor, 0)
         _check("ann", "train_size", self.train_size, 39)
 
 
