@@ -1,7 +1,8 @@
 """Benchmark: candidate retrieval with the live budget filter, against exact search and against bm25s.
 
     python benchmarks/ann.py [--n 1000000] [--dim 256] [--queries 1000] [--nlist 4096]
-                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--pq] [--refine-factors 0,4,10]
+                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--sq8] [--pq]
+                             [--refine-factors 0,4,10] [--skip-flat]
                              [--lexical-n 1000000] [--lexical-queries 3000] [--fashion ../shared/data/fashion]
                              [--json FILE]
 
@@ -17,7 +18,8 @@ top-100 by inner product (numpy: matrix product, out-of-budget scores set to -in
 which is also the brute-force baseline, timed one query per call and in batches of 50. The faiss IVF-Flat
 index (``adsformer.retrieval.ann.AnnIndex``, ids = rows, ``IDSelectorBitmap`` over the budget bitmap
 inside the search) is timed the same two ways for each ``nprobe``: recall@10 / @100 against the filtered
-exact top-k, queries/s and the speedup over brute force. ``--pq`` adds an IVF-PQ index (``dim / 8``-byte
+exact top-k, queries/s and the speedup over brute force. ``--sq8`` adds an IVF-SQ8 index (the vectors as
+int8, ``dim`` bytes each). ``--pq`` adds an IVF-PQ index (``dim / 8``-byte
 codes), searched with each ``--refine-factors`` (re-ranking factor x k candidates re-scored against int8
 codes of the full vectors; 0 = the codes' own scores).
 
@@ -149,7 +151,13 @@ def bench_ann(args: argparse.Namespace) -> dict:
         "brute_batch_qps": 1 / brute_batch_s,
         "indexes": [],
     }
-    kinds = [("ivf_flat", AnnConfig(kind="ivf_flat", nlist=args.nlist, train_size=args.train_per_list))]
+    kinds = (
+        []
+        if args.skip_flat
+        else [("ivf_flat", AnnConfig(kind="ivf_flat", nlist=args.nlist, train_size=args.train_per_list))]
+    )
+    if args.sq8:
+        kinds.append(("ivf_sq8", AnnConfig(kind="ivf_sq8", nlist=args.nlist, train_size=args.train_per_list)))
     if args.pq:
         top = max(args.refine_factors)
         kinds.append(
@@ -182,6 +190,8 @@ def bench_ann(args: argparse.Namespace) -> dict:
             else [(0, built)]
         )
         for factor, index in variants:
+            if name == "ivf_sq8":
+                print(f"{args.dim} bytes a vector (float32: {4 * args.dim})")
             if name == "ivf_pq":
                 per_vector = built.layout.pq_m * built.layout.pq_bits // 8 + (args.dim if factor else 0)
                 print(f"refine_factor={factor}: {per_vector} bytes a vector (float32: {4 * args.dim})")
@@ -386,6 +396,8 @@ def main() -> None:
     )
     ap.add_argument("--out-of-budget", type=float, default=0.1)
     ap.add_argument("--pq", action="store_true", help="also an IVF-PQ index")
+    ap.add_argument("--sq8", action="store_true", help="also an IVF-SQ8 index (int8 vectors)")
+    ap.add_argument("--skip-flat", action="store_true", help="no IVF-Flat index")
     ap.add_argument(
         "--refine-factors",
         type=lambda s: [int(v) for v in s.split(",")],

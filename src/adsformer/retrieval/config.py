@@ -61,8 +61,8 @@ class LexicalConfig:
         _check("lexical", "overfetch", self.overfetch, 1.0)
 
 
-#: index kinds: exact scan, inverted file with full vectors, inverted file with product-quantized codes
-ANN_KINDS = ("auto", "flat", "ivf_flat", "ivf_pq")
+#: index kinds: exact scan, inverted file with full vectors, with int8 vectors, with product-quantized codes
+ANN_KINDS = ("auto", "flat", "ivf_flat", "ivf_sq8", "ivf_pq")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class AnnConfig:
     """faiss inverted-file indexes over unit vectors (inner product = cosine).
 
     ``kind=auto`` is ``ivf_flat`` up to ``pq_above`` vectors and ``ivf_pq`` beyond (``flat`` = one list,
-    an exact scan). ``nlist`` (inverted lists, k-means centroids) ``0`` = ``4 * sqrt(N)``, kept so every
+    an exact scan; ``ivf_sq8`` = full vectors as int8, a quarter of ``ivf_flat``'s memory). ``nlist`` (inverted lists, k-means centroids) ``0`` = ``4 * sqrt(N)``, kept so every
     list has >= 39 training vectors; ``nprobe`` (lists scanned per query) ``0`` = ``nlist / 32`` (at least
     16): on 1M synthetic 256-d vectors with nlist = 4096 (benchmarks/ann.py) recall@100 was 0.904 at
     nprobe 32, 0.989 at 64 and 0.9995 at 128. ``pq_m`` sub-quantizers of ``pq_bits`` bits each code a
