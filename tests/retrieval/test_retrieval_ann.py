@@ -89,6 +89,9 @@ def test_layout_defaults_and_pq():
     assert (lay.kind, lay.nlist, lay.nprobe) == ("ivf_flat", 4000, 125)
     assert AnnLayout.resolve(AnnConfig(), 5000, 64).nlist == 5000 // 39  # >= 39 training vectors per list
     assert AnnLayout.resolve(AnnConfig(pq_above=1000), 5000, 64).kind == "ivf_pq"
+    assert AnnLayout.resolve(AnnConfig(sq8_above=1000), 5000, 64).kind == "ivf_sq8"
+    assert AnnLayout.resolve(AnnConfig(), 3_000_000, 64).kind == "ivf_sq8"
+    assert AnnLayout.resolve(AnnConfig(), 60_000_000, 64).kind == "ivf_pq"
     assert AnnLayout.resolve(AnnConfig(kind="flat"), 5000, 64).nlist == 1
     with pytest.raises(RetrievalError, match="divide"):
         AnnLayout.resolve(AnnConfig(kind="ivf_pq", pq_m=5), 5000, 64)

@@ -68,7 +68,9 @@ class AnnLayout:
 
     @classmethod
     def resolve(cls, cfg: AnnConfig, n: int, dim: int) -> AnnLayout:
-        kind = cfg.kind if cfg.kind != "auto" else ("ivf_pq" if n > cfg.pq_above else "ivf_flat")
+        kind = cfg.kind
+        if kind == "auto":
+            kind = "ivf_pq" if n > cfg.pq_above else "ivf_sq8" if n > cfg.sq8_above else "ivf_flat"
         if kind == "flat":
             nlist = 1
         else:
