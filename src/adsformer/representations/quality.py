@@ -139,7 +139,7 @@ def plot_similarity(report: dict[str, Any], path: Path) -> None:
     ax.set_title(title + (f", separation AUC {auc:.3f}" if auc is not None else ""))
     ax.set_xlabel("cosine similarity of a random listing pair")
     ax.set_ylabel("density")
-    ax.legend()
+    ax.legend(loc="upper left")  # a fixed place: "best" scans every bar
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
