@@ -240,7 +240,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         return f"{v['mean']:+.2f}% ± {v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
 
     lines = [
-        f"# Ablation: {result['task'].upper()} on {result['dataset']} ({result['seeds']} seeds, mean ± std)",
+        f"# Ablation: {result['task'].upper()} on {result['dataset']} "
+        f"({result['seeds']} seed{'s' if result['seeds'] != 1 else ''}, mean ± std)",
         "",
         "| model | ROC-AUC | PR-AUC | log loss | ROC-AUC lift | PR-AUC lift |",
         "|---|---|---|---|---|---|",
