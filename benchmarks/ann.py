@@ -1,8 +1,7 @@
 """Benchmark: candidate retrieval with the live budget filter, against exact search and against bm25s.
 
     python benchmarks/ann.py [--n 1000000] [--dim 256] [--queries 1000] [--nlist 4096]
-                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--sq8] [--pq]
-                             [--refine-factors 0,4,10] [--skip-flat]
+                             [--nprobes 16,32,64,128,256] [--out-of-budget 0.1] [--sq8] [--pq] [--skip-flat]
                              [--lexical-n 1000000] [--lexical-queries 3000] [--fashion ../shared/data/fashion]
                              [--json FILE]
 
@@ -19,9 +18,7 @@ which is also the brute-force baseline, timed one query per call and in batches 
 index (``adsformer.retrieval.ann.AnnIndex``, ids = rows, ``IDSelectorBitmap`` over the budget bitmap
 inside the search) is timed the same two ways for each ``nprobe``: recall@10 / @100 against the filtered
 exact top-k, queries/s and the speedup over brute force. ``--sq8`` adds an IVF-SQ8 index (the vectors as
-int8, ``dim`` bytes each). ``--pq`` adds an IVF-PQ index (``dim / 8``-byte
-codes), searched with each ``--refine-factors`` (re-ranking factor x k candidates re-scored against int8
-codes of the full vectors; 0 = the codes' own scores).
+int8, ``dim`` bytes each). ``--pq`` adds an IVF-PQ index (``dim / 8``-byte codes).
 
 **Lexical.** ``--lexical-n`` simulated listings (the simulator's catalogue generator: titles, tags,
 taxonomy) and ``--lexical-queries`` queries drawn the way the simulator draws search queries (a taxonomy
@@ -48,7 +45,6 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import faiss  # noqa: E402
@@ -159,57 +155,35 @@ def bench_ann(args: argparse.Namespace) -> dict:
     if args.sq8:
         kinds.append(("ivf_sq8", AnnConfig(kind="ivf_sq8", nlist=args.nlist, train_size=args.train_per_list)))
     if args.pq:
-        top = max(args.refine_factors)
-        kinds.append(
-            (
-                "ivf_pq",
-                AnnConfig(kind="ivf_pq", nlist=args.nlist, train_size=args.train_per_list, refine_factor=top),
-            )
-        )
+        kinds.append(("ivf_pq", AnnConfig(kind="ivf_pq", nlist=args.nlist, train_size=args.train_per_list)))
     for name, cfg in kinds:
         t = time.perf_counter()
-        built = AnnIndex.build(x, np.arange(args.n), cfg)
+        index = AnnIndex.build(x, np.arange(args.n), cfg)
         build_s = time.perf_counter() - t
+        per_vector = {
+            "ivf_flat": 4 * args.dim,
+            "ivf_sq8": args.dim,
+            "ivf_pq": index.layout.pq_m * index.layout.pq_bits // 8,
+        }
         print(
-            f"\n{name}: nlist={built.layout.nlist}"
-            + (f" pq_m={built.layout.pq_m}" if built.layout.pq_m else "")
-            + f", built in {build_s:.1f} s (train on {min(args.n, cfg.train_size * built.layout.nlist):,} vectors, add {args.n:,})"
+            f"\n{name}: nlist={index.layout.nlist}"
+            + (f" pq_m={index.layout.pq_m}" if index.layout.pq_m else "")
+            + f", {per_vector[name]} bytes a vector"
+            + f", built in {build_s:.1f} s (train on {min(args.n, cfg.train_size * index.layout.nlist):,} vectors, add {args.n:,})"
         )
-        # IVF-PQ: the same codes, searched with each re-ranking factor (0: the codes' own scores)
-        variants = (
-            [
-                (
-                    f,
-                    AnnIndex(
-                        built.index, replace(built.layout, refine_factor=f), built.refine if f else None
-                    ),
-                )
-                for f in args.refine_factors
-            ]
-            if name == "ivf_pq"
-            else [(0, built)]
+        rows = sweep(index, q, truth, budget, allowed, args, brute_single_s, brute_batch_s)
+        goal = [r for r in rows if r["recall@100"] >= 0.95 and r["speedup_single"] >= 20]
+        print(
+            "goal (recall@100 >= 0.95 at >= 20x brute force, one query per call): "
+            + (
+                f"met at nprobe={goal[0]['nprobe']} (recall@100 {goal[0]['recall@100']:.4f}, "
+                f"{goal[0]['speedup_single']:.0f}x)"
+                if goal
+                else "NOT met by this sweep"
+            )
         )
-        for factor, index in variants:
-            if name == "ivf_sq8":
-                print(f"{args.dim} bytes a vector (float32: {4 * args.dim})")
-            if name == "ivf_pq":
-                per_vector = built.layout.pq_m * built.layout.pq_bits // 8 + (args.dim if factor else 0)
-                print(f"refine_factor={factor}: {per_vector} bytes a vector (float32: {4 * args.dim})")
-            rows = sweep(index, q, truth, budget, allowed, args, brute_single_s, brute_batch_s)
-            goal = [r for r in rows if r["recall@100"] >= 0.95 and r["speedup_single"] >= 20]
-            print(
-                "goal (recall@100 >= 0.95 at >= 20x brute force, one query per call): "
-                + (
-                    f"met at nprobe={goal[0]['nprobe']} (recall@100 {goal[0]['recall@100']:.4f}, "
-                    f"{goal[0]['speedup_single']:.0f}x)"
-                    if goal
-                    else "NOT met by this sweep"
-                )
-            )
-            out["indexes"].append(
-                {"kind": name, "layout": index.describe(), "build_s": build_s, "sweep": rows}
-            )
-        built = variants = index = None  # free the vectors before the next build
+        out["indexes"].append({"kind": name, "layout": index.describe(), "build_s": build_s, "sweep": rows})
+        index = None  # free the vectors before the next build
     return out
 
 
@@ -398,12 +372,6 @@ def main() -> None:
     ap.add_argument("--pq", action="store_true", help="also an IVF-PQ index")
     ap.add_argument("--sq8", action="store_true", help="also an IVF-SQ8 index (int8 vectors)")
     ap.add_argument("--skip-flat", action="store_true", help="no IVF-Flat index")
-    ap.add_argument(
-        "--refine-factors",
-        type=lambda s: [int(v) for v in s.split(",")],
-        default=[0, 4, 10],
-        help="IVF-PQ: re-rank this many x k candidates against int8 codes (0: none)",
-    )
     ap.add_argument("--lexical-n", type=int, default=1_000_000)
     ap.add_argument("--lexical-queries", type=int, default=3000)
     ap.add_argument("--fashion", type=Path, default=None, help="fashion folder (styles.csv, styles_text.csv)")

@@ -383,7 +383,10 @@ def ablate_merge_cmd(
             path = run / "ablation.json"
             if not path.exists():
                 raise ConfigError(f"{path}: not found (expected the output folder of adsformer ablate)")
-            parts.append(json.loads(path.read_text()))
+            try:
+                parts.append(json.loads(path.read_text()))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}: not valid JSON ({e})") from e
         result = merge_ablations(parts)
         write_ablation(result, out)
     console.print(ablation_markdown(result))

@@ -305,6 +305,18 @@ def test_ablate_split_over_seeds_then_merged_equals_one_run(sim_dir, tmp_path):
     assert res.exit_code != 0 and "sharing seeds" in res.output and not (tmp_path / "x").exists()
     res = runner.invoke(app, ["ablate-merge", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "not found" in res.output
+    # Runs with other settings than the seed are refused, naming the settings.
+    _ablate(sim_dir, tmp_path / "lr", "--seeds", "1", "--set", "seed=2", "--set", "lr=0.01")
+    res = runner.invoke(
+        app, ["ablate-merge", str(tmp_path / "s0"), str(tmp_path / "lr"), "--out", str(tmp_path / "x")]
+    )
+    assert res.exit_code != 0 and "train.lr" in res.output and not (tmp_path / "x").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ablation.json").write_text("{not json")
+    res = runner.invoke(
+        app, ["ablate-merge", str(tmp_path / "s0"), str(tmp_path / "bad"), "--out", str(tmp_path / "x")]
+    )
+    assert res.exit_code != 0 and "not valid JSON" in res.output and "bad" in res.output
 
 
 def test_ablate_only_rejects_an_unknown_row(sim_dir, tmp_path):

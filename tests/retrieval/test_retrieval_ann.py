@@ -1,7 +1,5 @@
 """faiss IVF indexes with the live budget bitmap inside the search."""
 
-import dataclasses
-
 import numpy as np
 import pytest
 
@@ -113,54 +111,6 @@ def test_ivf_pq_filters_and_finds_near_neighbours():
     assert overlap > 0.3  # 6-byte codes of 32-d vectors: approximate (0.45 here), chance is 10 / 2667
 
 
-def test_ivf_pq_re_ranking_recovers_recall_and_keeps_the_budget_filter(tmp_path):
-    """PQ codes alone misorder near-equal candidates; re-scoring 4 x k of them against int8 codes of the
-    full vectors gives back nearly the exact top k, with the scores close to exact."""
-    n, d = 6000, 32
-    x = _clustered(n, d=d, clusters=40, seed=2)
-    rows = np.arange(n) * 2  # sparse global rows
-    ids = [f"l{i}" for i in range(2 * n)]
-    budgets = np.where(np.arange(2 * n) % 5 == 0, 0.0, 1.0)
-    budget = BudgetState(ids, budgets)
-    q = _clustered(40, d=d, clusters=40, seed=9)
-    want, want_scores = _exact(x, rows, q, 10, budgets[rows] > 0)
-
-    def overlap(got):
-        return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.tolist(), want.tolist(), strict=True)])
-
-    cfg = {"kind": "ivf_pq", "nlist": 16, "nprobe": 16, "pq_m": 16, "pq_bits": 6}
-    codes_only = AnnIndex.build(x, rows, AnnConfig(**cfg, refine_factor=0))
-    refined = AnnIndex.build(x, rows, AnnConfig(**cfg, refine_factor=4))
-    assert codes_only.refine is None and refined.layout.refine_factor == 4
-    plain = codes_only.search(q, 10, budget)[0]
-    got, scores = refined.search(q, 10, budget)
-    assert (budgets[got] > 0).all() and (budgets[plain] > 0).all()
-    assert overlap(plain) < 0.8 and overlap(got) > 0.9  # measured 0.68 and 0.95
-    hit = got == want
-    np.testing.assert_allclose(scores[hit], want_scores[hit], atol=5e-3)
-    assert (np.diff(scores, axis=1) <= 0).all()  # best first
-
-    refined.save(tmp_path / "i.faiss")
-    assert (tmp_path / "i.faiss.int8.npz").exists()
-    back = AnnIndex.load(tmp_path / "i.faiss", refined.layout)
-    for a, b in zip(refined.search(q, 10, budget), back.search(q, 10, budget), strict=True):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(back.vector(2 * 17), x[17], atol=5e-3)
-    assert back.vector(3) is None and back.vector(10**9) is None
-    (tmp_path / "i.faiss.int8.npz").unlink()
-    with pytest.raises(RetrievalError, match="re-ranking codes"):
-        AnnIndex.load(tmp_path / "i.faiss", refined.layout)
-
-
-def test_a_layout_saved_before_re_ranking_loads_without_it(tmp_path):
-    x = _clustered(2000, d=32)
-    index = AnnIndex.build(x, np.arange(2000), AnnConfig(kind="ivf_pq", nlist=8, pq_m=8, refine_factor=0))
-    index.save(tmp_path / "i.faiss")
-    old = {k: v for k, v in dataclasses.asdict(index.layout).items() if k != "refine_factor"}
-    back = AnnIndex.load(tmp_path / "i.faiss", AnnLayout(**old))
-    assert back.refine is None and back.search(x[:3], 5, None)[0].shape == (3, 5)
-
-
 def test_ivf_sq8_full_probe_is_nearly_exact_with_the_budget_filter(tmp_path):
     """int8 vectors: a quarter of the memory, the same neighbours up to near-ties."""
     n = 3000
@@ -170,7 +120,7 @@ def test_ivf_sq8_full_probe_is_nearly_exact_with_the_budget_filter(tmp_path):
     budgets = np.random.default_rng(1).uniform(-1, 3, len(ids))
     budget = BudgetState(ids, budgets)
     index = AnnIndex.build(x, rows, AnnConfig(kind="ivf_sq8", nlist=16))
-    assert index.layout.kind == "ivf_sq8" and index.refine is None
+    assert index.layout.kind == "ivf_sq8"
     q = _clustered(50, seed=7)
     got, scores = index.search(q, 20, budget, nprobe=16)
     want, want_scores = _exact(x, rows, q, 20, budgets[rows] > 0)

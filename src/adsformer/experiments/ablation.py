@@ -190,16 +190,27 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
     ``skipped``, since their lift would average over different seeds than the others'."""
     if not parts:
         raise ConfigError("nothing to merge")
+    for i, p in enumerate(parts):
+        missing = sorted({"task", "dataset", "suite", "rows", "skipped", "config", "seed_values"} - set(p))
+        if missing or any("runs" not in r for r in p["rows"]):
+            raise ConfigError(
+                f"cannot merge part {i + 1}: its ablation.json lacks {missing or ['per-seed runs']} "
+                "(written by an older adsformer? re-run ablate)"
+            )
     first = parts[0]
     for key in ("task", "dataset", "suite"):
-        values = {p.get(key) for p in parts}
+        values = {p[key] for p in parts}
         if len(values) > 1:
             raise ConfigError(f"cannot merge ablations with different {key}: {sorted(map(str, values))}")
-    seed_values: list[int] = []
-    for p in parts:
-        if "seed_values" not in p or any("runs" not in r for r in p["rows"]):
-            raise ConfigError("cannot merge: an ablation.json without per-seed runs (re-run ablate)")
-        seed_values.extend(p["seed_values"])
+    base_cfg = _comparable(first["config"])
+    for i, p in enumerate(parts[1:], start=2):
+        diff = sorted(k for k in base_cfg.keys() | _comparable(p["config"]).keys()
+                      if base_cfg.get(k) != _comparable(p["config"]).get(k))  # fmt: skip
+        if diff:
+            raise ConfigError(
+                f"cannot merge: part {i} ran with other settings than part 1 ({', '.join(diff)})"
+            )
+    seed_values: list[int] = [seed for p in parts for seed in p["seed_values"]]
     if len(set(seed_values)) != len(seed_values):
         raise ConfigError(f"cannot merge ablations sharing seeds: {sorted(seed_values)}")
     names = [r["name"] for r in first["rows"]]
@@ -224,6 +235,18 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "config": first["config"],
         **summarize(runs, users, sorted(seed_values)),
     }
+
+
+def _comparable(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to dotted keys, without what merged runs may differ in: ``train.seed`` (their
+    point) and ``train.threads`` (speed only)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_comparable(value, f"{prefix}{key}."))
+        elif f"{prefix}{key}" not in ("train.seed", "train.threads"):
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def write_ablation(summary: dict[str, Any], out: Path) -> None:

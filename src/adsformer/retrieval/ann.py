@@ -3,20 +3,16 @@
 An IVF index clusters the vectors into ``nlist`` lists (k-means centroids) and, for a query, scans only the
 ``nprobe`` lists whose centroids are nearest. ``ivf_flat`` keeps the full vectors in the lists (exact
 scores within the scanned lists); ``ivf_sq8`` keeps one byte a dimension (a quarter of the memory, scores
-within about 1e-3); ``ivf_pq`` keeps ``pq_m``-byte product-quantized codes of the residuals (the least
-memory; scores are approximate). ``flat`` is one list: an
-exact scan. Vectors are unit length and the metric is the inner product, so scores are cosines.
-
-IVF-PQ's ranking errors are mostly in the order of near-equal candidates, so ``ivf_pq`` re-ranks: it
-fetches ``refine_factor`` x K candidates from the codes and re-scores them against :class:`Int8Codes` of
-the full vectors (one byte a dimension: a quarter of float32's memory, scores within about 1e-3 of exact).
+within about 1e-2 of exact); ``ivf_pq`` keeps ``pq_m``-byte product-quantized codes of the residuals (the
+least memory, the lowest recall). ``flat`` is one list: an exact scan. Vectors are unit length and the
+metric is the inner product, so scores are cosines.
 
 The index ids are the listings' global rows, and every search passes ``SearchParametersIVF(sel=...)`` with
 the :class:`~adsformer.retrieval.budget.BudgetState`'s ``IDSelectorBitmap``: faiss skips listings without
 budget while scanning the lists, so the top k are the top k *in-budget* listings among those scanned,
 with no rebuild when a budget changes.
 
-Letters: N vectors, Q queries, D dimension, K results, C candidates (``refine_factor`` x K).
+Letters: N vectors, Q queries, D dimension, K results.
 """
 
 from __future__ import annotations
@@ -64,7 +60,6 @@ class AnnLayout:
     nprobe: int
     pq_m: int
     pq_bits: int
-    refine_factor: int = 0  # ivf_pq: candidates re-scored per result (0: none; layouts saved before it)
 
     @classmethod
     def resolve(cls, cfg: AnnConfig, n: int, dim: int) -> AnnLayout:
@@ -82,67 +77,15 @@ class AnnLayout:
             pq_m = cfg.pq_m or max(1, dim // 8)
             if dim % pq_m:
                 raise RetrievalError(f"ann.pq_m={pq_m} must divide the vector dimension {dim}")
-        pq = kind == "ivf_pq"
-        return cls(kind, nlist, nprobe, pq_m, cfg.pq_bits if pq else 0, cfg.refine_factor if pq else 0)
-
-
-@dataclass(frozen=True)
-class Int8Codes:
-    """Full vectors as int8, one scale per dimension, addressed by global row: re-scores candidates.
-
-    ``codes[r] * scale`` approximates the vector of row ``r`` (zeros for rows not indexed)."""
-
-    codes: np.ndarray  # (max row + 1, D) int8
-    scale: np.ndarray  # (D,) float32
-    present: np.ndarray  # (max row + 1,) bool
-
-    @classmethod
-    def encode(cls, vectors: np.ndarray, rows: np.ndarray) -> Int8Codes:
-        scale = np.maximum(np.abs(vectors).max(axis=0), 1e-12) / 127.0  # (D,)
-        codes = np.zeros((int(rows.max()) + 1, vectors.shape[1]), np.int8)
-        codes[rows] = np.clip(np.rint(vectors / scale), -127, 127).astype(np.int8)
-        present = np.zeros(codes.shape[0], bool)
-        present[rows] = True
-        return cls(codes, scale.astype(np.float32), present)
-
-    def scores(self, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """(Q, C) inner products of each query with its candidate rows (-inf where a row is -1)."""
-        valid = rows >= 0
-        qs = (queries * self.scale).astype(np.float32)  # (Q, D)
-        out = np.empty(rows.shape, np.float32)
-        for a in range(0, rows.shape[0], 64):  # 64 queries at a time: (64, C, D) floats at most
-            c = self.codes[np.where(valid[a : a + 64], rows[a : a + 64], 0)].astype(np.float32)  # (q, C, D)
-            out[a : a + 64] = np.matmul(c, qs[a : a + 64, :, None])[..., 0]  # (q, C)
-        return np.where(valid, out, -np.inf).astype(np.float32)
-
-    def vector(self, row: int) -> np.ndarray | None:
-        if not 0 <= row < self.present.size or not self.present[row]:
-            return None
-        return self.codes[row].astype(np.float32) * self.scale
-
-    def save(self, path: Path) -> None:
-        with path.open("wb") as f:
-            np.savez(f, codes=self.codes, scale=self.scale, present=self.present)
-
-    @classmethod
-    def load(cls, path: Path) -> Int8Codes:
-        if not path.exists():
-            raise RetrievalError(f"{path}: re-ranking codes of the IVF-PQ index missing")
-        with np.load(path) as z:
-            return cls(z["codes"], z["scale"], z["present"])
-
-
-def _codes_path(index_path: Path) -> Path:
-    return index_path.with_name(index_path.name + ".int8.npz")
+        return cls(kind, nlist, nprobe, pq_m, cfg.pq_bits if kind == "ivf_pq" else 0)
 
 
 class AnnIndex:
     """A faiss IVF index whose ids are global listing rows."""
 
-    def __init__(self, index: Any, layout: AnnLayout, refine: Int8Codes | None = None) -> None:
+    def __init__(self, index: Any, layout: AnnLayout) -> None:
         self.index = index
         self.layout = layout
-        self.refine = refine
 
     @property
     def n(self) -> int:
@@ -187,7 +130,7 @@ class AnnIndex:
         index.add_with_ids(x, ids)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # vector of a listing by its row
         index.nprobe = layout.nprobe
-        return cls(index, layout, Int8Codes.encode(x, ids) if layout.refine_factor else None)
+        return cls(index, layout)
 
     def search(
         self, queries: np.ndarray, k: int, budget: BudgetState | None, nprobe: int | None = None
@@ -204,30 +147,19 @@ class AnnIndex:
             if budget is not None
             else faiss.SearchParametersIVF(nprobe=probe)
         )
-        k = min(k, self.n)
-        if self.refine is None:
-            scores, rows = self.index.search(q, k, params=params)
-            return rows.astype(np.int64), scores
-        _, cand = self.index.search(q, min(k * self.layout.refine_factor, self.n), params=params)  # (Q, C)
-        exact = self.refine.scores(q, cand)  # (Q, C)
-        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]  # (Q, K)
-        rows = np.take_along_axis(cand, top, 1).astype(np.int64)
-        return rows, np.take_along_axis(exact, top, 1)
+        scores, rows = self.index.search(q, min(k, self.n), params=params)
+        return rows.astype(np.int64), scores
 
     def vector(self, row: int) -> np.ndarray | None:
-        """(D,) the stored vector of a global row (approximate for ``ivf_pq``), None if not indexed."""
-        if self.refine is not None:
-            return self.refine.vector(int(row))
+        """(D,) the stored vector of a global row (approximate for ``ivf_sq8`` and ``ivf_pq``), None if not
+        indexed."""
         try:
             return np.asarray(self.index.reconstruct(int(row)), np.float32)
         except RuntimeError:
             return None
 
     def save(self, path: Path) -> None:
-        """Write the faiss index to ``path`` (and the re-ranking codes beside it, ``PATH.int8.npz``)."""
         _faiss().write_index(self.index, str(path))
-        if self.refine is not None:
-            self.refine.save(_codes_path(path))
 
     @classmethod
     def load(cls, path: Path, layout: AnnLayout) -> AnnIndex:
@@ -235,7 +167,7 @@ class AnnIndex:
             raise RetrievalError(f"{path}: ANN index file missing")
         index = _faiss().read_index(str(path))
         index.nprobe = layout.nprobe
-        return cls(index, layout, Int8Codes.load(_codes_path(path)) if layout.refine_factor else None)
+        return cls(index, layout)
 
     def describe(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self.layout), "n": self.n, "dim": self.dim}

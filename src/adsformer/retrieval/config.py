@@ -71,16 +71,13 @@ class AnnConfig:
 
     ``kind=auto`` is ``ivf_flat`` up to ``sq8_above`` vectors, ``ivf_sq8`` (the vectors as int8: a quarter
     of the memory) up to ``pq_above`` and ``ivf_pq`` beyond (``flat`` = one list, an exact scan). On 1M
-    synthetic 256-d vectors at nprobe 64 (benchmarks/ann.py, one core under load): ``ivf_flat`` recall@100
-    0.989 at 501 q/s, ``ivf_sq8`` 0.977 at 1,058 q/s, ``ivf_pq`` (32-byte codes) 0.366 on its own codes,
-    0.885 re-ranking 10 x k (760 q/s) and 0.952 re-ranking 20 x k (172 q/s). ``nlist`` (inverted lists, k-means centroids) ``0`` = ``4 * sqrt(N)``, kept so every
-    list has >= 39 training vectors; ``nprobe`` (lists scanned per query) ``0`` = ``nlist / 32`` (at least
+    synthetic 256-d vectors at nprobe 64 (benchmarks/ann.py, one core under load) recall@100 was 0.989 for
+    ``ivf_flat`` (501 q/s), 0.977 for ``ivf_sq8`` (1,058 q/s) and 0.366 for ``ivf_pq`` with 32-byte codes.
+    ``nlist`` (inverted lists, k-means centroids) ``0`` = ``4 * sqrt(N)``, kept so every list has >= 39
+    training vectors; ``nprobe`` (lists scanned per query) ``0`` = ``nlist / 32`` (at least
     16): on 1M synthetic 256-d vectors with nlist = 4096 (benchmarks/ann.py) recall@100 was 0.904 at
     nprobe 32, 0.989 at 64 and 0.9995 at 128. ``pq_m`` sub-quantizers of ``pq_bits`` bits each code a
     vector in ``pq_m * pq_bits / 8`` bytes (``0`` = ``dim / 8``, which must divide ``dim``).
-    ``ivf_pq`` scores are approximate, so by default it fetches ``refine_factor`` x k candidates and
-    re-scores them against int8 codes of the full vectors (one byte a dimension, kept beside the index);
-    ``refine_factor=0`` turns that off (codes only: the least memory, the lowest recall).
     """
 
     kind: str = "auto"
@@ -90,7 +87,6 @@ class AnnConfig:
     pq_bits: int = 8
     sq8_above: int = 2_000_000
     pq_above: int = 50_000_000
-    refine_factor: int = 10
     train_size: int = 256  # k-means sees at most this many vectors per list
     seed: int = 1234  # faiss k-means seed
 
@@ -102,7 +98,6 @@ class AnnConfig:
         _check("ann", "pq_bits", self.pq_bits, 4, 12)
         _check("ann", "sq8_above", self.sq8_above, 1)
         _check("ann", "pq_above", self.pq_above, 1)
-        _check("ann", "refine_factor", self.refine_factor, 0)
         _check("ann", "train_size", self.train_size, 39)
 
 
