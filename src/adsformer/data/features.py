@@ -78,6 +78,9 @@ class FeatureSet:
     sequences: dict[str, SequenceColumn]  # pair name -> sequences
     vocabs: Vocabularies
     info: dict[str, Any] = field(default_factory=dict)
+    # (N,) int64 dense codes of ``request_id`` (rows of one ranking request share a code); None when unknown
+    # (a feature store): per-request metrics (GAUC, NDCG, MRR) and request-level bootstrap need it
+    request: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -323,6 +326,7 @@ def build_features(
         sequences,
         vocabs,
         info,
+        request=user_codes(imps["request_id"])[0] if "request_id" in imps.columns else None,
     )
 
 
