@@ -25,6 +25,17 @@ METRIC_FIELDS = {
     "config",
 }
 
+RANKING_FIELDS = {
+    "gauc",
+    "ndcg_at_10",
+    "mrr",
+    "roc_auc_ci",
+    "pr_auc_ci",
+    "gauc_ci",
+    "roc_auc_logged",
+    "pr_auc_logged",
+}
+
 
 @pytest.fixture(scope="module")
 def sim_dir(tmp_path_factory):
@@ -73,6 +84,20 @@ def test_train_then_evaluate_writes_metrics(sim_dir, tmp_path, task, model):
     assert metrics["task"] == task and metrics["model"] == model and metrics["n_test"] > 0
     assert 0 < metrics["roc_auc"] < 1 and metrics["log_loss"] > 0
     assert metrics["config"]["data"]["sequences"]["window_s"] == 1800  # --set reached the run
+    # ranking quality per request (the simulator logs request ids and positions; the test configs keep
+    # the position tower), with 95% bootstrap intervals over requests
+    assert set(metrics) >= RANKING_FIELDS
+    for key in ("gauc", "ndcg_at_10", "mrr"):
+        assert metrics[key] is None or 0 <= metrics[key] <= 1, key  # PCCVR: maybe no mixed request
+    assert 0 < metrics["ndcg_at_10"] <= 1 and 0 < metrics["mrr"] <= 1
+    for key in ("roc_auc", "pr_auc", "gauc"):
+        ci = metrics[f"{key}_ci"]
+        if metrics[key] is None:
+            assert ci is None
+        else:
+            lo, hi = ci
+            assert lo <= metrics[key] <= hi, key
+    assert 0 < metrics["roc_auc_logged"] < 1 and 0 < metrics["pr_auc_logged"] < 1
     if task == "pccvr":  # evaluated on clicked impressions only
         summary = json.loads((run / "train_summary.json").read_text())
         assert metrics["n_test"] < 1000 and summary["n_train"] < 1000
@@ -114,6 +139,9 @@ def test_ablate_paper_suite(sim_dir, tmp_path):
     for row in result["rows"]:
         for key in ("roc_auc", "pr_auc", "log_loss", "roc_auc_lift", "pr_auc_lift"):
             assert set(row[key]) == {"mean", "std"}
+        for key in ("gauc", "ndcg_at_10", "mrr", "roc_auc_logged"):  # ranking quality, over seeds too
+            assert set(row[key]) == {"mean", "std"} and 0 < row[key]["mean"] <= 1, (row["name"], key)
+    assert "| GAUC |" in (out / "ablation.md").read_text()
     base = result["rows"][0]
     assert base["roc_auc_lift"] == {"mean": 0.0, "std": 0.0}
     assert "ADPM" in (out / "ablation.md").read_text() or "Comp1" in (out / "ablation.md").read_text()
@@ -335,3 +363,55 @@ def test_ablate_only_rejects_an_unknown_row(sim_dir, tmp_path):
         ],
     )
     assert res.exit_code != 0 and "ADPM-4" in res.output and "[Comp1]" in res.output
+
+
+def test_ranking_fields_are_null_where_the_data_or_the_model_cannot_give_them(sim_dir, tmp_path):
+    """No position tower: no logged-position AUCs. No request ids (a feature store): no per-request
+    metrics, and the intervals resample rows. ``bootstrap=0``: no intervals. The other fields stay."""
+    import dataclasses
+
+    from adsformer.data.features import build_features
+    from adsformer.data.schema import read_dataset
+    from adsformer.experiments.runs import write_evaluation
+    from adsformer.training.artifact import load_artifact
+
+    run = tmp_path / "run"
+    cfg = ["--config", str(CONFIGS / "ctr_test.yaml"), "--set", "model.ranker.position_bias=false"]
+    _ok(runner.invoke(app, ["train", "--data", str(sim_dir), *cfg, "--out", str(run)]))
+    _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["roc_auc_logged"] is None and metrics["pr_auc_logged"] is None
+    assert metrics["gauc"] is not None and metrics["gauc_ci"] is not None
+
+    art = load_artifact(run)
+    fs = build_features(
+        read_dataset(sim_dir), art.config.data, vocabs=art.vocabs, dense_stats=art.dense_stats
+    )
+    no_requests = dataclasses.replace(fs, request=None)
+    m = write_evaluation(run, art.config, no_requests, art.model, art.calibrator, dataset="sim")
+    assert m["gauc"] is None and m["ndcg_at_10"] is None and m["mrr"] is None and m["gauc_ci"] is None
+    lo, hi = m["roc_auc_ci"]
+    assert lo <= m["roc_auc"] <= hi and m["roc_auc"] == pytest.approx(metrics["roc_auc"])
+    off = dataclasses.replace(art.config, eval=dataclasses.replace(art.config.eval, bootstrap=0))
+    m = write_evaluation(run, off, fs, art.model, art.calibrator, dataset="sim")
+    assert m["roc_auc_ci"] is None and m["pr_auc_ci"] is None and m["gauc_ci"] is None
+    assert m["gauc"] == pytest.approx(metrics["gauc"])
+    assert set(json.loads((run / "metrics.json").read_text())) >= METRIC_FIELDS | RANKING_FIELDS
+
+
+def test_ablation_rows_tolerate_missing_ranking_metrics():
+    """Runs without request ids or a position tower (or from an older adsformer) give null, not a crash."""
+    from adsformer.experiments.ablation import ablation_markdown, summarize
+
+    def run(auc, gauc):
+        return {"roc_auc": auc, "pr_auc": 0.1, "log_loss": 0.3, "ece": 0.01, "train_examples_per_s": 1.0,
+                "n_test": 10, "gauc": gauc, "roc_auc_logged": None}  # fmt: skip
+
+    runs = {"baseline": [run(0.6, 0.55), run(0.62, None)], "x": [{k: v for k, v in run(0.7, 0.6).items()
+            if k != "gauc"}, run(0.7, 0.62)]}  # fmt: skip
+    rows = summarize(runs, ["baseline", "adsformer"], [0, 1])["rows"]
+    assert rows[0]["gauc"] == {"mean": 0.55, "std": 0.0}  # the present values only
+    assert rows[1]["gauc"] == {"mean": 0.62, "std": 0.0}
+    assert rows[0]["mrr"] is None and rows[0]["roc_auc_logged"] is None
+    table = ablation_markdown({"task": "ctr", "dataset": "d", "seeds": 2, "rows": rows, "skipped": []})
+    assert "| GAUC |" in table and "0.5500 ± 0.0000" in table

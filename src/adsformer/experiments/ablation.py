@@ -23,10 +23,12 @@ from adsformer.console import console
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.experiments.config import ExperimentConfig
-from adsformer.experiments.runs import check_task, fit, mean_std, test_metrics
+from adsformer.experiments.runs import check_task, fit, mean_std, mean_std_present, test_metrics
 from adsformer.io import atomic_dir
 
-METRICS = ("roc_auc", "pr_auc", "log_loss")
+METRICS = ("roc_auc", "pr_auc", "log_loss", "gauc", "ndcg_at_10", "mrr", "roc_auc_logged")
+#: metrics a run may lack (null: no request ids, no position tower, older runs): their mean/std is null
+OPTIONAL_METRICS = frozenset({"gauc", "ndcg_at_10", "mrr", "roc_auc_logged"})
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,10 @@ def summarize(
     for (name, row_runs), user in zip(runs.items(), users, strict=True):
         rec: dict[str, Any] = {"name": name, "model": user}
         for metric in METRICS:
-            rec[metric] = mean_std([r[metric] for r in row_runs])
+            if metric in OPTIONAL_METRICS:
+                rec[metric] = mean_std_present([r.get(metric) for r in row_runs])
+            else:
+                rec[metric] = mean_std([r[metric] for r in row_runs])
         for metric in ("roc_auc", "pr_auc"):
             if base:
                 lifts = [
@@ -266,13 +271,13 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         f"# Ablation: {result['task'].upper()} on {result['dataset']} "
         f"({result['seeds']} seed{'s' if result['seeds'] != 1 else ''}, mean ± std)",
         "",
-        "| model | ROC-AUC | PR-AUC | log loss | ROC-AUC lift | PR-AUC lift |",
-        "|---|---|---|---|---|---|",
+        "| model | ROC-AUC | PR-AUC | log loss | GAUC | ROC-AUC lift | PR-AUC lift |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {cell(r['roc_auc'])} | {cell(r['pr_auc'])} | {cell(r['log_loss'])} | "
-            f"{cell(r['roc_auc_lift'], True)} | {cell(r['pr_auc_lift'], True)} |"
+            f"{cell(r.get('gauc'))} | {cell(r['roc_auc_lift'], True)} | {cell(r['pr_auc_lift'], True)} |"
         )
     for s in result["skipped"]:
         lines.append(f"\n- skipped {s['name']}: {s['reason']}")

@@ -21,6 +21,8 @@ TASKS = ("ctr", "pccvr")
 @dataclass(frozen=True)
 class EvalConfig:
     ece_bins: int = 15
+    # resamples of the 95% bootstrap intervals (``*_ci`` in metrics.json; whole requests); 0 = off
+    bootstrap: int = 200
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ RUN_SHORT_KEYS: dict[str, str] = {
     "cross_layers": "model.ranker.cross_layers",
     "deep": "model.ranker.deep",
     "ece_bins": "eval.ece_bins",
+    "bootstrap": "eval.bootstrap",
 }
 
 

@@ -23,6 +23,7 @@ import polars as pl
 
 from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
+from adsformer.data.batching import iterate_batches
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset, read_dataset
 from adsformer.data.stream import FeatureStore, StreamSource, is_store
@@ -33,8 +34,20 @@ from adsformer.representations.table import RepresentationTable, align_to_vocabu
 from adsformer.training import distributed
 from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
 from adsformer.training.calibration import Calibrator
-from adsformer.training.loop import TrainResult, predict_logits, train
-from adsformer.training.metrics import all_metrics
+from adsformer.training.loop import TrainResult, forward, predict_logits, train
+from adsformer.training.metrics import (
+    all_metrics,
+    bootstrap_intervals,
+    gauc,
+    mrr,
+    ndcg_at_k,
+    pr_auc,
+    roc_auc,
+    rowwise,
+)
+
+#: Rows above which the bootstrap draws fewer requests per resample (m-out-of-n, rescaled): bounds its cost
+BOOTSTRAP_MAX_ROWS = 100_000
 
 
 def spec_from_features(fs: FeatureSet) -> ModelSpec:
@@ -110,22 +123,98 @@ def test_metrics(
     model, fs: FeatureSet, cfg: ExperimentConfig, calibrator: Calibrator | None = None
 ) -> dict[str, Any]:
     """Metrics of the served (calibrated) probabilities on the test split at the natural rate; the same
-    before Platt scaling under ``before_calibration``. Without a calibrator: the down-sampling correction."""
+    before Platt scaling under ``before_calibration``; per-request ranking metrics, bootstrap intervals
+    and the logged-position AUCs (see :func:`_calibrated_metrics`). Without a calibrator: the
+    down-sampling correction."""
     if calibrator is None:
         calibrator = Calibrator(float(fs.info["neg_keep_rate"]) if cfg.task == "ctr" else 1.0)
-    return _calibrated_metrics(*score_test_split(model, fs, cfg, calibrator), cfg, calibrator)
+    y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
+    groups, p_logged = ranking_context(model, fs, cfg, calibrator)
+    return _calibrated_metrics(y, p_raw, p_cal, cfg, calibrator, groups=groups, p_logged=p_logged)
+
+
+def ranking_context(
+    model: Any, fs: FeatureSet, cfg: ExperimentConfig, calibrator: Calibrator
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """What the ranking metrics need beyond the served scores, for the test rows (in order): their request
+    codes (R,) int64 (None when ``fs.request`` is unknown, e.g. a feature store) and the calibrated
+    probabilities (R,) WITH the model's position tower at the logged positions (None unless every test row
+    logs a position > 0 and the model has a position tower)."""
+    rows = fs.rows("test", cfg.task)
+    groups = None if fs.request is None else np.asarray(fs.request)[rows].astype(np.int64)
+    p_logged = None
+    if (
+        getattr(model, "position_tower", None) is not None
+        and rows.size
+        and bool((fs.position[rows] > 0).all())
+    ):
+        p_logged = calibrator(_logged_position_logits(model, fs, rows, cfg))
+    return groups, p_logged
+
+
+def _logged_position_logits(
+    model: Any, fs: FeatureSet, rows: np.ndarray, cfg: ExperimentConfig
+) -> np.ndarray:
+    """Logits (R,) of ``rows`` with the position tower applied to each row's logged position."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for b in iterate_batches(fs, rows, cfg.train.eval_batch_size, task=cfg.task):
+            batch = b if device.type == "cpu" else b.to(device)
+            out.append(forward(model, batch, with_position=True).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def _calibrated_metrics(
-    y: np.ndarray, p_raw: np.ndarray, p_cal: np.ndarray, cfg: ExperimentConfig, calibrator: Calibrator
+    y: np.ndarray,
+    p_raw: np.ndarray,
+    p_cal: np.ndarray,
+    cfg: ExperimentConfig,
+    calibrator: Calibrator,
+    *,
+    groups: np.ndarray | None = None,
+    p_logged: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """The metrics of the test rows: ``y``, ``p_raw`` (before Platt scaling), ``p_cal`` (served), their
+    request codes ``groups`` and the position-aware ``p_logged``, all (R,).
+
+    Beyond the calibration metrics: ``gauc``, ``ndcg_at_10`` and ``mrr`` per request (null without
+    ``groups``); ``roc_auc_ci``, ``pr_auc_ci`` and ``gauc_ci``, 95% percentile bootstrap intervals
+    ``[lo, hi]`` over resampled requests (rows without ``groups``; ``eval.bootstrap`` resamples, null when
+    0); ``roc_auc_logged`` / ``pr_auc_logged`` of ``p_logged`` (null without). A NaN (e.g. no request with
+    both labels) is written as null. The served ``roc_auc`` is position-free."""
     before = all_metrics(y, p_raw, cfg.eval.ece_bins)
+    grouped = groups is not None
+    ranking: dict[str, Any] = {
+        "gauc": _finite(gauc(y, p_cal, groups)) if grouped else None,
+        "ndcg_at_10": _finite(ndcg_at_k(y, p_cal, groups, 10)) if grouped else None,
+        "mrr": _finite(mrr(y, p_cal, groups)) if grouped else None,
+    }
+    fns = {"roc_auc": rowwise(roc_auc), "pr_auc": rowwise(pr_auc)} | ({"gauc": gauc} if grouped else {})
+    intervals = bootstrap_intervals(
+        fns, y, p_cal, groups, n_boot=cfg.eval.bootstrap, seed=cfg.train.seed, max_rows=BOOTSTRAP_MAX_ROWS
+    )
+    for name in ("roc_auc", "pr_auc", "gauc"):
+        lo, hi = intervals.get(name, (float("nan"), float("nan")))
+        ranking[f"{name}_ci"] = [lo, hi] if np.isfinite(lo) and np.isfinite(hi) else None
+    ranking["roc_auc_logged"] = _finite(roc_auc(y, p_logged)) if p_logged is not None else None
+    ranking["pr_auc_logged"] = _finite(pr_auc(y, p_logged)) if p_logged is not None else None
     return {
         "n_test": int(y.size),
         **all_metrics(y, p_cal, cfg.eval.ece_bins),
         "calibrated": calibrator.method == "platt",
         "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
+        **ranking,
     }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def train_run(
@@ -257,11 +346,12 @@ def write_evaluation(
     """Test-split metrics into ``run_dir/metrics.json`` and the predictions (label, p before and after
     Platt scaling) into ``run_dir/test_predictions.parquet`` (for reports); returns the metrics."""
     y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
+    groups, p_logged = ranking_context(model, fs, cfg, calibrator)
     metrics = {
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": dataset,
-        **_calibrated_metrics(y, p_raw, p_cal, cfg, calibrator),
+        **_calibrated_metrics(y, p_raw, p_cal, cfg, calibrator, groups=groups, p_logged=p_logged),
         "calibration": calibrator.to_dict(),
         "ece_bins": cfg.eval.ece_bins,
     }
@@ -307,3 +397,10 @@ def _write_history(directory: Path, result: TrainResult) -> None:
 def mean_std(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
+def mean_std_present(values: list[float | None]) -> dict[str, float] | None:
+    """:func:`mean_std` of the values that are present (not None, not NaN); None when none is (a metric
+    the data or the model cannot give, e.g. ``gauc`` without request ids)."""
+    present = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return mean_std(present) if present else None
