@@ -86,3 +86,57 @@ def test_missing_catalog_columns_are_named(ctr_run, catalog):
     assert full.online.missing_columns == []
     thin = Catalog.from_frame(catalog.listings.select("listing_id", "title", "taxonomy_id"))
     assert set(ServingModel.load(ctr_run, thin).online.missing_columns) >= {"shop_id", "price"}
+
+
+def test_cache_is_bounded_in_bytes_and_drops_expired_entries_on_write():
+    now = [0.0]
+    cache = ScoreCache(ttl_s=2, max_entries=1000, max_bytes=10_000, clock=lambda: now[0], size_of=len)
+    for i in range(20):
+        cache.put(f"k{i}", "x" * 996)  # 1,000 bytes with its key
+    assert len(cache) == 10 and cache.bytes <= 10_000  # the oldest 10 went
+    assert cache.get("k9") is None and cache.get("k19") == "x" * 996
+    cache.put("huge", "y" * 20_000)  # larger than the whole cache: not stored, nothing evicted for it
+    assert cache.get("huge") is None and len(cache) == 10
+    now[0] = 1.0
+    cache.get("k10")  # recently used, but expiry goes by age
+    now[0] = 2.5
+    cache.put("new", "z")  # a write drops every expired entry, looked up or not
+    assert len(cache) == 1 and cache.bytes == len("new") + 1
+    cache.clear()
+    assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_cache_put_replaces_and_counts_bytes_once():
+    cache = ScoreCache(ttl_s=10, max_entries=5, max_bytes=1 << 20, size_of=len)
+    for _ in range(3):
+        cache.put("a", "12345")
+    assert len(cache) == 1 and cache.bytes == 6
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "match"),
+    [
+        ("bid", [0.5, 1e308], r"1 listings have a bid .* outside \[0, 100\] \('y': 1e\+308\).*max_bid"),
+        ("bid", [float("inf"), 0.2], r"bid that is not finite.*'x': inf"),
+        ("bid", [float("nan"), 0.2], r"bid that is not finite.*'x': nan"),
+        ("bid", [-0.1, 0.2], r"'x': -0.1"),
+        ("price", [10.0, float("inf")], r"price that is not finite.*'y': inf.*max_price"),
+        ("price", [-1.0, 2.0], r"price .*'x': -1"),
+        ("budget", [float("nan"), 1.0], r"negative or NaN budget"),
+    ],
+)
+def test_catalog_refuses_bad_money_by_name(column, values, match):
+    frame = pl.DataFrame({"listing_id": ["x", "y"], column: values})
+    with pytest.raises(CatalogError, match=match):
+        Catalog.from_frame(frame)
+
+
+def test_catalog_bounds_are_settings_and_missing_prices_are_fine(tmp_path):
+    frame = pl.DataFrame({"listing_id": ["x", "y"], "bid": [150.0, None], "price": [None, 3.0]})
+    with pytest.raises(CatalogError, match="max_bid"):
+        Catalog.from_frame(frame)
+    assert Catalog.from_frame(frame, max_bid=200).bids.tolist() == [150.0, 0.3]
+    frame.write_parquet(tmp_path / "listings.parquet")
+    with pytest.raises(CatalogError, match=r"listings.parquet: 1 listings have a bid"):
+        Catalog.load(tmp_path / "listings.parquet")
+    assert len(Catalog.load(tmp_path / "listings.parquet", max_bid=1000)) == 2
