@@ -89,7 +89,7 @@ def test_parity_on_synthetic_batches(run, exported, batch_size):
     pred = Predictor.load(run)
     module, meta = load_exported(exported)
     inputs = example_inputs(pred.artifact.spec, meta["pairs"], meta["categorical"], 50, batch_size, seed=7)
-    listing, shop, taxonomy, cats, dense, seq_ids, seq_len = inputs
+    listing, shop, taxonomy, cats, dense, seq_ids, seq_len, touch = inputs
     with torch.no_grad():
         got = module(*inputs).numpy().astype(np.float64)
         logit = pred.model(
@@ -98,6 +98,8 @@ def test_parity_on_synthetic_batches(run, exported, batch_size):
             dense,
             dict(zip(meta["pairs"], seq_ids, strict=True)),
             dict(zip(meta["pairs"], seq_len, strict=True)),
+            None,
+            touch,
         )
     eager = pred.calibrator(logit.numpy())  # down-sampling correction (keep rate 0.5), then Platt
     assert pred.calibrator.method == "platt" and meta["calibration"] == pred.calibrator.to_dict()

@@ -5,13 +5,14 @@ at the natural rate: the run's :class:`~adsformer.training.calibration.Calibrato
 ``sigmoid(scale * (logit + log keep_rate) + bias)`` (CTR: the training split's negative down-sampling undone,
 then Platt scaling; PCCVR: Platt scaling)::
 
-    probs = module(listing, shop, taxonomy, categorical, dense, seq_ids, seq_len)
+    probs = module(listing, shop, taxonomy, categorical, dense, seq_ids, seq_len, touch)
 
     listing, shop, taxonomy  (B,)       int64   vocabulary indices of the target listing, its shop, taxonomy
     categorical              (B, C)     int64   vocabulary indices, columns in ``categorical`` order
     dense                    (B, F)     float32 standardized numeric features, columns in ``dense`` order
     seq_ids                  (P, B, M)  int64   sequences in ``pairs`` order, newest first, 0 = padding
     seq_len                  (P, B)     int64   sequence lengths, 0..M
+    touch                    (B, P, 2)  float32 raw touch signals [count, age_s] (age -1: never), ``pairs`` order
 
 ``M`` is the run's ``max_len``, always the full width (the module is traced on untrimmed blocks). The
 sidecar ``FILE.pt.json`` (also embedded in the module as the extra file ``adsformer.json``) names the
@@ -45,9 +46,9 @@ from adsformer.models.ranker import Ranker
 from adsformer.models.registry import ModelSpec
 
 EXPORT_FORMAT = "adsformer-torchscript"
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2  # 2: the touch input
 TARGETS = ("listing", "shop", "taxonomy")
-INPUT_NAMES = ("listing", "shop", "taxonomy", "categorical", "dense", "seq_ids", "seq_len")
+INPUT_NAMES = ("listing", "shop", "taxonomy", "categorical", "dense", "seq_ids", "seq_len", "touch")
 EXTRA_FILE = "adsformer.json"
 TRACE_BATCH = 8
 CHECK_BATCHES = (1, 5, 19)  # batch sizes the traced module is checked on (none equals TRACE_BATCH)
@@ -83,6 +84,7 @@ class ScoringModule(nn.Module):
         dense: torch.Tensor,
         seq_ids: torch.Tensor,
         seq_len: torch.Tensor,
+        touch: torch.Tensor,
     ) -> torch.Tensor:
         # The trace fixes M: a block of another width fails here (expand) instead of scoring wrongly. A width
         # of 1 broadcasts, which is exact for lengths <= 1 since padding is masked everywhere.
@@ -91,7 +93,7 @@ class ScoringModule(nn.Module):
         cats = {name: categorical[:, j] for j, name in enumerate(self.categorical)}
         ids = {pair: seq_ids[i] for i, pair in enumerate(self.pairs)}
         lengths = {pair: seq_len[i] for i, pair in enumerate(self.pairs)}
-        logit = self.model(target, cats, dense, ids, lengths)  # (B,), no position tower
+        logit = self.model(target, cats, dense, ids, lengths, None, touch)  # (B,), no position tower
         return torch.sigmoid(self.scale * (logit + self.log_keep_rate) + self.bias)
 
 
@@ -114,7 +116,15 @@ def stack_inputs(batch: Batch, pairs: list[str], categorical: list[str]) -> tupl
         if pairs
         else torch.zeros((0, B, 1), dtype=torch.int64),
         torch.stack([batch.seq_len[p] for p in pairs]) if pairs else torch.zeros((0, B), dtype=torch.int64),
+        batch.touch if batch.touch is not None else _untouched(B, len(pairs)),
     )
+
+
+def _untouched(B: int, P: int) -> torch.Tensor:
+    """(B, P, 2) touch signals of targets never touched: count 0, age -1."""
+    out = torch.zeros((B, P, 2))
+    out[:, :, 1] = -1.0
+    return out
 
 
 def example_inputs(
@@ -150,7 +160,17 @@ def example_inputs(
         torch.randn((B, spec.n_dense), generator=g, dtype=torch.float32),
         seq_ids,
         seq_len,
+        _example_touch(g, B, len(pairs), M),
     )
+
+
+def _example_touch(g: torch.Generator, B: int, P: int, M: int) -> torch.Tensor:
+    """(B, P, 2) synthetic touch signals, sparse as in real logs: a fifth of the (candidate, pair) cells
+    touched 1..3 times, ages 0..3600 s; the rest untouched (count 0, age -1)."""
+    count = torch.randint(1, min(3, M) + 1, (B, P), generator=g).float()  # (B, P)
+    count = torch.where(torch.rand((B, P), generator=g) < 0.2, count, 0.0)
+    age = torch.randint(0, 3601, (B, P), generator=g).float()  # (B, P)
+    return torch.stack([count, torch.where(count > 0, age, -1.0)], dim=2)
 
 
 @torch.no_grad()
@@ -257,6 +277,7 @@ def _describe(predictor: Any, wrapper: ScoringModule, max_len: int, keep_rate: f
             {"name": "dense", "shape": ["B", F], "dtype": "float32", "columns": dense},
             {"name": "seq_ids", "shape": [P, "B", max_len], "dtype": "int64", "pairs": pairs},
             {"name": "seq_len", "shape": [P, "B"], "dtype": "int64", "pairs": pairs},
+            {"name": "touch", "shape": ["B", P, 2], "dtype": "float32", "pairs": pairs},
         ],
         "output": {
             "name": "probability",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from adsformer.adpm import ADPM, ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
+from adsformer.adpm import ADPM, ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig, TouchConfig
 from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.pretrained import FrozenTable
 
@@ -33,7 +33,11 @@ def _table(d=3):
     return FrozenTable("air", rng.normal(size=(SIZES["listing"], d)).astype(np.float32), present)
 
 
+NO_TOUCH = TouchConfig(enabled=False)  # the paper's three components (component 4 has its own tests)
+
+
 def _adpm(**over):
+    over.setdefault("touch", NO_TOUCH)
     cfg = ADPMConfig(encoder=EncoderConfig(max_len=6), pretrained=PretrainedConfig(tables=("air",)), **over)
     torch.manual_seed(0)
     return ADPM(cfg, SIZES, PAIRS, [_table()]).eval()
@@ -117,6 +121,7 @@ def test_component_subsets_and_errors():
             encoder=EncoderConfig(enabled=False),
             pretrained=PretrainedConfig(),
             learned=LearnedConfig(pairs=("shop:view",)),
+            touch=NO_TOUCH,
         ),
         SIZES,
         PAIRS,
@@ -128,6 +133,7 @@ def test_component_subsets_and_errors():
                 encoder=EncoderConfig(enabled=False),
                 pretrained=PretrainedConfig(),
                 learned=LearnedConfig(enabled=False),
+                touch=NO_TOUCH,
             ),
             SIZES,
             PAIRS,

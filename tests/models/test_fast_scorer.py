@@ -72,14 +72,18 @@ def _inputs(lengths: dict[str, int], width: int, seed: int = 1):
         # non-zero garbage beyond the length: padding must never matter
         seq_ids[pair] = torch.randint(1, VOCAB[pair.split(":")[0]], (1, width), generator=g)
         seq_len[pair] = torch.tensor([lengths.get(pair, 3)])
-    return target, categorical, dense, seq_ids, seq_len
+    # each candidate's own touch signals (B, P, 2): counts 0..3, ages in the hour, -1 where untouched
+    count = torch.randint(0, 4, (B, len(PAIRS)), generator=g).float()
+    age = torch.randint(0, 3600, (B, len(PAIRS)), generator=g).float()
+    touch = torch.stack([count, torch.where(count > 0, age, -1.0)], dim=2)
+    return target, categorical, dense, seq_ids, seq_len, touch
 
 
-def _plain(model, target, categorical, dense, seq_ids, seq_len):
+def _plain(model, target, categorical, dense, seq_ids, seq_len, touch):
     ids = {k: v.expand(B, -1).contiguous() for k, v in seq_ids.items()}
     lens = {k: v.expand(B).contiguous() for k, v in seq_len.items()}
     with torch.no_grad():
-        return model(target, categorical, dense, ids, lens)
+        return model(target, categorical, dense, ids, lens, None, touch)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -110,7 +114,7 @@ def test_padding_width_and_garbage_do_not_matter():
     wide = _inputs({"listing:view": 4}, width=40, seed=3)
     for pair in PAIRS:  # same real events, different padding (width and garbage beyond the length)
         wide[3][pair][0, :4] = narrow[3][pair][0, :4]
-    wide = (narrow[0], narrow[1], narrow[2], wide[3], wide[4])
+    wide = (narrow[0], narrow[1], narrow[2], wide[3], wide[4], narrow[5])
     torch.testing.assert_close(scorer.logits(*wide), scorer.logits(*narrow), rtol=0, atol=1e-6)
     torch.testing.assert_close(scorer.logits(*wide), _plain(model, *wide), rtol=1e-5, atol=1e-5)
 

@@ -32,6 +32,8 @@ def test_indexed_float16_table_in_the_fast_path():
     dense = torch.randn(B, 2, generator=g)
     seq_ids = {p: torch.randint(1, VOCAB[p.split(":")[0]], (1, 9), generator=g) for p in PAIRS}
     seq_len = {p: torch.tensor([7]) for p in PAIRS}
+    count = torch.randint(0, 3, (B, len(PAIRS)), generator=g).float()  # (B, P) each candidate's touches
+    touch = torch.stack([count, torch.where(count > 0, 60.0, -1.0)], dim=2)  # (B, P, 2)
     with torch.no_grad():
         ref = model(
             target,
@@ -39,6 +41,8 @@ def test_indexed_float16_table_in_the_fast_path():
             dense,
             {k: v.expand(B, -1) for k, v in seq_ids.items()},
             {k: v.expand(B) for k, v in seq_len.items()},
+            None,
+            touch,
         )
-    got = FastScorer(model).logits(target, categorical, dense, seq_ids, seq_len)
+    got = FastScorer(model).logits(target, categorical, dense, seq_ids, seq_len, touch)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

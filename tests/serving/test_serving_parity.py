@@ -54,6 +54,7 @@ def test_served_features_equal_the_offline_builder(store, make_service, catalog,
     service = make_service(redis_url=url, feature_log_dir=tmp_path / "log")
     user, rows, now = _events(sim_data, catalog)
     key = f"browser:{user.user_id}" if user.user_id.startswith("b_") else f"user:{user.user_id}"
+    service.clock = lambda: float(now)  # the server clock of the replayed request
     service.ingest(key, rows)
     out = service.rank(RankQuery(query=user.query, user_key=key, n=10_000, ts=now))
     assert out.personalized and out.candidates > 5 and out.history_events > 5
@@ -80,6 +81,10 @@ def test_served_features_equal_the_offline_builder(store, make_service, catalog,
                 pair
             )
         assert sum(int(v[0]) for v in online.seq_len.values()) > 10  # the sequences are not trivially empty
+        # the touch signals, matched on raw ids on both sides by the one function
+        assert online.touch is not None and batch.touch is not None
+        np.testing.assert_array_equal(online.touch.numpy(), batch.touch.numpy())
+        assert (online.touch[:, :, 0] > 0).any()  # some candidate's listing, shop or taxonomy was touched
         np.testing.assert_allclose(model.probabilities(online), p_offline, rtol=0, atol=1e-6)
 
     # the served ads carry exactly the offline probabilities

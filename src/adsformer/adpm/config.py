@@ -60,7 +60,17 @@ class LearnedConfig:
 
 
 @dataclass(frozen=True)
+class TouchConfig:
+    """Component 4 (beyond the paper): target-aware touch signals per (entity, action) sequence -- how often
+    and how recently the user touched the target's listing / shop / taxonomy / attribute, matched on raw ids."""
+
+    enabled: bool = True
+    pairs: tuple[str, ...] = ("all",)
+
+
+@dataclass(frozen=True)
 class ADPMConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
     learned: LearnedConfig = field(default_factory=LearnedConfig)
+    touch: TouchConfig = field(default_factory=TouchConfig)

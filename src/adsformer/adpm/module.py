@@ -1,6 +1,8 @@
-"""ADPM: maps a user's short-term action sequences to a user vector ``u = concat(o1, o2, o3)``.
+"""ADPM: maps a user's short-term action sequences to a user vector ``u = concat(o1, o4, o2, o3)``.
 
-Each component can be switched off by configuration (the paper's ablations are subsets of components).
+Each component can be switched off by configuration (the paper's ablations are subsets of components 1-3;
+component 4, the target-aware touch signals, goes beyond the paper). The columns that depend on the target
+(o1, o4) come first, the ones every candidate shares (o2, o3) last: the fast one-user scorer relies on it.
 
 Letters: B batch, M sequence length; ``out_dim`` = width of ``u``.
 """
@@ -14,6 +16,7 @@ from adsformer.adpm.config import ADPMConfig
 from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.learned import LearnedComponent
 from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
+from adsformer.adpm.touch import TouchComponent
 
 
 def select_pairs(patterns: tuple[str, ...], available: list[str]) -> list[str]:
@@ -43,9 +46,12 @@ class ADPM(nn.Module):
         vocab_sizes: dict[str, int],
         pairs: list[str],
         tables: list[FrozenTable] | None = None,
+        *,
+        window_s: int = 3600,
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.touch: TouchComponent | None = None
         self.encoder: AdSformerEncoder | None = None
         self.pretrained: PretrainedComponent | None = None
         self.learned: LearnedComponent | None = None
@@ -74,18 +80,29 @@ class ADPM(nn.Module):
             comp3_pairs = select_pairs(cfg.learned.pairs, pairs)
             dims = {p.split(":", 1)[0]: cfg.learned.dim(p.split(":", 1)[0]) for p in comp3_pairs}
             self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims)
-        parts = [m for m in (self.encoder, self.pretrained, self.learned) if m is not None]
+        if cfg.touch.enabled:
+            self.touch = TouchComponent(select_pairs(cfg.touch.pairs, pairs), pairs, window_s)
+        parts = [m for m in (self.encoder, self.touch, self.pretrained, self.learned) if m is not None]
         if not parts:
             raise ValueError("ADPM needs at least one component enabled (use the baseline model for none)")
         self.out_dim = sum(int(m.out_dim) for m in parts)
 
     def forward(
-        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """target (B,) listing ids, seq_ids pair -> (B, M), seq_len pair -> (B,)  ->  u (B, out_dim)."""
+        """target (B,) listing ids, seq_ids pair -> (B, M), seq_len pair -> (B,), touch (B, P_all, 2) raw
+        touch signals of every pair  ->  u (B, out_dim)."""
         parts = []
         if self.encoder is not None:
             parts.append(self.encoder(target, seq_ids[self.encoder_pair], seq_len[self.encoder_pair]))  # o1
+        if self.touch is not None:
+            if touch is None:
+                raise ValueError("the touch component needs the batch's touch signals (B, P, 2)")
+            parts.append(self.touch(touch))  # o4
         if self.pretrained is not None:
             parts.append(self.pretrained(seq_ids, seq_len))  # o2
         if self.learned is not None:

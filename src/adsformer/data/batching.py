@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from adsformer.data.features import FeatureSet
+from adsformer.data.touch import NEVER
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Batch:
     seq_ids: dict[str, torch.Tensor]  # pair -> (B, M_b) int64, newest first, 0 = padding; M_b <= M
     seq_len: dict[str, torch.Tensor]  # pair -> (B,) int64
     rows: np.ndarray  # (B,) row indices into the FeatureSet
+    touch: torch.Tensor | None = None  # (B, P, 2) float32 raw touch signals [count, age_s] per pair
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -46,6 +48,7 @@ class Batch:
             move(self.seq_ids),
             move(self.seq_len),
             self.rows,
+            None if self.touch is None else self.touch.to(device),
         )
 
 
@@ -70,7 +73,17 @@ def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr", *, trim: boo
         seq_ids=seq_ids,
         seq_len=seq_len,
         rows=rows,
+        touch=_touch(fs, rows),
     )
+
+
+def _touch(fs: FeatureSet, rows: np.ndarray) -> torch.Tensor:
+    """(B, P, 2) touch signals of ``rows``; untouched (count 0, age NEVER) where the set carries none."""
+    if fs.touch.shape[0] == fs.n and fs.touch.shape[1] == len(fs.sequences):
+        return torch.from_numpy(np.ascontiguousarray(fs.touch[rows]))
+    out = torch.zeros((rows.shape[0], len(fs.sequences), 2))
+    out[:, :, 1] = NEVER
+    return out
 
 
 def iterate_batches(

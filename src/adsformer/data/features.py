@@ -28,6 +28,7 @@ from adsformer.config import DataConfig
 from adsformer.data.schema import ENTITY_COLUMNS, Dataset
 from adsformer.data.sequences import EventIndex, SequenceColumn, time_origin
 from adsformer.data.splits import TEST, TRAIN, VAL, Split, downsample_negatives, time_split
+from adsformer.data.touch import NEVER, raw_codes, touch_signals
 from adsformer.data.vocab import Vocabularies, Vocabulary
 
 TARGET_ENTITIES = ("listing", "shop", "taxonomy")
@@ -81,6 +82,18 @@ class FeatureSet:
     # (N,) int64 dense codes of ``request_id`` (rows of one ranking request share a code); None when unknown
     # (a feature store): per-request metrics (GAUC, NDCG, MRR) and request-level bootstrap need it
     request: np.ndarray | None = None
+    # (N, P, 2) float32 raw touch signals [count, age_s] of the target in each of ``touch_pairs``'
+    # sequences (:mod:`adsformer.data.touch`); (N, 0, 2) when none
+    touch: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2), np.float32))
+    touch_pairs: list[str] = field(default_factory=list)
+
+    def touch_count(self, entity: str = "listing") -> np.ndarray:
+        """(N,) the user's touches of the target's ``entity`` over every pair of that entity (e.g. how
+        often the user viewed, favorited, carted or bought the target listing in the window)."""
+        cols = [i for i, p in enumerate(self.touch_pairs) if p.split(":", 1)[0] == entity]
+        if not cols or self.touch.shape[0] != self.n:
+            return np.zeros(self.n, np.float32)
+        return self.touch[:, cols, 0].sum(axis=1)
 
     @property
     def n(self) -> int:
@@ -272,7 +285,11 @@ def build_features(
     if engine not in ("local", "spark"):
         raise ValueError(f"unknown sequence engine {engine!r}; expected local or spark")
     sequences: dict[str, SequenceColumn] = {}
+    # Each pair's sequences are built over event positions (0..E_p-1 of the pair's events), then mapped to
+    # vocabulary indices for the model and to raw-id codes and times for the touch signals.
+    positions: dict[str, SequenceColumn] = {}
     spark_inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    pair_events: dict[str, tuple[np.ndarray, pl.Series, np.ndarray]] = {}  # vocab ids, raw ids, ts
     actions = events["action"].to_numpy()
     for pair in pairs:
         col = pair.column
@@ -285,19 +302,31 @@ def build_features(
             )
             continue
         mask = (actions == pair.action) & events[col].is_not_null().to_numpy()
-        values = vocabs[pair.entity].encode(events[col].filter(pl.Series(mask)))
+        raw = events[col].filter(pl.Series(mask))
+        pair_events[pair.name] = (vocabs[pair.entity].encode(raw), raw, ev_ts_all[mask])
+        where = np.arange(int(mask.sum()), dtype=np.int32)
         if engine == "spark":
-            spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], values)
+            spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], where)
             continue
-        index = EventIndex.build(ev_user[mask], ev_ts_all[mask], values, t0)
-        sequences[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
+        index = EventIndex.build(ev_user[mask], ev_ts_all[mask], where, t0)
+        positions[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
     if spark_inputs:
         from adsformer.data.spark_sequences import spark_sequence_columns
 
-        built = spark_sequence_columns(
+        positions |= spark_sequence_columns(
             spark_inputs, imp_user, imp_ts, window_s=seq_cfg.window_s, max_len=seq_cfg.max_len
         )
-        sequences = {p.name: sequences[p.name] if p.name in sequences else built[p.name] for p in pairs}
+    for name, column in positions.items():
+        sequences[name] = column.map_values(pair_events[name][0])
+    sequences = {p.name: sequences[p.name] for p in pairs}
+    # every pair gets touch signals; a pair without events or a target without that column never matches
+    touch = np.zeros((imps.height, len(pairs), 2), np.float32)
+    touch[:, :, 1] = NEVER
+    for j, pair in enumerate(pairs):
+        if pair.name in positions and pair.column in wide.columns:
+            ts = pair_events[pair.name][2]
+            target_codes, event_codes = raw_codes(wide[pair.column], pair_events[pair.name][1])
+            touch[:, j] = _touch_column(positions[pair.name], target_codes, event_codes, ts, imp_ts)
 
     keep = (
         np.ones(imps.height, bool) if score_all else downsample_negatives(clicked, split.split, cfg.sampling)
@@ -327,7 +356,26 @@ def build_features(
         vocabs,
         info,
         request=user_codes(imps["request_id"])[0] if "request_id" in imps.columns else None,
+        touch=touch,
+        touch_pairs=[p.name for p in pairs],
     )
+
+
+def _touch_column(
+    positions: SequenceColumn, target: np.ndarray, codes: np.ndarray, ts: np.ndarray, now: np.ndarray
+) -> np.ndarray:
+    """Touch signals (N, 2) of one pair: its sequences of event positions read as raw-id codes and times,
+    in chunks of rows (bounded temporaries)."""
+    out = np.zeros((len(positions), 2), np.float32)
+    if codes.size == 0:
+        out[:, 1] = NEVER
+        return out
+    step = 1 << 16
+    for lo in range(0, len(positions), step):
+        rows = np.arange(lo, min(lo + step, len(positions)))
+        where, lengths = positions.padded(rows, trim=True)  # (n, M_b) event positions, (n,)
+        out[rows] = touch_signals(target[rows], codes[where], ts[where], lengths, now[rows])
+    return out
 
 
 def _int_column(frame: pl.DataFrame, name: str, dtype: type) -> np.ndarray:

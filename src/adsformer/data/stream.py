@@ -86,6 +86,9 @@ def _table(fs: FeatureSet, lo: int, hi: int) -> pa.Table:
     if dense.shape[1] == 0:  # no dense feature: a width-1 column of zeros keeps the layout the same
         dense = np.zeros((hi - lo, 1), np.float32)
     cols["dense"] = pa.FixedSizeListArray.from_arrays(pa.array(dense.ravel()), dense.shape[1])
+    touch = np.ascontiguousarray(fs.touch[lo:hi], dtype=np.float32).reshape(hi - lo, -1)  # (n, 2P)
+    if touch.shape[1]:
+        cols["touch"] = pa.FixedSizeListArray.from_arrays(pa.array(touch.ravel()), touch.shape[1])
     for name, column in fs.sequences.items():
         ids, lengths = column.padded(rows, trim=True)  # (n, M_b) newest first, (n,)
         valid = np.arange(ids.shape[1])[None, :] < lengths[:, None]  # (n, M_b)
@@ -216,6 +219,10 @@ class FeatureStore:
             pair: _sequence_column(table[f"s:{pair}"], int(info["max_len"])) for pair in info["pairs"]
         }
         purchased = _np(table["purchased"], np.int8) if "purchased" in table.column_names else None
+        touch = np.zeros((n, 0, 2), np.float32)
+        if "touch" in table.column_names:  # (n, P, 2) raw touch signals, in the pairs' order
+            pairs = table.schema.field("touch").type.list_size // 2
+            touch = _np(table["touch"].combine_chunks().flatten(), np.float32).reshape(n, pairs, 2)
         return FeatureSet(
             clicked=_np(table["clicked"], np.int8),
             purchased=purchased,
@@ -230,6 +237,8 @@ class FeatureStore:
             sequences=sequences,
             vocabs=self.vocabs,
             info=info,
+            touch=touch,
+            touch_pairs=list(info["pairs"]) if touch.shape[1] else [],
         )
 
     def schema(self) -> FeatureSet:

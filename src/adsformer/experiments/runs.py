@@ -54,7 +54,11 @@ def spec_from_features(fs: FeatureSet) -> ModelSpec:
     entities = {"listing", "shop", "taxonomy", "query"} | {p.split(":", 1)[0] for p in fs.sequences}
     sizes = {e: fs.vocabs[e].size for e in sorted(entities)}
     return ModelSpec(
-        sizes, {k: fs.vocabs[k].size for k in fs.categorical}, int(fs.dense.shape[1]), list(fs.sequences)
+        sizes,
+        {k: fs.vocabs[k].size for k in fs.categorical},
+        int(fs.dense.shape[1]),
+        list(fs.sequences),
+        int(fs.info.get("window_s", 3600)),
     )
 
 

@@ -39,11 +39,12 @@ from adsformer.models.user import BST, LastKAverage, NoUser
 
 SeqIds = dict[str, torch.Tensor]  # pair -> (1, M) ids of the one user, newest first
 SeqLen = dict[str, torch.Tensor]  # pair -> (1,) lengths
-#: user module -> (target (B,), seq_ids, seq_len) -> (per-target part (B, Uc), shared part (Us,))
-UserSplit = Callable[[nn.Module, torch.Tensor, SeqIds, SeqLen], tuple[torch.Tensor, torch.Tensor]]
+Touch = torch.Tensor | None  # (B, P, 2) raw touch signals of each candidate
+#: user module -> (target (B,), seq_ids, seq_len, touch) -> (per-target part (B, Uc), shared part (Us,))
+UserSplit = Callable[[nn.Module, torch.Tensor, SeqIds, SeqLen, Touch], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen) -> tuple:
+def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen, touch: Touch) -> tuple:
     assert isinstance(user, ADPM)
     B = target.shape[0]
     if user.encoder is not None:
@@ -51,6 +52,10 @@ def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLe
         o1 = pooled_one_user(user.encoder, target, seq_ids[pair][0], int(seq_len[pair][0]))  # (B, D)
     else:
         o1 = target.new_zeros((B, 0), dtype=torch.float32)
+    if user.touch is not None:  # component 4 reads each candidate's own signals: per target, after o1
+        if touch is None:
+            raise ValueError("the touch component needs each candidate's touch signals (B, P, 2)")
+        o1 = torch.cat([o1, user.touch(touch)], dim=1)  # (B, D + 3P)
     shared = []  # components 2 and 3 for the one user: the mean of each sequence's vectors
     if user.pretrained is not None:
         for table in user.pretrained.tables:
@@ -79,12 +84,12 @@ def _mean(weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return weight[ids].sum(0) / ids.numel()
 
 
-def _lastk(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen) -> tuple:
+def _lastk(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen, touch: Touch) -> tuple:
     u = user(target[:1], seq_ids, seq_len)[0]  # (D,) reads no target
     return u.new_zeros((target.shape[0], 0)), u
 
 
-def _bst(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen) -> tuple:
+def _bst(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen, touch: Touch) -> tuple:
     assert isinstance(user, BST)
     pair, k = user.cfg.pair, user.cfg.k
     x = encode_one_user(user.encoder, target, seq_ids[pair][0], int(seq_len[pair][0]))  # (B, L, D)
@@ -92,7 +97,7 @@ def _bst(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen
     return x.flatten(1), x.new_zeros(0)
 
 
-def _none(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen) -> tuple:
+def _none(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLen, touch: Touch) -> tuple:
     empty = target.new_zeros((target.shape[0], 0), dtype=torch.float32)
     return empty, empty.new_zeros(0)
 
@@ -133,15 +138,17 @@ class FastScorer:
         dense: torch.Tensor,
         seq_ids: SeqIds,
         seq_len: SeqLen,
+        touch: Touch = None,
     ) -> torch.Tensor:
         """target / categorical: name -> (B,) ids, dense (B, F_d); seq_ids pair -> (1, M), seq_len pair ->
-        (1,) for the one user  ->  logits (B,), as ``model(...)`` gives with the sequences repeated B times."""
+        (1,) for the one user; touch (B, P, 2) each candidate's touch signals  ->  logits (B,), as
+        ``model(...)`` gives with the sequences repeated B times."""
         m = self.model
         if m.training:
             raise ValueError("FastScorer needs a model in eval() mode")
         parts = [emb(target[e]) for e, emb in m.target_emb.items()]
         parts += [emb(categorical[name]) for name, emb in m.cat_emb.items()]
-        u_target, u_shared = self._split(m.user, target["listing"], seq_ids, seq_len)  # (B, Uc), (Us,)
+        u_target, u_shared = self._split(m.user, target["listing"], seq_ids, seq_len, touch)  # (B, Uc), (Us,)
         x_c = torch.cat([*parts, dense, u_target], dim=1)  # (B, F + Uc)
         x0 = torch.cat([x_c, u_shared.expand(x_c.shape[0], -1)], dim=1)  # (B, F + U)
         deep = self._deep_forward(x0, x_c, u_shared)  # (B, deep_out)

@@ -89,11 +89,13 @@ class Ranker(nn.Module):
         seq_ids: dict[str, torch.Tensor],
         seq_len: dict[str, torch.Tensor],
         position: torch.Tensor | None = None,
+        touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """-> logits (B,). ``position`` (B,) (1 = top, 0 = unknown) only in training."""
+        """-> logits (B,). ``position`` (B,) (1 = top, 0 = unknown) only in training; ``touch`` (B, P, 2) the
+        raw touch signals of every pair (read by ADPM's touch component)."""
         parts = [emb(target[e]) for e, emb in self.target_emb.items()]
         parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
-        parts += [dense, self.user(target["listing"], seq_ids, seq_len)]
+        parts += [dense, self.user(target["listing"], seq_ids, seq_len, touch)]
         x0 = torch.cat(parts, dim=1)  # (B, F + U)
         h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
         logit = self.head(h).squeeze(1)  # (B,)

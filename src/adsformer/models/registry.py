@@ -23,6 +23,7 @@ class ModelSpec:
     categorical_vocab: dict[str, int]  # "query", "c_*" -> rows
     n_dense: int
     pairs: list[str]
+    window_s: int = 3600  # the sequences' time window (scales the touch component's recency)
 
     def to_json(self) -> dict:
         return {
@@ -30,12 +31,17 @@ class ModelSpec:
             "categorical_vocab": self.categorical_vocab,
             "n_dense": self.n_dense,
             "pairs": self.pairs,
+            "window_s": self.window_s,
         }
 
     @classmethod
     def from_json(cls, obj: dict) -> ModelSpec:
         return cls(
-            dict(obj["vocab_sizes"]), dict(obj["categorical_vocab"]), int(obj["n_dense"]), list(obj["pairs"])
+            dict(obj["vocab_sizes"]),
+            dict(obj["categorical_vocab"]),
+            int(obj["n_dense"]),
+            list(obj["pairs"]),
+            int(obj.get("window_s", 3600)),
         )
 
 
@@ -43,7 +49,7 @@ UserBuilder = Callable[[ModelConfig, ModelSpec, list[FrozenTable]], nn.Module]
 
 
 def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
-    return ADPM(cfg.adpm, spec.vocab_sizes, spec.pairs, tables)
+    return ADPM(cfg.adpm, spec.vocab_sizes, spec.pairs, tables, window_s=spec.window_s)
 
 
 def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:

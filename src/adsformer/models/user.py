@@ -1,7 +1,7 @@
 """User modules other than ADPM: none (non-personalized), last-k average (eBay), BST.
 
-Every user module maps ``(target (B,), seq_ids {pair: (B, M)}, seq_len {pair: (B,)})`` to ``(B, out_dim)``,
-so the ranker can take any of them.
+Every user module maps ``(target (B,), seq_ids {pair: (B, M)}, seq_len {pair: (B,)}, touch (B, P, 2))`` to
+``(B, out_dim)``, so the ranker can take any of them (only ADPM reads the touch signals).
 
 Letters: B batch, M sequence length, k positions used, D width.
 """
@@ -23,7 +23,11 @@ class NoUser(nn.Module):
     out_dim = 0
 
     def forward(
-        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return target.new_zeros((target.shape[0], 0), dtype=torch.float32)  # (B, 0)
 
@@ -38,7 +42,11 @@ class LastKAverage(nn.Module):
         self.out_dim = cfg.dim
 
     def forward(
-        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         k = min(self.cfg.k, seq_ids[self.cfg.pair].shape[1])
         ids = seq_ids[self.cfg.pair][:, :k]  # (B, k) newest first
@@ -65,7 +73,11 @@ class BST(nn.Module):
         self.out_dim = (cfg.k + 1) * cfg.dim
 
     def forward(
-        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         ids, lengths = seq_ids[self.cfg.pair], seq_len[self.cfg.pair]
         if ids.shape[1] < self.cfg.k:  # short sequences: pad to k positions

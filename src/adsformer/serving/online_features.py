@@ -27,6 +27,7 @@ import torch
 
 from adsformer.data.features import LOG_FEATURES, Pair
 from adsformer.data.schema import ENTITY_COLUMNS
+from adsformer.data.touch import codes_for, touch_signals
 from adsformer.predict import Predictor
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.encoding import IdEncoder
@@ -77,6 +78,7 @@ class RequestFeatures:
     seq_ids: dict[str, torch.Tensor]  # pair -> (1, M) int64, newest first, 0 = padding
     seq_len: dict[str, torch.Tensor]  # pair -> (1,) int64
     sequences: dict[str, list[tuple[int, str]]]  # pair -> the raw (ts, value) entries used, newest first
+    touch: torch.Tensor | None = None  # (B, P, 2) float32 raw touch signals of each candidate, pairs' order
 
     def expanded(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The sequences repeated for every candidate: (B, M) ids and (B,) lengths (the plain forward)."""
@@ -114,6 +116,13 @@ class OnlineFeatures:
             name: np.append(self._standardize(name, _floats(frame, name)), 0.0)
             for name in self.dense_stats
             if name in frame.columns and name != "bid"
+        }
+        # raw target values (strings; None where missing, and for the unknown-candidate row n) of the
+        # columns the touch signals match on
+        self._raw = {
+            col: [*frame[col].cast(pl.String).to_list(), None]
+            for col in {ENTITY_COLUMNS.get(e, e) for e in (p.split(":", 1)[0] for p in self.pairs)}
+            if col in frame.columns and col != "listing_id"
         }
 
     def build(
@@ -159,7 +168,45 @@ class OnlineFeatures:
             seq_ids,
             seq_len,
             used,
+            torch.from_numpy(self._touch(listing_ids, rows, query, context, used, now)),
         )
+
+    def _touch(
+        self,
+        listing_ids: Sequence[str],
+        rows: np.ndarray,
+        query: str | None,
+        context: Mapping[str, Any],
+        used: dict[str, list[tuple[int, str]]],
+        now: int,
+    ) -> np.ndarray:
+        """(B, P, 2) raw touch signals: each pair's entries against each candidate's raw value of the
+        pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features)."""
+        B = len(listing_ids)
+        out = np.zeros((B, len(self.pairs), 2), np.float32)
+        for j, name in enumerate(self.pairs):
+            entity = name.split(":", 1)[0]
+            column = ENTITY_COLUMNS.get(entity, entity)
+            targets: Sequence[object | None]
+            if column == "listing_id":
+                targets = listing_ids
+            elif column == "query":
+                targets = [query] * B
+            elif column in context:  # an impression-level value rules, as in the offline join
+                targets = [_str(context[column])] * B
+            elif column in self._raw:
+                raw = self._raw[column]
+                targets = [raw[int(r)] for r in rows]
+            else:
+                targets = [None] * B
+            entries = used[name]
+            table: dict[str, int] = {}
+            codes = codes_for([v for _, v in entries], table)[None, :]  # (1, n)
+            ts = np.array([[t for t, _ in entries]], np.int64).reshape(1, -1)  # (1, n)
+            out[:, j] = touch_signals(
+                codes_for(targets, table), codes, ts, np.array([len(entries)]), np.array([now])
+            )
+        return out
 
     def _sequences(
         self, state: UserState | None, now: int
