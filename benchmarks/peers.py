@@ -339,7 +339,7 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any, seed: int) -> d
     import torch
 
     from adsformer.training.calibration import correct_downsampling
-    from adsformer.training.loop import cosine_lr
+    from adsformer.training.loop import cosine_lr, resolve_batch_size
     from adsformer.training.metrics import log_loss, roc_auc
 
     fs = adapter.fs
@@ -347,7 +347,7 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any, seed: int) -> d
         torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(seed)
     train_rows, val_rows = fs.rows("train", "ctr"), fs.rows("val", "ctr")
-    batch_size = min(train_cfg.batch_size, train_rows.size)
+    batch_size = resolve_batch_size(train_cfg.batch_size, train_rows.size)
     total = math.ceil(train_rows.size / batch_size) * train_cfg.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         model.optimizer, lambda s: cosine_lr(s, total, train_cfg.min_lr_ratio)
@@ -514,7 +514,13 @@ def main(argv: list[str] | None = None) -> None:
     from adsformer.experiments.config import load_experiment
     from adsformer.io import atomic_file, write_json
 
-    base = [f"epochs={args.epochs}", f"batch_size={args.batch_size}", *args.overrides]
+    # every epoch, as the peers run them: no early stopping (patience = epochs)
+    base = [
+        f"epochs={args.epochs}",
+        f"patience={args.epochs}",
+        f"batch_size={args.batch_size}",
+        *args.overrides,
+    ]
     cfg = load_experiment(None, base, extra={"task": "ctr", "model": "adsformer"})
     started = time.perf_counter()
     ds = read_dataset(args.data)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -299,22 +299,32 @@ def train_cmd(
     with _friendly_errors():
         cfg = load_experiment(config, set_, extra=_given(task=task, model=model))
         summary = train_run(data, cfg, out)
-    last = summary["epochs"][-1] if summary["epochs"] else {}
-    console.print(
-        kv_table(
-            "trained",
-            {
-                "task": summary["task"],
-                "model": summary["model"],
-                "train rows": summary["n_train"],
-                "parameters": summary["parameters"],
-                "examples/s": summary["train_examples_per_s"],
-                "val roc_auc (last epoch)": last.get("val_roc_auc", float("nan")),
-                "best epoch": summary["best_epoch"],
-            },
-        )
-    )
+    console.print(kv_table("trained", _trained_rows(summary, auto_batch=cfg.train.batch_size == 0)))
     console.print(f"wrote [bold]{out}[/]")
+
+
+def _trained_rows(summary: dict[str, Any], *, auto_batch: bool = False) -> dict[str, Any]:
+    """What `adsformer train` prints: the restored (best) epoch and its validation scores."""
+    epochs, steps = summary["epochs"], summary["steps_per_epoch"]
+    best = epochs[summary["best_epoch"]] if epochs else {}
+    run = f"{summary['epochs_run']} of at most {summary['max_epochs']}"
+    return {
+        "task": summary["task"],
+        "model": summary["model"],
+        "train rows": summary["n_train"],
+        "parameters": summary["parameters"],
+        "batch size": f"{summary['batch_size']:,}{' (auto)' if auto_batch else ''}, {steps:,} step"
+        f"{'s' if steps != 1 else ''} an epoch",
+        "examples/s": summary["train_examples_per_s"],
+        "epochs run": f"{run}, stopped early" if summary["stopped_early"] else run,
+        "best epoch (from 0, restored)": summary["best_epoch"],
+        f"best epoch's val roc_auc{' (monitored)' if summary['monitor'] == 'roc_auc' else ''}": best.get(
+            "val_roc_auc", float("nan")
+        ),
+        f"best epoch's val log_loss{' (monitored)' if summary['monitor'] == 'log_loss' else ''}": best.get(
+            "val_log_loss", float("nan")
+        ),
+    }
 
 
 @app.command("evaluate")

@@ -9,9 +9,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+#: Warnings go to stderr, so they stay visible when stdout is piped or parsed.
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr (not wrapped); silent where ``console`` is quiet (torchrun ranks > 0)."""
+    if not console.quiet:
+        err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,10 @@ class ExperimentConfig:
 RUN_SHORT_KEYS: dict[str, str] = {
     **{k: f"data.{v}" for k, v in SHORT_KEYS.items()},
     "model": "model.user",
-    "epochs": "train.epochs",
+    "epochs": "train.epochs",  # the most epochs; early stopping (patience, monitor) may end sooner
+    "max_epochs": "train.epochs",
+    "patience": "train.patience",
+    "monitor": "train.monitor",
     "lr": "train.lr",
     "batch_size": "train.batch_size",
     "seed": "train.seed",
@@ -57,7 +60,9 @@ RUN_SHORT_KEYS: dict[str, str] = {
 def load_experiment(
     config: Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Defaults, then the YAML file, then ``extra`` (e.g. --task/--model), then ``--set`` overrides."""
+    """Defaults, then the YAML file, then ``extra`` (e.g. --task/--model), then ``--set`` overrides.
+
+    Out-of-range values raise :class:`ConfigError` naming the key (training values: ``TrainConfig``)."""
     cfg = load_yaml(ExperimentConfig, config) if config else ExperimentConfig()
     if extra:
         cfg = apply_overrides(cfg, extra, RUN_SHORT_KEYS)

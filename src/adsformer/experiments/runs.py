@@ -312,7 +312,13 @@ def run_summary(
         "train_examples_per_s": result.examples_per_s,
         "train_seconds": result.train_seconds,
         "features_seconds": features_s,
-        "best_epoch": result.best_epoch,
+        "batch_size": result.batch_size,  # resolved (batch_size=0 picks it from the training rows)
+        "steps_per_epoch": result.steps_per_epoch,
+        "max_epochs": cfg.train.epochs,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "monitor": result.monitor,
+        "best_epoch": result.best_epoch,  # index into epochs: the restored state
         "epochs": result.epochs,
         "calibration": result.calibrator.to_dict(),
     }

@@ -2,7 +2,12 @@
 
 The loss and the optimizer live here, not in the model. After every epoch the model is scored on the
 validation rows (natural rate; CTR predictions corrected for the training split's negative down-sampling);
-the state with the best validation ROC-AUC is kept and restored at the end.
+the state with the best validation metric (``monitor``: ROC-AUC or log loss) is kept and restored at the end.
+
+Training fits the data: it runs up to ``epochs`` epochs and stops early once ``patience`` epochs in a row
+have not improved the monitored metric. ``batch_size=0`` (the default) picks a batch size from the number
+of training rows (:func:`auto_batch_size`), so a small dataset still gets a few hundred optimizer steps an
+epoch; an epoch of fewer than :data:`FEW_STEPS` steps is warned about on stderr.
 
 The rows come from a :class:`~adsformer.training.sources.BatchSource`: a :class:`FeatureSet` in memory
 (wrapped as :class:`~adsformer.training.sources.InMemorySource`) or a feature store streamed from disk
@@ -19,14 +24,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from adsformer.console import console
+from adsformer.config import ConfigError
+from adsformer.console import console, warn
 from adsformer.data.batching import Batch, iterate_batches, make_batch
 from adsformer.data.features import FeatureSet
 from adsformer.training import distributed
@@ -35,14 +41,24 @@ from adsformer.training.distributed import DistContext
 from adsformer.training.metrics import log_loss, roc_auc
 from adsformer.training.sources import BatchSource, InMemorySource
 
+#: ``batch_size=0`` (auto): the largest power of two in [AUTO_BATCH_MIN, AUTO_BATCH_MAX] that still gives an
+#: epoch at least AUTO_MIN_STEPS optimizer steps (AUTO_BATCH_MIN when even that gives fewer).
+AUTO_BATCH_MIN, AUTO_BATCH_MAX, AUTO_MIN_STEPS = 256, 8192, 200
+#: An epoch of fewer optimizer steps than this is warned about: the model will barely move from its start.
+FEW_STEPS = 50
+
+Monitor = Literal["roc_auc", "log_loss"]
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 8192
+    batch_size: int = 0  # rows per (global) optimizer step; 0 = auto from the training rows (auto_batch_size)
     eval_batch_size: int = 32768
-    epochs: int = 1
+    epochs: int = 10  # the most epochs to run (short keys epochs / max_epochs); early stopping may end sooner
+    patience: int = 2  # stop after this many epochs in a row without a better validation `monitor`
+    monitor: Monitor = "roc_auc"  # the validation metric that picks the best epoch and stops early
     lr: float = 0.002
-    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio
+    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio over `epochs` epochs
     weight_decay: float = 0.0
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -51,12 +67,52 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | auto; under torchrun, cuda is each rank's own GPU
     stream_buffer_rows: int = 262_144  # training from a feature store: rows shuffled together in memory
 
+    def __post_init__(self) -> None:
+        checks = [
+            ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
+            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+            ("epochs", self.epochs >= 1, "(the most epochs to run) must be >= 1"),
+            ("patience", self.patience >= 0, "must be >= 0"),
+            ("monitor", self.monitor in ("roc_auc", "log_loss"), "must be roc_auc or log_loss"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "must be a finite number > 0"),
+            ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be >= 0"),
+            ("threads", self.threads >= 0, "must be >= 0 (0 = torch's default)"),
+            ("log_every", self.log_every >= 1, "must be >= 1"),
+            ("stream_buffer_rows", self.stream_buffer_rows >= 1, "must be >= 1"),
+        ]
+        for key, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"train.{key} {rule}, got {getattr(self, key)!r}")
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The batch size ``batch_size=0`` picks for ``n_train`` training rows: the largest power of two in
+    [256, 8192] with at least 200 steps an epoch (256 for fewer than 51,200 rows, 8192 from 1,638,400)."""
+    batch = AUTO_BATCH_MAX
+    while batch > AUTO_BATCH_MIN and n_train < AUTO_MIN_STEPS * batch:
+        batch //= 2
+    return batch
+
+
+def resolve_batch_size(batch_size: int, n_train: int) -> int:
+    """The (global) batch size training uses: ``batch_size``, or :func:`auto_batch_size` for 0; at most
+    ``n_train`` (and at least 1). The one place every source -- in memory, streamed, distributed -- resolves it."""
+    if batch_size < 0:
+        raise ValueError(f"batch_size must be >= 0 (0 = auto), got {batch_size}")
+    chosen = batch_size or auto_batch_size(n_train)
+    return max(1, min(chosen, n_train))
+
 
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # per logged step
-    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch, with validation metrics
-    best_epoch: int = 0
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch run, with validation metrics
+    best_epoch: int = 0  # index into ``epochs`` of the restored state (best validation ``monitor``)
+    stopped_early: bool = False  # ``patience`` epochs without improvement ended training before ``epochs``
+    batch_size: int = 0  # the resolved (global) batch size
+    steps_per_epoch: int = 0
+    monitor: str = "roc_auc"
     train_examples: int = 0
     train_seconds: float = 0.0
     # down-sampling correction + Platt scaling fit on the validation split (natural rate), best epoch
@@ -68,6 +124,15 @@ class TrainResult:
     @property
     def examples_per_s(self) -> float:
         return self.train_examples / self.train_seconds if self.train_seconds else 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def best(self) -> dict[str, Any]:
+        """The best epoch's record (train loss, validation metrics, step); empty before any epoch."""
+        return self.epochs[self.best_epoch] if self.epochs else {}
 
 
 def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> torch.Tensor:
@@ -158,6 +223,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on the training rows of ``data`` for ``task`` (ctr | pccvr); returns the history.
 
+    Up to ``cfg.epochs`` epochs; after each the validation ``cfg.monitor`` is measured, and training stops
+    early once ``cfg.patience`` epochs in a row have not improved on the best (never without validation
+    rows). The best epoch's state is restored and its validation scores fit the calibrator.
+
     Under torchrun each rank calls this with the same data and the same seeded model; see
     :mod:`adsformer.training.distributed` for the protocol. The model is handed back unwrapped, on its device.
     """
@@ -170,8 +239,15 @@ def train(
         raise ValueError(f"no training rows for task {task!r}")
     if not ctx.sparse_gradients:  # nccl cannot all-reduce sparse gradients: dense Adam for the id tables
         cfg = dataclasses.replace(cfg, sparse_embeddings=False)
-    batch_size = min(cfg.batch_size, source.n_train)
+    batch_size = resolve_batch_size(cfg.batch_size, source.n_train)
     steps_per_epoch = math.ceil(source.n_train / batch_size)
+    if steps_per_epoch < FEW_STEPS and ctx.is_main:
+        advice = "lower batch_size (0 = auto)" if batch_size > AUTO_BATCH_MIN else "use more training rows"
+        warn(
+            f"only {steps_per_epoch} optimizer step{'s' if steps_per_epoch > 1 else ''} an epoch "
+            f"({source.n_train:,} training rows, batch "
+            f"{batch_size:,}{' (auto)' if cfg.batch_size == 0 else ''}): the model may barely train; {advice}"
+        )
     total = steps_per_epoch * cfg.epochs
     model.to(ctx.device)
     if ctx.distributed:
@@ -184,8 +260,14 @@ def train(
     ]
     loss_fn = nn.BCEWithLogitsLoss()
 
-    result = TrainResult(n_train=source.n_train, world_size=ctx.world)
-    best_auc, best_state = -float("inf"), None
+    result = TrainResult(
+        n_train=source.n_train,
+        world_size=ctx.world,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        monitor=cfg.monitor,
+    )
+    best_score, best_state = -float("inf"), None
     best_val_logits = np.zeros(0, np.float32)
     val_labels = np.zeros(0, np.int8)
     step = 0
@@ -244,18 +326,22 @@ def train(
             record = {
                 "epoch": epoch,
                 "train_loss": running / max(global_seen, 1),
-                "val_log_loss": log_loss(val_labels, val_pred),
-                "val_roc_auc": roc_auc(val_labels, val_pred),
+                "val_log_loss": log_loss(val_labels, val_pred) if val_labels.size else float("nan"),
+                "val_roc_auc": roc_auc(val_labels, val_pred) if val_labels.size else float("nan"),
                 "step": step,
             }
             result.epochs.append(record)
             if on_epoch:
                 on_epoch(record)
-            score = record["val_roc_auc"] if np.isfinite(record["val_roc_auc"]) else -record["val_log_loss"]
-            if score > best_auc:
-                best_auc, result.best_epoch = score, epoch
+            score = monitored_score(record, cfg.monitor)
+            if score > best_score:
+                best_score, result.best_epoch = score, epoch
                 best_state = _snapshot(model)
                 best_val_logits = val_logits
+            elif val_labels.size and epoch - result.best_epoch >= cfg.patience and epoch + 1 < cfg.epochs:
+                result.stopped_early = True  # every rank sees the same gathered scores: all stop together
+                bar.update(job, total=step)
+                break
     if ctx.distributed:
         distributed.unsync_batchnorm(model)
     result.n_val = int(val_labels.size)
@@ -265,6 +351,15 @@ def train(
     else:
         result.calibrator = Calibrator(source.keep_rate)
     return result
+
+
+def monitored_score(record: dict[str, Any], monitor: str) -> float:
+    """The higher-is-better score of an epoch record for ``monitor``: validation ROC-AUC (its negated log
+    loss when AUC is undefined: one class only) or the negated validation log loss; NaN never improves."""
+    if monitor == "roc_auc" and np.isfinite(record["val_roc_auc"]):
+        return float(record["val_roc_auc"])
+    loss = float(record["val_log_loss"])
+    return -loss if np.isfinite(loss) else -float("inf")
 
 
 def frozen_state_keys(model: nn.Module) -> set[str]:
