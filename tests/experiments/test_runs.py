@@ -7,7 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from adsformer.cli import app
+from adsformer.data.features import build_features
+from adsformer.data.schema import read_dataset
+from adsformer.experiments.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
+from adsformer.training.metrics import roc_auc
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 runner = CliRunner()
@@ -128,7 +132,18 @@ def test_ablate_paper_suite(sim_dir, tmp_path):
     result = json.loads((out / "ablation.json").read_text())
     assert {"task", "dataset", "seeds", "rows"} <= set(result) and result["seeds"] == 2
     names = [r["name"] for r in result["rows"]]
-    assert names == ["baseline", "[Comp1,Comp3]", "[Comp1]", "[Comp3]", "BST-k=20-8heads", "Ebay-k=5"]
+    assert names == [
+        "baseline",
+        "[Comp1,Comp3]",
+        "[Comp1]",
+        "[Comp3]",
+        "BST-k=20-8heads",
+        "Ebay-k=5",
+        "adSformer",
+        "[Touch]",
+        "rule-touch",
+        "rule-touch+position",
+    ]
     assert {s["name"] for s in result["skipped"]} == {
         "ADPM-3[MaxPool]",
         "ADPM-3[AvgPool]",
@@ -139,12 +154,22 @@ def test_ablate_paper_suite(sim_dir, tmp_path):
     for row in result["rows"]:
         for key in ("roc_auc", "pr_auc", "log_loss", "roc_auc_lift", "pr_auc_lift"):
             assert set(row[key]) == {"mean", "std"}
-        for key in ("gauc", "ndcg_at_10", "mrr", "roc_auc_logged"):  # ranking quality, over seeds too
+        logged = ("roc_auc_logged",) if row["name"] != "rule-touch" else ()  # that rule reads no position
+        for key in ("gauc", "ndcg_at_10", "mrr", *logged):  # ranking quality, over seeds too
             assert set(row[key]) == {"mean", "std"} and 0 < row[key]["mean"] <= 1, (row["name"], key)
     assert "| GAUC |" in (out / "ablation.md").read_text()
     base = result["rows"][0]
     assert base["roc_auc_lift"] == {"mean": 0.0, "std": 0.0}
-    assert "ADPM" in (out / "ablation.md").read_text() or "Comp1" in (out / "ablation.md").read_text()
+    # the rules score exactly what they say: the touch count alone, then position and price rank
+    rows = {r["name"]: r for r in result["rows"]}
+    fs = build_features(read_dataset(sim_dir), load_experiment(CONFIGS / "ctr_test.yaml").data)
+    test = fs.rows("test", "ctr")
+    touch_auc = roc_auc(fs.clicked[test], fs.touch_count("listing")[test])
+    assert rows["rule-touch"]["roc_auc"] == pytest.approx({"mean": touch_auc, "std": 0.0}, abs=1e-9)
+    assert rows["rule-touch"]["roc_auc_logged"] is None and rows["rule-touch"]["train_examples_per_s"] is None
+    assert rows["rule-touch+position"]["roc_auc_logged"] == rows["rule-touch+position"]["roc_auc"]
+    md = (out / "ablation.md").read_text()
+    assert "| adSformer |" in md and "| rule-touch+position |" in md and "95% interval" in md
     assert "ablation.md" in " ".join(res.output.split())
 
 

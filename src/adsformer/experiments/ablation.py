@@ -23,8 +23,17 @@ from adsformer.console import console
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.experiments.config import ExperimentConfig
-from adsformer.experiments.runs import check_task, fit, mean_std, mean_std_present, test_metrics
+from adsformer.experiments.rules import RULES, rule_scores
+from adsformer.experiments.runs import (
+    _calibrated_metrics,
+    check_task,
+    fit,
+    mean_std,
+    mean_std_present,
+    test_metrics,
+)
 from adsformer.io import atomic_dir
+from adsformer.training.calibration import Calibrator
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "gauc", "ndcg_at_10", "mrr", "roc_auc_logged")
 #: metrics a run may lack (null: no request ids, no position tower, older runs): their mean/std is null
@@ -35,17 +44,24 @@ OPTIONAL_METRICS = frozenset({"gauc", "ndcg_at_10", "mrr", "roc_auc_logged"})
 class Row:
     name: str
     user: str
-    components: tuple[bool, bool, bool] = (True, True, True)  # ADPM comp 1, 2, 3
+    # ADPM components 1, 2, 3; None = as configured (the default adSformer: component 2 when tables are set)
+    components: tuple[bool, bool, bool] | None = (True, True, True)
     pooling: str = "max"
     tables: tuple[int, ...] | None = None  # which of the configured pretrained tables (None: all)
+    touch: bool = False  # ADPM component 4, the target-aware touch signals (beyond the paper)
 
     @property
     def needs_tables(self) -> bool:
-        return self.user == "adsformer" and self.components[1]
+        return self.user == "adsformer" and self.components is not None and self.components[1]
+
+    @property
+    def is_rule(self) -> bool:
+        """A no-learning rule (:mod:`adsformer.experiments.rules`): scored, not trained."""
+        return self.user in RULES
 
     def apply(self, cfg: ExperimentConfig) -> ExperimentConfig:
         adpm: ADPMConfig = cfg.model.adpm
-        c1, c2, c3 = self.components
+        c1, c2, c3 = self.components or (adpm.encoder.enabled, True, adpm.learned.enabled)
         adpm = dataclasses.replace(
             adpm,
             encoder=dataclasses.replace(adpm.encoder, enabled=c1, pooling=self.pooling),
@@ -53,6 +69,7 @@ class Row:
                 adpm.pretrained, tables=self._tables(adpm.pretrained.tables) if c2 else ()
             ),
             learned=dataclasses.replace(adpm.learned, enabled=c3),
+            touch=dataclasses.replace(adpm.touch, enabled=self.touch),
         )
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=self.user, adpm=adpm))
 
@@ -75,6 +92,16 @@ PAPER_SUITE: tuple[Row, ...] = (
     Row("Ebay-k=5", "lastk"),
 )
 
+#: Beyond the paper, in every table: the default adSformer (ADPM as configured -- component 2 when tables
+#: are set -- plus the target-aware touch signals), the touch signals alone, and the no-learning rules a
+#: user would compare against.
+COMPARISON_ROWS: tuple[Row, ...] = (
+    Row("adSformer", "adsformer", None, touch=True),
+    Row("[Touch]", "adsformer", (False, False, False), touch=True),
+    Row("rule-touch", "rule-touch"),
+    Row("rule-touch+position", "rule-touch+position"),
+)
+
 
 def pretrained_suite(tables: tuple[str, ...]) -> tuple[Row, ...]:
     """The paper's table 4 for the given tables: ADPM-3 with every non-empty subset of them in component 2
@@ -88,6 +115,7 @@ def pretrained_suite(tables: tuple[str, ...]) -> tuple[Row, ...]:
         Row("baseline", "baseline"),
         *(Row("/".join(names[i] for i in c), "adsformer", tables=c) for c in subsets),
         Row("No Pretrained Representations", "adsformer", (True, False, True)),
+        *(r for r in COMPARISON_ROWS if r.is_rule),
     )
 
 
@@ -97,7 +125,7 @@ def _table_name(directory: str) -> str:
 
 
 SUITES: dict[str, Callable[[tuple[str, ...]], tuple[Row, ...]]] = {
-    "paper": lambda _tables: PAPER_SUITE,
+    "paper": lambda _tables: PAPER_SUITE + COMPARISON_ROWS,
     "pretrained": pretrained_suite,
 }
 
@@ -139,13 +167,17 @@ def run_ablation(
     for seed in seed_values:
         for row in active:
             row_cfg = row.apply(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
-            model, result = fit(row_cfg, fs, show_progress=False)
-            m = test_metrics(model, fs, row_cfg, result.calibrator)
-            m["train_examples_per_s"] = result.examples_per_s
+            if row.is_rule:
+                m, seconds = _rule_metrics(row.user, fs, row_cfg), 0.0
+            else:
+                model, result = fit(row_cfg, fs, show_progress=False)
+                m = test_metrics(model, fs, row_cfg, result.calibrator)
+                m["train_examples_per_s"] = result.examples_per_s
+                seconds = result.train_seconds
             runs[row.name].append(m)
             log(
-                f"seed {seed} {row.name:<18} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
-                f"log_loss {m['log_loss']:.4f}  ({result.train_seconds:.1f} s)"
+                f"seed {seed} {row.name:<20} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
+                f"log_loss {m['log_loss']:.4f}  ({seconds:.1f} s)"
             )
     summary: dict[str, Any] = {
         "task": cfg.task,
@@ -157,6 +189,38 @@ def run_ablation(
     }
     write_ablation(summary, out)
     return summary
+
+
+def _rule_metrics(name: str, fs: Any, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The test metrics of a no-learning rule, in the fields a trained row reports (``roc_auc_logged`` is
+    its ``roc_auc`` when the rule reads the logged position; it never trains: no examples/s)."""
+    r = rule_scores(name, fs, cfg.task)
+    m = _calibrated_metrics(
+        r["y"],
+        r["p"],
+        r["p"],
+        cfg,
+        Calibrator(),
+        groups=r["groups"],
+        p_logged=r["p"] if r["positional"] else None,
+    )
+    m["train_examples_per_s"] = None
+    return m
+
+
+#: two-sided 97.5% Student-t quantiles by degrees of freedom (1..10); more seeds use 1.96
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def t_interval(values: list[float]) -> list[float] | None:
+    """95% Student-t interval ``[lo, hi]`` of the mean of ``values`` (None for fewer than two)."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    half = (T_975[n - 2] if n - 2 < len(T_975) else 1.96) * sd / n**0.5
+    return [mean - half, mean + half]
 
 
 def summarize(
@@ -179,10 +243,12 @@ def summarize(
                     100.0 * (r[metric] - b[metric]) / b[metric] for r, b in zip(row_runs, base, strict=True)
                 ]
                 rec[f"{metric}_lift"] = mean_std(lifts)
+                rec[f"{metric}_lift_ci"] = t_interval(lifts)
             else:
                 rec[f"{metric}_lift"] = None
+                rec[f"{metric}_lift_ci"] = None
         rec["ece"] = mean_std([r["ece"] for r in row_runs])
-        rec["train_examples_per_s"] = mean_std([r["train_examples_per_s"] for r in row_runs])
+        rec["train_examples_per_s"] = mean_std_present([r.get("train_examples_per_s") for r in row_runs])
         rec["n_test"] = row_runs[0]["n_test"]
         rec["runs"] = row_runs
         table_rows.append(rec)
@@ -267,18 +333,31 @@ def ablation_markdown(result: dict[str, Any]) -> str:
             return "n/a"
         return f"{v['mean']:+.2f}% ± {v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
 
+    def interval(ci: list[float] | None) -> str:
+        if not ci:
+            return "n/a"
+        mark = "" if ci[0] > 0 or ci[1] < 0 else " (n.s.)"
+        return f"[{ci[0]:+.2f}%, {ci[1]:+.2f}%]{mark}"
+
     lines = [
         f"# Ablation: {result['task'].upper()} on {result['dataset']} "
         f"({result['seeds']} seed{'s' if result['seeds'] != 1 else ''}, mean ± std)",
         "",
-        "| model | ROC-AUC | PR-AUC | log loss | GAUC | ROC-AUC lift | PR-AUC lift |",
-        "|---|---|---|---|---|---|---|",
+        "| model | ROC-AUC | PR-AUC | log loss | GAUC | ROC-AUC logged | ROC-AUC lift | 95% interval "
+        "| PR-AUC lift |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['name']} | {cell(r['roc_auc'])} | {cell(r['pr_auc'])} | {cell(r['log_loss'])} | "
-            f"{cell(r.get('gauc'))} | {cell(r['roc_auc_lift'], True)} | {cell(r['pr_auc_lift'], True)} |"
+            f"{cell(r.get('gauc'))} | {cell(r.get('roc_auc_logged'))} | {cell(r['roc_auc_lift'], True)} | "
+            f"{interval(r.get('roc_auc_lift_ci'))} | {cell(r['pr_auc_lift'], True)} |"
         )
+    lines += [
+        "",
+        "Lift intervals: Student-t 95% over seeds (lift against the same seed's baseline); (n.s.) = the "
+        "interval crosses zero, not significant; n/a with one seed. Rules do not learn: their spread is 0.",
+    ]
     for s in result["skipped"]:
         lines.append(f"\n- skipped {s['name']}: {s['reason']}")
     return "\n".join(lines) + "\n"
