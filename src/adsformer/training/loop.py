@@ -138,7 +138,9 @@ class TrainResult:
 def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> torch.Tensor:
     """The model's logits (B,) for a batch; the position tower only ``with_position`` (training)."""
     position = batch.position if with_position else None
-    return model(batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len, position)
+    return model(
+        batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len, position, batch.touch
+    )
 
 
 @torch.no_grad()
