@@ -10,7 +10,9 @@ class EncoderConfig:
     """Component 1: the adSformer encoder over one (entity, action) sequence, target listing at position 0."""
 
     enabled: bool = True
-    pair: str = "listing:view"
+    # "auto": listing:view when the data has it, else the listing sequence with the most events (see
+    # FeatureSet.listing_pair); trivago, for one, has no views
+    pair: str = "auto"
     dim: int = 32  # d1
     heads: int = 3
     head_dim: int = 32  # per-head width (Keras key_dim); the paper uses 3 heads of a 32-d model

@@ -17,6 +17,7 @@ from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.learned import LearnedComponent
 from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
 from adsformer.adpm.touch import TouchComponent
+from adsformer.data.features import choose_listing_pair
 
 
 def select_pairs(patterns: tuple[str, ...], available: list[str]) -> list[str]:
@@ -56,7 +57,10 @@ class ADPM(nn.Module):
         self.pretrained: PretrainedComponent | None = None
         self.learned: LearnedComponent | None = None
         if cfg.encoder.enabled:
-            (self.encoder_pair,) = select_pairs((cfg.encoder.pair,), pairs)
+            requested = cfg.encoder.pair
+            if requested == "auto":  # unresolved (a model built without data): views, else the first
+                requested = choose_listing_pair("auto", dict.fromkeys(pairs, 1))
+            (self.encoder_pair,) = select_pairs((requested,), pairs)
             entity = self.encoder_pair.split(":", 1)[0]
             if entity != "listing":
                 raise ValueError(

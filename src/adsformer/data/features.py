@@ -87,6 +87,11 @@ class FeatureSet:
     touch: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 2), np.float32))
     touch_pairs: list[str] = field(default_factory=list)
 
+    def listing_pair(self, requested: str = "auto") -> str:
+        """The listing sequence a one-sequence module reads: ``requested`` itself, or for ``auto``
+        ``listing:view`` when built, else the listing pair with the most events (ValueError when none)."""
+        return choose_listing_pair(requested, {p: c.values.shape[0] for p, c in self.sequences.items()})
+
     def touch_count(self, entity: str = "listing") -> np.ndarray:
         """(N,) the user's touches of the target's ``entity`` over every pair of that entity (e.g. how
         often the user viewed, favorited, carted or bought the target listing in the window)."""
@@ -126,6 +131,19 @@ class FeatureSet:
                 raise ValueError("this dataset has no conversions: no PCCVR labels")
             return self.purchased
         return self.clicked
+
+
+def choose_listing_pair(requested: str, counts: dict[str, int]) -> str:
+    """``requested``, or for ``auto``: ``listing:view`` when among ``counts`` (pair -> events), else the
+    listing pair with the most events."""
+    if requested != "auto":
+        return requested
+    listing = {p: n for p, n in counts.items() if p.startswith("listing:")}
+    if not listing:
+        raise ValueError(f"no listing sequence to read (pairs: {sorted(counts)}); set the pair explicitly")
+    if "listing:view" in listing:
+        return "listing:view"
+    return max(sorted(listing), key=lambda p: listing[p])
 
 
 def enrich_events(events: pl.DataFrame, listings: pl.DataFrame) -> pl.DataFrame:

@@ -23,6 +23,7 @@ import polars as pl
 
 from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
+from adsformer.console import console
 from adsformer.data.batching import iterate_batches
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset, read_dataset
@@ -93,13 +94,44 @@ def pretrained_tables(cfg: ExperimentConfig, fs: FeatureSet) -> list[FrozenTable
 
 
 def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
-    """The config with the sequence pairs the data actually produced, so evaluation rebuilds the same."""
+    """The config with the sequence pairs the data actually produced, so evaluation rebuilds the same,
+    and ``auto`` one-sequence pairs resolved (:func:`resolve_listing_pairs`)."""
     seq = dataclasses.replace(cfg.data.sequences, pairs=tuple(fs.info["pairs"]))
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq))
+    return resolve_listing_pairs(
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq)), fs
+    )
+
+
+def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = False) -> ExperimentConfig:
+    """``auto`` pairs of the encoder, BST and last-k made concrete for this data: ``listing:view`` when
+    the data has it, else the listing sequence with the most events (said on the console with ``say``)."""
+    m = cfg.model
+    if "auto" not in (m.adpm.encoder.pair, m.bst.pair, m.lastk.pair):
+        return cfg
+    pair = fs.listing_pair("auto")
+    if say and pair != "listing:view":
+        console.print(
+            f"note: the data has no listing:view sequence; the encoder reads {pair} (the most frequent)"
+        )
+
+    def fix(p: str) -> str:
+        return pair if p == "auto" else p
+
+    adpm = dataclasses.replace(
+        m.adpm, encoder=dataclasses.replace(m.adpm.encoder, pair=fix(m.adpm.encoder.pair))
+    )
+    model = dataclasses.replace(
+        m,
+        adpm=adpm,
+        bst=dataclasses.replace(m.bst, pair=fix(m.bst.pair)),
+        lastk=dataclasses.replace(m.lastk, pair=fix(m.lastk.pair)),
+    )
+    return dataclasses.replace(cfg, model=model)
 
 
 def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) -> tuple[Any, TrainResult]:
     """Build the configured model for ``fs`` and train it; returns (model, result)."""
+    cfg = resolve_listing_pairs(cfg, fs, say=show_progress)
     model = _seeded_model(cfg, fs)
     model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
     return model, train(model, fs, cfg.task, cfg.train, show_progress=show_progress)

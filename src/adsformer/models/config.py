@@ -11,7 +11,7 @@ from adsformer.adpm.config import ADPMConfig
 class BSTConfig:
     """Behavior Sequence Transformer (Chen et al. 2019): transformer over target + last k, outputs concatenated."""
 
-    pair: str = "listing:view"
+    pair: str = "auto"  # as the ADPM encoder's: listing:view, else the most frequent listing sequence
     k: int = 20
     dim: int = 32
     heads: int = 8
@@ -24,7 +24,7 @@ class BSTConfig:
 class LastKConfig:
     """Average of the learned embeddings of the last k listings (the eBay approach)."""
 
-    pair: str = "listing:view"
+    pair: str = "auto"  # as the ADPM encoder's: listing:view, else the most frequent listing sequence
     k: int = 5
     dim: int = 32
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from adsformer.adpm.module import ADPM
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.data.features import choose_listing_pair
 from adsformer.models.config import ModelConfig
 from adsformer.models.ranker import Ranker, WideSpec
 from adsformer.models.user import BST, LastKAverage, NoUser
@@ -53,13 +55,21 @@ def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Mo
 
 
 def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
-    _require_pair(cfg.bst.pair, spec)
-    return BST(cfg.bst, spec.vocab_sizes["listing"])
+    bst = dataclasses.replace(cfg.bst, pair=_concrete(cfg.bst.pair, spec))
+    _require_pair(bst.pair, spec)
+    return BST(bst, spec.vocab_sizes["listing"])
 
 
 def _lastk(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
-    _require_pair(cfg.lastk.pair, spec)
-    return LastKAverage(cfg.lastk, spec.vocab_sizes["listing"])
+    lastk = dataclasses.replace(cfg.lastk, pair=_concrete(cfg.lastk.pair, spec))
+    _require_pair(lastk.pair, spec)
+    return LastKAverage(lastk, spec.vocab_sizes["listing"])
+
+
+def _concrete(pair: str, spec: ModelSpec) -> str:
+    """An ``auto`` pair not resolved against the data (a model built from a spec alone): listing:view,
+    else the first listing pair."""
+    return choose_listing_pair(pair, dict.fromkeys(spec.pairs, 1)) if pair == "auto" else pair
 
 
 def _none(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
