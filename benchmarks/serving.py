@@ -73,8 +73,8 @@ def user_states(model: ServingModel, catalog: Catalog, data: Path, rng: random.R
     (busy,) = pick_users(data, 1)
     store = InMemoryStore(StoreSpec(model.online.window_s, model.online.max_len))
     events = busy.events.to_dicts()
-    store.append("busy", sequence_items(events, model.pairs, catalog), [])
     busy_now = int(busy.events["ts"].max()) + 1
+    store.append("busy", sequence_items(events, model.pairs, catalog), [], now=busy_now)
     state = store.read("busy", model.pairs, busy_now)
     out[f"busiest real window ({state.sequences.get('listing:view', []).__len__()} views)"] = (
         state,
@@ -139,8 +139,9 @@ def bench_rank(service: RankingService, data: Path, repeats: int) -> dict[str, A
     (user,) = pick_users(data, 1)
     key = f"user:{user.user_id}"
     events = user.events.to_dicts()
-    service.ingest(key, events)
     now = int(user.events["ts"].max()) + 1
+    service.clock = lambda: float(now)  # the dataset's time is the server clock here
+    service.ingest(key, events)
     q = RankQuery(query=user.query, user_key=key, n=10, ts=now)
     for _ in range(5):
         service.rank(q)

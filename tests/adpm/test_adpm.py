@@ -171,3 +171,28 @@ def test_length_groups_give_the_single_block_values_and_gradients(pooling):
     assert outs[0].shape == (B, 32)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_target_attention_pooling_ignores_padding_and_follows_the_target():
+    """Component 3 with DIN-style target attention: padding never matters, an empty sequence pools to
+    zeros, and the pooled vector leans to the entry most like the target."""
+    comp = ADPM(
+        ADPMConfig(
+            encoder=EncoderConfig(enabled=False), learned=LearnedConfig(pooling="target"), touch=NO_TOUCH
+        ),
+        SIZES,
+        PAIRS,
+    ).learned
+    assert comp is not None and comp.attended == ["listing:view", "listing:favorite"]
+    table = comp.tables["listing:view"]
+    table.weight.zero_()
+    table.weight[3, 0], table.weight[4, 1] = 5.0, 5.0  # two orthogonal listings
+    ids = {p: torch.zeros((2, 4), dtype=torch.long) for p in PAIRS}
+    lens = {p: torch.tensor([2, 0]) for p in PAIRS}
+    ids["listing:view"] = torch.tensor([[3, 4, 9, 9], [7, 7, 7, 7]])  # garbage beyond each length
+    out = comp.attend(torch.tensor([3, 3]), ids, lens)  # (2, 32 + 32)
+    assert out[0, 0] > 4.9 and out[0, 1] < 0.1  # attends to listing 3, the target
+    assert out[1].abs().sum() == 0  # empty sequence: zeros
+    ids["listing:view"][0, 2:] = torch.tensor([1, 2])
+    torch.testing.assert_close(comp.attend(torch.tensor([3, 3]), ids, lens), out)

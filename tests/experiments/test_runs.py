@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adsformer.cli import app
+from adsformer.config import ConfigError
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.experiments.config import load_experiment
@@ -107,7 +108,12 @@ def test_train_then_evaluate_writes_metrics(sim_dir, tmp_path, task, model):
         assert metrics["n_test"] < 1000 and summary["n_train"] < 1000
 
 
-def test_ablate_paper_suite(sim_dir, tmp_path):
+def test_ablate_paper_suite(sim_dir, tmp_path, monkeypatch):
+    from adsformer.experiments import ablation
+
+    # the peers' rows (DIN, TransAct) have their own tests (test_peers.py): here they are skipped as
+    # without the optional package fuxictr
+    monkeypatch.setattr(ablation, "peers_unavailable", lambda: "needs fuxictr")
     out = tmp_path / "abl"
     res = _ok(
         runner.invoke(
@@ -140,6 +146,7 @@ def test_ablate_paper_suite(sim_dir, tmp_path):
         "BST-k=20-8heads",
         "Ebay-k=5",
         "adSformer",
+        "adSformer[TargetAttn]",
         "[Touch]",
         "rule-touch",
         "rule-touch+position",
@@ -150,7 +157,10 @@ def test_ablate_paper_suite(sim_dir, tmp_path):
         "[Comp1,Comp2]",
         "[Comp2,Comp3]",
         "[Comp2]",
+        "DIN",
+        "TransAct",
     }
+    assert {s["reason"] for s in result["skipped"] if s["name"] in ("DIN", "TransAct")} == {"needs fuxictr"}
     for row in result["rows"]:
         for key in ("roc_auc", "pr_auc", "log_loss", "roc_auc_lift", "pr_auc_lift"):
             assert set(row[key]) == {"mean", "std"}
@@ -322,6 +332,53 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
     result = json.loads((out / "ablation.json").read_text())
     assert [r["name"] for r in result["rows"]] == ["baseline", "alpha", "No Pretrained Representations"]
     assert result["suite"] == "pretrained" and not result["skipped"]
+
+
+def test_ablate_tables_auto_learns_a_skipgram_table_inside_the_output(sim_dir, tmp_path):
+    """``--tables auto``: a skip-gram table from the sessions before the test period, in OUT/tables, and
+    the rows with pretrained tables run instead of being skipped."""
+    from adsformer.representations.table import RepresentationTable
+
+    out = tmp_path / "abl"
+    result = _ablate_rows(sim_dir, out, "ADPM-3[MaxPool]", "--tables", "auto")
+    table_dir = out / "tables" / "skipgram"
+    assert [r["name"] for r in result["rows"]] == ["baseline", "ADPM-3[MaxPool]"] and not result["skipped"]
+    assert result["config"]["model"]["adpm"]["pretrained"]["tables"] == [str(table_dir)]
+    assert result["auto_tables"] == [str(table_dir)]
+    table = RepresentationTable.load(table_dir)
+    fs = build_features(read_dataset(sim_dir), load_experiment(CONFIGS / "ctr_test.yaml").data)
+    assert table.kind == "skipgram" and table.settings["cutoff_ts"] == fs.split.test_start
+    assert (out / "ablation.md").exists() and (table_dir / "quality.json").exists()
+
+    # --set tables=auto too, in the pretrained suite (its row is named after the table); a rerun into
+    # the same folder relearns the table and keeps it
+    again = _ablate_rows(sim_dir, out, "skipgram", "--suite", "pretrained", "--set", "tables=auto")
+    assert [r["name"] for r in again["rows"]] == ["baseline", "skipgram"] and not again["skipped"]
+    assert (table_dir / "table.json").exists()
+
+
+def test_merge_treats_auto_tables_of_each_part_as_the_same():
+    """Seeds spread over processes each learn the (same) auto table into their own output folder."""
+    from adsformer.experiments.ablation import merge_ablations, summarize
+
+    def part(seed, table, auto=True):
+        run = {"roc_auc": 0.6, "pr_auc": 0.1, "log_loss": 0.3, "ece": 0.01, "train_examples_per_s": 1.0,
+               "n_test": 10}  # fmt: skip
+        config = {"model": {"adpm": {"pretrained": {"tables": [table]}}}, "train": {"seed": seed}}
+        return {"task": "ctr", "dataset": "d", "suite": "paper", "skipped": [], "config": config,
+                **({"auto_tables": [table]} if auto else {}),
+                **summarize({"baseline": [run]}, ["baseline"], [seed])}  # fmt: skip
+
+    merged = merge_ablations([part(0, "a/tables/skipgram"), part(1, "b/tables/skipgram")])
+    assert merged["seed_values"] == [0, 1] and merged["auto_tables"] == ["a/tables/skipgram"]
+    with pytest.raises(ConfigError, match="tables"):
+        merge_ablations([part(0, "a/t", auto=False), part(1, "b/t", auto=False)])
+
+
+def _ablate_rows(sim_dir, out, row, *extra):
+    base = ["ablate", "--data", str(sim_dir), "--config", str(CONFIGS / "ctr_test.yaml"), "--seeds", "1"]
+    _ok(runner.invoke(app, [*base, "--only", row, "--out", str(out), *extra]))
+    return json.loads((out / "ablation.json").read_text())
 
 
 def _ablate(sim_dir, out, *extra):

@@ -34,6 +34,9 @@ CONFIGS = {
     "adpm-no-encoder": ModelConfig(adpm=ADPMConfig(encoder=EncoderConfig(enabled=False))),
     "adpm-encoder-only": ModelConfig(adpm=ADPMConfig(learned=LearnedConfig(enabled=False))),
     "adpm-pretrained": ModelConfig(adpm=ADPMConfig(pretrained=PretrainedConfig(tables=("t",)))),
+    "adpm-target-attention": ModelConfig(
+        adpm=ADPMConfig(pretrained=PretrainedConfig(tables=("t",)), learned=LearnedConfig(pooling="target"))
+    ),
     "lastk": ModelConfig(user="lastk", lastk=LastKConfig(k=4)),
     "bst": ModelConfig(user="bst", bst=BSTConfig(k=6, heads=2, head_dim=8, dropout=0.1)),
     "baseline": ModelConfig(user="baseline"),

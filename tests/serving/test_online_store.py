@@ -39,8 +39,8 @@ def test_window_cap_and_newest_first(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=3, ttl_s=60))
     assert isinstance(store, OnlineStore)
     assert store.version("user:a") == 0
-    v = store.append("user:a", _items([(PAIR, t, f"l{t}") for t in (10, 20, 30, 40)]), [])
-    assert v == 1
+    v = store.append("user:a", _items([(PAIR, t, f"l{t}") for t in (10, 20, 30, 40)]), [], now=41)
+    assert v.version == 1 and v.entries == 4 and v.duplicates == ()
     state = store.read("user:a", [PAIR, "shop:view"], now=45)
     assert state.version == 1
     assert state.sequences[PAIR] == [(40, "l40"), (30, "l30"), (20, "l20")]  # capped at 3, newest first
@@ -53,14 +53,14 @@ def test_window_cap_and_newest_first(make_store):
 
 def test_cap_without_extra_entries(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=3, ttl_s=60, extra_len=0))
-    store.append("user:a", _items([(PAIR, t, f"l{t}") for t in (10, 20, 30, 40)]), [])
+    store.append("user:a", _items([(PAIR, t, f"l{t}") for t in (10, 20, 30, 40)]), [], now=41)
     assert store.read("user:a", [PAIR], now=40).sequences[PAIR] == [(30, "l30"), (20, "l20")]  # 10 dropped
 
 
 def test_same_second_in_reverse_arrival_order_and_late_events_sorted(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60))
-    store.append("user:a", _items([(PAIR, 50, "x"), (PAIR, 50, "y")]), [])
-    store.append("user:a", _items([(PAIR, 50, "z"), (PAIR, 20, "late")]), [])
+    store.append("user:a", _items([(PAIR, 50, "x"), (PAIR, 50, "y")]), [], now=51)
+    store.append("user:a", _items([(PAIR, 50, "z"), (PAIR, 20, "late")]), [], now=51)
     seq = store.read("user:a", [PAIR], now=60).sequences[PAIR]
     assert seq == [(50, "z"), (50, "y"), (50, "x"), (20, "late")]
     assert store.version("user:a") == 2
@@ -68,8 +68,9 @@ def test_same_second_in_reverse_arrival_order_and_late_events_sorted(make_store)
 
 def test_time_trim_on_write(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60))
-    store.append("user:a", _items([(PAIR, 10, "old"), (PAIR, 150, "mid")]), [])
-    store.append("user:a", _items([(PAIR, 200, "new")]), [])  # "old" (< 200 - 100) can never be read again
+    store.append("user:a", _items([(PAIR, 10, "old"), (PAIR, 150, "mid")]), [], now=150)
+    # at server time 200, "old" (< 200 - 100) can never be read again
+    store.append("user:a", _items([(PAIR, 200, "new")]), [], now=200)
     if isinstance(store, RedisStore):
         assert store.client.zcard(store.sequence_key("user:a", PAIR)) == 2
     assert store.read("user:a", [PAIR], now=195).sequences[PAIR] == [(150, "mid")]
@@ -77,7 +78,7 @@ def test_time_trim_on_write(make_store):
 
 def test_values_with_colons_and_spaces_survive(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60))
-    store.append("browser:b:1", _items([("query:search", 5, "red: mug  large")]), [])
+    store.append("browser:b:1", _items([("query:search", 5, "red: mug  large")]), [], now=6)
     assert store.read("browser:b:1", ["query:search"], now=6).sequences["query:search"] == [
         (5, "red: mug  large")
     ]
@@ -86,7 +87,7 @@ def test_values_with_colons_and_spaces_survive(make_store):
 def test_events_reach_the_stream_and_keys_get_a_ttl(make_store):
     store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60))
     events = [{"ts": 5, "action": "view", "listing_id": "l1"}, {"ts": 6, "action": "search", "query": "mug"}]
-    store.append("user:a", _items([(PAIR, 5, "l1")]), events)
+    store.append("user:a", _items([(PAIR, 5, "l1")]), events, now=7)
     if isinstance(store, RedisStore):
         assert store.client.xlen(store.stream_key) == 2
         last = store.client.xrevrange(store.stream_key, count=1)[0][1]
@@ -100,7 +101,7 @@ def test_events_reach_the_stream_and_keys_get_a_ttl(make_store):
 def test_memory_store_expires_users_after_the_ttl():
     now = [1000.0]
     store = InMemoryStore(StoreSpec(window_s=100, max_len=10, ttl_s=60), clock=lambda: now[0])
-    store.append("user:a", _items([(PAIR, 5, "l1")]), [])
+    store.append("user:a", _items([(PAIR, 5, "l1")]), [], now=6)
     now[0] += 59
     assert store.version("user:a") == 1
     now[0] += 2
@@ -115,15 +116,16 @@ def test_random_streams_match_the_offline_builder(make_store, seed):
     window, cap = 300, 7
     store = make_store(StoreSpec(window_s=window, max_len=cap, ttl_s=600))
     ts = np.sort(rng.integers(0, 1000, 120))
-    ts = ts + rng.integers(-20, 1, ts.size)  # some events arrive late (out of order)
+    ts = ts + rng.integers(-20, 1, ts.size) + 20  # some events arrive late (out of order); all >= 0
     values = [f"l{v}" for v in rng.integers(0, 30, ts.size)]
     start = 0
-    while start < ts.size:
+    while start < ts.size:  # the server clock: a second after the latest event so far
         stop = start + int(rng.integers(1, 9))
         store.append(
             "user:a",
             _items([(PAIR, int(t), v) for t, v in zip(ts[start:stop], values[start:stop], strict=False)]),
             [],
+            now=int(ts[:stop].max()) + 1,
         )
         start = stop
     now = int(ts.max()) + int(rng.integers(1, 50))
@@ -143,3 +145,96 @@ def test_unreachable_redis_fails_fast_as_store_unavailable():
     with pytest.raises(StoreUnavailableError, match="retrying"):
         store.append("user:a", [SequenceItem(PAIR, 1, "l1")], [])
     assert store.ping() is False
+
+
+def _event_items(pairs_ts_values_events):
+    return [SequenceItem(p, ts, v, event=e) for p, ts, v, e in pairs_ts_values_events]
+
+
+def test_retried_events_with_an_event_id_are_stored_once(make_store):
+    store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60, dedupe_ttl_s=50))
+    events = [
+        {"ts": 10, "action": "view", "listing_id": "l1", "event_id": "e1"},
+        {"ts": 11, "action": "view", "listing_id": "l2", "event_id": "e2"},
+        {"ts": 12, "action": "view", "listing_id": "l3"},  # no id: always stored
+    ]
+    items = _event_items([(PAIR, 10, "l1", 0), (PAIR, 11, "l2", 1), (PAIR, 12, "l3", 2)])
+    first = store.append("user:a", items, events, now=20)
+    assert (first.version, first.events, first.entries, first.duplicates) == (1, 3, 3, ())
+    retry = store.append("user:a", items[:2], events[:2], now=21)  # the same batch again: nothing new
+    assert (retry.version, retry.events, retry.entries, retry.duplicates) == (1, 0, 0, (0, 1))
+    assert store.version("user:a") == 1
+    overlap = store.append(
+        "user:a",
+        _event_items([(PAIR, 11, "l2", 0), (PAIR, 13, "l4", 1), (PAIR, 13, "l4", 2)]),
+        [
+            events[1],
+            {**events[1], "ts": 13, "listing_id": "l4", "event_id": "e4"},
+            {"ts": 13, "action": "view", "event_id": "e4"},
+        ],
+        now=22,
+    )  # e2 again, e4 new, e4 twice in one batch
+    assert (overlap.version, overlap.events, overlap.entries, overlap.duplicates) == (2, 1, 1, (0, 2))
+    got = [v for _, v in store.read("user:a", [PAIR], now=30).sequences[PAIR]]
+    assert got == ["l4", "l3", "l2", "l1"]
+    if isinstance(store, RedisStore):
+        assert store.client.xlen(store.stream_key) == 4
+        assert store.client.zcard(store.ids_key("user:a")) == 3
+        assert 0 < store.client.ttl(store.ids_key("user:a")) <= 50
+    else:
+        assert [e.get("event_id") for e in store.stream] == ["e1", "e2", None, "e4"]
+    # ids are remembered for dedupe_ttl_s of server time, then the same id is a new event
+    later = store.append("user:a", items[:1], events[:1], now=20 + 51)
+    assert later.events == 1 and later.duplicates == ()
+
+
+def test_remembered_ids_are_bounded_per_user(make_store):
+    store = make_store(StoreSpec(window_s=100, max_len=10, ttl_s=60, dedupe_max_ids=3))
+    for i in range(5):
+        store.append("user:a", [], [{"ts": 10, "action": "view", "event_id": f"e{i}"}], now=20)
+    assert store.append(
+        "user:a", [], [{"ts": 10, "action": "view", "event_id": "e4"}], now=20
+    ).duplicates == (0,)
+    assert store.append("user:a", [], [{"ts": 10, "action": "view", "event_id": "e0"}], now=20).events == 1
+
+
+def test_a_future_dated_event_does_not_wipe_history(make_store):
+    """Trimming goes by the server clock: events dated ahead of it neither move the window nor push the
+    others out through the length cap."""
+    store = make_store(StoreSpec(window_s=100, max_len=5, ttl_s=600, extra_len=2))
+    now = 1_000
+    store.append("user:a", _items([(PAIR, now - 50 + i, f"l{i}") for i in range(5)]), [], now=now)
+    store.append("user:a", _items([(PAIR, now + 86_400, "tomorrow")]), [], now=now)
+    store.append("user:a", _items([(PAIR, now + 5, f"f{i}") for i in range(70)]), [], now=now)
+    assert [v for _, v in store.read("user:a", [PAIR], now=now).sequences[PAIR]] == [
+        f"l{i}" for i in (4, 3, 2, 1, 0)
+    ]
+    store.append("user:a", _items([(PAIR, now - 1, "real")]), [], now=now)  # later real events are kept
+    assert store.read("user:a", [PAIR], now=now).sequences[PAIR][0] == (now - 1, "real")
+    if isinstance(store, RedisStore):  # at most max_len + extra_len before and as many after the clock
+        assert store.client.zcard(store.sequence_key("user:a", PAIR)) == 6 + 7
+
+
+@pytest.mark.parametrize("ts", [-1, 10**400, 10**11, 2**63])
+def test_times_out_of_range_never_reach_the_store(make_store, ts):
+    store = make_store(StoreSpec(window_s=100, max_len=5, ttl_s=60))
+    with pytest.raises(ValueError, match="not an integer in"):
+        store.append("user:a", _items([(PAIR, ts, "x")]), [], now=10)
+    with pytest.raises(ValueError, match="outside"):
+        store.read("user:a", [PAIR], now=ts)
+    assert store.version("user:a") == 0
+
+
+def test_refused_commands_do_not_open_the_breaker(redis_server):
+    store = RedisStore(redis_server.url, StoreSpec(), timeout_s=1.0, retry_s=60.0, open_after=1)
+    for _ in range(5):
+        with pytest.raises(StoreUnavailableError, match="refused the command"):
+            store._call(lambda: store.client.execute_command("NO.SUCH.COMMAND"))
+    assert store.version("user:a") == 0  # the breaker is closed: the store is asked, and answers
+
+
+def test_store_errors_never_show_the_password():
+    store = RedisStore("redis://:hunter2@127.0.0.1:1/0", StoreSpec(), timeout_s=0.05, open_after=1)
+    with pytest.raises(StoreUnavailableError) as err:
+        store.version("user:a")
+    assert "hunter2" not in str(err.value) and "127.0.0.1:1/0" in str(err.value)

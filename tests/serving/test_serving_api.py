@@ -15,12 +15,15 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 KEY = {"X-API-Key": API_KEY}
+NOW = 10_000  # the server clock of these tests (events are accepted from a day before to 300 s after)
 
 
 @pytest.fixture
 def client(make_settings, make_service):
     settings = make_settings(max_events_per_batch=5, max_ads=20)
-    app = create_app(settings, service=make_service(max_events_per_batch=5, max_ads=20))
+    service = make_service(max_events_per_batch=5, max_ads=20)
+    service.clock = lambda: float(NOW)
+    app = create_app(settings, service=service)
     with TestClient(app) as c:
         yield c
 
@@ -40,15 +43,16 @@ def test_events_then_rank(client, catalog):
     lid = catalog.ids[3]
     r = client.post(
         "/events",
-        json={"user_id": "u_9", "events": [{"ts": 1000, "action": "view", "listing_id": lid}]},
+        json={"user_id": "u_9", "events": [{"ts": NOW - 10, "action": "view", "listing_id": lid}]},
         headers=KEY,
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["accepted"] == 1 and body["user_key"] == "user:u_9" and body["version"] == 1
+    assert body["accepted"] == body["stored"] == 1 and body["duplicates"] == 0
+    assert body["user_key"] == "user:u_9" and body["version"] == 1
     assert body["entries"] >= 3  # listing, shop, taxonomy (and colour) of a view
     query = catalog.listings["title"][3]
-    r = client.post("/rank", json={"user_id": "u_9", "query": query, "n": 3, "ts": 1010})
+    r = client.post("/rank", json={"user_id": "u_9", "query": query, "n": 3})  # at the server clock
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["personalized"] and out["history_events"] >= 3 and len(out["ads"]) == 3
@@ -94,7 +98,12 @@ def test_malformed_events_name_the_fields(client, body, fields):
         ({"user_id": "u"}, {"body"}),  # neither query nor listing
         ({"query": "mug", "n": 0}, {"body.n"}),
         ({"query": "mug", "n": 21}, {"body.n"}),  # over max_ads
-        ({"query": "mug", "context": {"device": "phone"}}, {"body.context"}),
+        ({"query": "mug", "context": {"device": "phone"}}, {"body.context.device.[key]"}),
+        ({"query": "mug", "context": {"c_device": "phone"}}, {"body.context.c_device"}),  # no run reads it
+        (
+            {"query": "mug", "context": {"f_rating": "high", "c_color": 3}},
+            {"body.context.f_rating", "body.context.c_color"},
+        ),
         ({"query": "mug", "user_id": "u", "browser_id": "b"}, {"body"}),
         ({"query": 7, "ts": "now"}, {"body.query", "body.ts"}),
     ],
@@ -112,16 +121,20 @@ def test_oversized_batches_are_rejected_with_a_clear_message(client):
     assert "6 events exceeds the limit of 5" in r.json()["detail"]
 
 
-def test_unknown_ids_are_fine(client):
+def test_unknown_ids_are_fine_unknown_actions_are_not(client):
+    wish = [{"ts": 101, "action": "wishlist", "listing_id": "l_1"}]  # an action word nobody declared
+    r = client.post("/events", json={"browser_id": "b", "events": wish}, headers=KEY)
+    assert r.status_code == 422 and _fields(r) == {"body.events.0.action"}
+    assert "allowed: cart_add, favorite, purchase, search, view" in r.json()["message"]
     events = [
         {"ts": 100, "action": "view", "listing_id": "never-seen"},
-        {"ts": 101, "action": "wishlist", "listing_id": "never-seen-either"},  # an action no model uses
+        {"ts": 101, "action": "favorite", "listing_id": "never-seen-either"},
         {"ts": 102, "action": "search", "query": "zzz qqq"},
     ]
     r = client.post("/events", json={"browser_id": "new-browser", "events": events}, headers=KEY)
     assert r.status_code == 200 and r.json()["user_key"] == "browser:new-browser"
     for body in (
-        {"browser_id": "new-browser", "query": "mug", "ts": 110},
+        {"browser_id": "new-browser", "query": "mug", "ts": 110},  # a ranking as of an earlier time
         {"user_id": "nobody", "listing_id": "no-such-listing"},
         {"query": "words that match nothing"},
     ):

@@ -39,6 +39,7 @@ def test_events_in_sequences_out_window_and_cap(app_on_redis, catalog):
     cap, window = service.ctr.online.max_len, service.ctr.online.window_s
     ids = catalog.ids[: cap + 5]
     t0 = 10_000_000
+    service.clock = lambda: float(t0 + len(ids))  # the server clock, just after the events
     old = [{"ts": t0 - window - 50, "action": "view", "listing_id": catalog.ids[-1]}]
     with TestClient(app) as client:
         assert (
@@ -67,6 +68,7 @@ def test_cache_ttl_and_bypass_on_new_events(app_on_redis, catalog):
     service = app.state.service
     now = [0.0]
     service.cache = ScoreCache(ttl_s=5.0, clock=lambda: now[0])
+    service.clock = lambda: 5_000_000.0
     ask = {"user_id": "u2", "query": "mug", "n": 5, "ts": 5_000_000}
     with TestClient(app) as client:
         first = client.post("/rank", json=ask).json()
@@ -89,6 +91,7 @@ def test_cache_ttl_and_bypass_on_new_events(app_on_redis, catalog):
 
 def test_redis_stopped_mid_test_falls_back_to_non_personalized(app_on_redis, redis_server, catalog):
     app = app_on_redis(cache_ttl_s=30)
+    app.state.service.clock = lambda: 7_000_000.0
     ask = {"user_id": "u3", "query": catalog.listings["title"][0], "n": 5, "ts": 7_000_000}
     with TestClient(app) as client:
         client.post(

@@ -54,6 +54,10 @@ class LearnedConfig:
     taxonomy_dim: int = 8
     query_dim: int = 16
     attribute_dim: int = 8  # listing attributes c_* used as entities (e.g. c_color:view)
+    # "mean": the paper's average pooling; "target": DIN-style target attention for listing sequences
+    # (weights = softmax over the real entries of the scaled dot product with the target listing's
+    # embedding in the same table; other entities keep the average)
+    pooling: str = "mean"
 
     def dim(self, entity: str) -> int:
         if entity.startswith("c_"):

@@ -24,20 +24,61 @@ from adsformer.layers.pooling import lengths_to_mask
 class LearnedComponent(nn.Module):
     """``tables[pair]`` is an ``nn.Embedding(vocab_size(entity), d_entity)``; output (B, sum of d)."""
 
-    def __init__(self, pairs: list[str], vocab_sizes: dict[str, int], dims: dict[str, int]) -> None:
+    def __init__(
+        self, pairs: list[str], vocab_sizes: dict[str, int], dims: dict[str, int], pooling: str = "mean"
+    ) -> None:
         super().__init__()
         if not pairs:
             raise ValueError("component 3 is enabled but no (entity, action) pair is configured")
+        if pooling not in ("mean", "target"):
+            raise ValueError(f"component 3 pooling must be 'mean' or 'target', got {pooling!r}")
         self.pairs = list(pairs)
+        #: pairs pooled by target attention (listing sequences, with pooling="target"); they depend on the
+        #: target, so the fast one-user scorer computes them per candidate
+        self.attended = [p for p in self.pairs if pooling == "target" and p.startswith("listing:")]
         self.tables = nn.ModuleDict()
         for pair in self.pairs:
             entity = pair.split(":", 1)[0]
             self.tables[_key(pair)] = nn.Embedding(vocab_sizes[entity], dims[entity], padding_idx=0)
         self.out_dim = sum(dims[p.split(":", 1)[0]] for p in self.pairs)
+        self.attended_dim = sum(dims[p.split(":", 1)[0]] for p in self.attended)
 
-    def forward(self, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        target: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """-> (B, sum d_e): the averaged pairs, then the target-attended ones (``target`` (B,) needed)."""
+        return torch.cat([self.averaged(seq_ids, seq_len), self.attend(target, seq_ids, seq_len)], dim=1)
+
+    def attend(
+        self, target: torch.Tensor | None, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Target attention over each attended pair: (B, sum d_e of those pairs); (B, 0) when none."""
+        parts = []
+        for pair in self.attended:
+            if target is None:
+                raise ValueError("target attention pooling needs the target listing ids")
+            ids, lengths = seq_ids[pair], seq_len[pair].clamp(max=seq_ids[pair].shape[1])  # (B, M), (B,)
+            table = cast(nn.Embedding, self.tables[_key(pair)])
+            e = table(ids)  # (B, M, d)
+            q = table(target)  # (B, d)
+            scores = torch.einsum("bmd,bd->bm", e, q) * e.shape[-1] ** -0.5  # (B, M)
+            mask = lengths_to_mask(lengths, ids.shape[1])  # (B, M)
+            w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)  # empty: 0
+            parts.append(torch.einsum("bm,bmd->bd", w, e))  # (B, d)
+        if not parts:
+            B = next(iter(seq_len.values())).shape[0] if seq_len else 0
+            return torch.zeros((B, 0))
+        return torch.cat(parts, dim=1)
+
+    def averaged(self, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The averaged pairs (B, sum d_e), in the pairs' order."""
         parts = []
         for pair in self.pairs:
+            if pair in self.attended:
+                continue
             ids, lengths = seq_ids[pair], seq_len[pair].clamp(max=seq_ids[pair].shape[1])  # (B, M), (B,)
             real = ids[lengths_to_mask(lengths, ids.shape[1])]  # (T,) row by row, in order
             offsets = torch.cumsum(lengths, 0) - lengths  # (B,) start of each row's bag

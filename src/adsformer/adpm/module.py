@@ -1,4 +1,5 @@
-"""ADPM: maps a user's short-term action sequences to a user vector ``u = concat(o1, o4, o2, o3)``.
+"""ADPM: maps a user's short-term action sequences to a user vector ``u = concat(o1, o4, o2, o3)``
+(with target-attention pooling in component 3, its attended pairs move before o2).
 
 Each component can be switched off by configuration (the paper's ablations are subsets of components 1-3;
 component 4, the target-aware touch signals, goes beyond the paper). The columns that depend on the target
@@ -83,7 +84,7 @@ class ADPM(nn.Module):
         if cfg.learned.enabled:
             comp3_pairs = select_pairs(cfg.learned.pairs, pairs)
             dims = {p.split(":", 1)[0]: cfg.learned.dim(p.split(":", 1)[0]) for p in comp3_pairs}
-            self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims)
+            self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims, cfg.learned.pooling)
         if cfg.touch.enabled:
             self.touch = TouchComponent(select_pairs(cfg.touch.pairs, pairs), pairs, window_s)
         parts = [m for m in (self.encoder, self.touch, self.pretrained, self.learned) if m is not None]
@@ -107,8 +108,10 @@ class ADPM(nn.Module):
             if touch is None:
                 raise ValueError("the touch component needs the batch's touch signals (B, P, 2)")
             parts.append(self.touch(touch))  # o4
+        if self.learned is not None and self.learned.attended:
+            parts.append(self.learned.attend(target, seq_ids, seq_len))  # o3, target-attended pairs
         if self.pretrained is not None:
             parts.append(self.pretrained(seq_ids, seq_len))  # o2
         if self.learned is not None:
-            parts.append(self.learned(seq_ids, seq_len))  # o3
+            parts.append(self.learned.averaged(seq_ids, seq_len))  # o3, averaged pairs
         return torch.cat(parts, dim=1)

@@ -5,17 +5,28 @@ data, over seeds.
 Every row is the same ranker and the same features; only the user module (and ADPM's components) change.
 The features are built once; each seed re-initializes and re-shuffles every model. Lifts are relative to
 the non-personalized baseline of the same seed, in percent, then averaged over seeds.
+
+Every suite also has the established peers ``DIN`` and ``TransAct`` (FuxiCTR's, trained on the same
+features and split by :mod:`adsformer.experiments.peers`; skipped with the install command when the
+optional package fuxictr is not installed). ``tables=auto`` (``adsformer ablate --tables auto``) first learns
+a skip-gram listing table from the sessions before the test period into ``OUT/tables/skipgram``
+(:func:`learn_auto_tables`), so the rows with pretrained tables run on any dataset.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from adsformer.adpm.config import ADPMConfig
 from adsformer.config import ConfigError, to_dict
@@ -23,6 +34,7 @@ from adsformer.console import console
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.experiments.config import ExperimentConfig
+from adsformer.experiments.peers import FUXICTR_VERSION, PEER_PAIR, PEERS, peer_logits, peers_unavailable
 from adsformer.experiments.rules import RULES, rule_scores
 from adsformer.experiments.runs import (
     _calibrated_metrics,
@@ -33,11 +45,15 @@ from adsformer.experiments.runs import (
     test_metrics,
 )
 from adsformer.io import atomic_dir
+from adsformer.representations.skipgram import SkipGramConfig, train_skipgram
 from adsformer.training.calibration import Calibrator
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "gauc", "ndcg_at_10", "mrr", "roc_auc_logged")
 #: metrics a run may lack (null: no request ids, no position tower, older runs): their mean/std is null
 OPTIONAL_METRICS = frozenset({"gauc", "ndcg_at_10", "mrr", "roc_auc_logged"})
+#: ``tables=auto``: learn a skip-gram table into OUT/AUTO_TABLE before the rows run
+AUTO = "auto"
+AUTO_TABLE = Path("tables") / "skipgram"
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class Row:
     pooling: str = "max"
     tables: tuple[int, ...] | None = None  # which of the configured pretrained tables (None: all)
     touch: bool = False  # ADPM component 4, the target-aware touch signals (beyond the paper)
+    comp3_pooling: str = "mean"  # component 3: "mean" (the paper) or "target" (DIN-style target attention)
 
     @property
     def needs_tables(self) -> bool:
@@ -59,6 +76,11 @@ class Row:
         """A no-learning rule (:mod:`adsformer.experiments.rules`): scored, not trained."""
         return self.user in RULES
 
+    @property
+    def is_peer(self) -> bool:
+        """An established peer from FuxiCTR (:mod:`adsformer.experiments.peers`): trained by its own code."""
+        return self.user in PEERS
+
     def apply(self, cfg: ExperimentConfig) -> ExperimentConfig:
         adpm: ADPMConfig = cfg.model.adpm
         c1, c2, c3 = self.components or (adpm.encoder.enabled, True, adpm.learned.enabled)
@@ -68,7 +90,7 @@ class Row:
             pretrained=dataclasses.replace(
                 adpm.pretrained, tables=self._tables(adpm.pretrained.tables) if c2 else ()
             ),
-            learned=dataclasses.replace(adpm.learned, enabled=c3),
+            learned=dataclasses.replace(adpm.learned, enabled=c3, pooling=self.comp3_pooling),
             touch=dataclasses.replace(adpm.touch, enabled=self.touch),
         )
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=self.user, adpm=adpm))
@@ -97,16 +119,22 @@ PAPER_SUITE: tuple[Row, ...] = (
 #: user would compare against.
 COMPARISON_ROWS: tuple[Row, ...] = (
     Row("adSformer", "adsformer", None, touch=True),
+    Row("adSformer[TargetAttn]", "adsformer", None, touch=True, comp3_pooling="target"),
     Row("[Touch]", "adsformer", (False, False, False), touch=True),
     Row("rule-touch", "rule-touch"),
     Row("rule-touch+position", "rule-touch+position"),
 )
 
 
+#: In every table: established peers, FuxiCTR's DIN and TransAct on the ``listing:view`` sequence (rows
+#: skipped, with the install command, where the optional package fuxictr is not installed).
+PEER_ROWS: tuple[Row, ...] = (Row("DIN", "din"), Row("TransAct", "transact"))
+
+
 def pretrained_suite(tables: tuple[str, ...]) -> tuple[Row, ...]:
     """The paper's table 4 for the given tables: ADPM-3 with every non-empty subset of them in component 2
     (labelled by the tables' names, e.g. ``skipgram/visual``), ADPM-3 without pretrained tables, and the
-    baseline the lifts are taken against."""
+    baseline the lifts are taken against; then the rules and the peers."""
     if not tables:
         raise ConfigError("suite 'pretrained' needs tables: --set tables=[DIR,DIR,...]")
     names = [_table_name(t) for t in tables]
@@ -116,6 +144,7 @@ def pretrained_suite(tables: tuple[str, ...]) -> tuple[Row, ...]:
         *(Row("/".join(names[i] for i in c), "adsformer", tables=c) for c in subsets),
         Row("No Pretrained Representations", "adsformer", (True, False, True)),
         *(r for r in COMPARISON_ROWS if r.is_rule),
+        *PEER_ROWS,
     )
 
 
@@ -125,7 +154,7 @@ def _table_name(directory: str) -> str:
 
 
 SUITES: dict[str, Callable[[tuple[str, ...]], tuple[Row, ...]]] = {
-    "paper": lambda _tables: PAPER_SUITE + COMPARISON_ROWS,
+    "paper": lambda _tables: PAPER_SUITE + COMPARISON_ROWS + PEER_ROWS,
     "pretrained": pretrained_suite,
 }
 
@@ -142,7 +171,13 @@ def run_ablation(
 ) -> dict[str, Any]:
     """Train and test every row (or the rows named in ``only``, plus the baseline) for seeds
     ``train.seed .. train.seed + seeds - 1``; write ``ablation.json`` (with every seed's metrics) and
-    ``ablation.md`` atomically. Runs over disjoint seeds can be combined with :func:`merge_ablations`."""
+    ``ablation.md`` atomically. Runs over disjoint seeds can be combined with :func:`merge_ablations`.
+
+    A table ``auto`` in ``model.adpm.pretrained.tables`` is learned first (:func:`learn_auto_tables`) into
+    ``out/tables/skipgram``, which the output keeps."""
+    auto = AUTO in cfg.model.adpm.pretrained.tables
+    if auto:  # the rows are named by the tables: name the one to learn before learning it
+        cfg = _with_tables(cfg, out / AUTO_TABLE)
     rows = SUITES[suite](cfg.model.adpm.pretrained.tables)
     unknown = sorted(set(only) - {r.name for r in rows})
     if unknown:
@@ -152,16 +187,11 @@ def run_ablation(
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data)
-    has_tables = bool(cfg.model.adpm.pretrained.tables)
-    skipped = [
-        {
-            "name": r.name,
-            "reason": "needs pretrained tables (ADPM component 2): set model.adpm.pretrained.tables",
-        }
-        for r in rows
-        if r.needs_tables and not has_tables
-    ]
-    active = [r for r in rows if not (r.needs_tables and not has_tables)]
+    if auto:
+        learn_auto_tables(ds, cfg, out / AUTO_TABLE, log=log)
+    reasons = _skip_reasons(rows, cfg, fs)
+    skipped = [{"name": r.name, "reason": reasons[r.name]} for r in rows if r.name in reasons]
+    active = [r for r in rows if r.name not in reasons]
     seed_values = [cfg.train.seed + i for i in range(seeds)]
     runs: dict[str, list[dict[str, float]]] = {r.name: [] for r in active}
     for seed in seed_values:
@@ -169,6 +199,8 @@ def run_ablation(
             row_cfg = row.apply(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
             if row.is_rule:
                 m, seconds = _rule_metrics(row.user, fs, row_cfg), 0.0
+            elif row.is_peer:
+                m, seconds = _peer_metrics(row.user, fs, row_cfg)
             else:
                 model, result = fit(row_cfg, fs, show_progress=False)
                 m = test_metrics(model, fs, row_cfg, result.calibrator)
@@ -187,8 +219,59 @@ def run_ablation(
         "config": to_dict(cfg),
         **summarize(runs, [r.user for r in active], seed_values),
     }
-    write_ablation(summary, out)
+    if auto:
+        summary["auto_tables"] = [str(out / AUTO_TABLE)]
+    if any(r.is_peer for r in active):
+        summary["peers"] = {"package": f"fuxictr {FUXICTR_VERSION}", "sequence": PEER_PAIR}
+    write_ablation(summary, out, keep=("tables",) if auto else ())
     return summary
+
+
+def _with_tables(cfg: ExperimentConfig, learned: Path) -> ExperimentConfig:
+    """``cfg`` with the table ``auto`` replaced by the directory ``learned``."""
+    pre = cfg.model.adpm.pretrained
+    tables = tuple(str(learned) if t == AUTO else t for t in pre.tables)
+    adpm = dataclasses.replace(cfg.model.adpm, pretrained=dataclasses.replace(pre, tables=tables))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adpm=adpm))
+
+
+def learn_auto_tables(
+    ds: Any, cfg: ExperimentConfig, out: Path, *, log: Callable[[str], None] = console.print
+) -> Path:
+    """``tables=auto``: a skip-gram listing table (:mod:`adsformer.representations.skipgram`, its default
+    settings) from the sessions before the test period of ``cfg``'s split, written to ``out`` atomically."""
+    from adsformer.representations.quality import save_with_report
+
+    table = train_skipgram(ds, SkipGramConfig(until="test", split=cfg.data.split))
+    save_with_report(table, ds.listings, out)
+    s = table.settings
+    log(
+        f"tables=auto: skip-gram table of {len(table.ids):,} listings (d={s['dim']}) from "
+        f"{s['sessions']:,} sessions before ts {s['cutoff_ts']} -> {out}"
+    )
+    return out
+
+
+def _skip_reasons(rows: tuple[Row, ...], cfg: ExperimentConfig, fs: Any) -> dict[str, str]:
+    """Row name -> why it cannot run here (no pretrained tables; the peers without fuxictr or without
+    their sequence)."""
+    reasons: dict[str, str] = {}
+    has_tables = bool(cfg.model.adpm.pretrained.tables)
+    peers_missing = peers_unavailable() if any(r.is_peer for r in rows) else None
+    for r in rows:
+        if r.needs_tables and not has_tables:
+            reasons[r.name] = (
+                "needs pretrained tables (ADPM component 2): set model.adpm.pretrained.tables, "
+                "or --tables auto"
+            )
+        elif r.is_peer and peers_missing:
+            reasons[r.name] = peers_missing
+        elif r.is_peer and PEER_PAIR not in fs.sequences:
+            reasons[r.name] = (
+                f"the peers need the sequence {PEER_PAIR}, not built for this dataset "
+                f"(data.sequences.pairs; have {sorted(fs.sequences)})"
+            )
+    return reasons
 
 
 def _rule_metrics(name: str, fs: Any, cfg: ExperimentConfig) -> dict[str, Any]:
@@ -206,6 +289,24 @@ def _rule_metrics(name: str, fs: Any, cfg: ExperimentConfig) -> dict[str, Any]:
     )
     m["train_examples_per_s"] = None
     return m
+
+
+def _peer_metrics(name: str, fs: Any, cfg: ExperimentConfig) -> tuple[dict[str, Any], float]:
+    """Train the peer ``name`` as ``cfg`` says (same rows, epochs, batch, lr, seed, early stopping; Platt
+    fit on validation) and return its test metrics in the fields a trained row reports (no position
+    tower: no ``roc_auc_logged``) and its training seconds."""
+    from adsformer.experiments.peers import fit_peer
+
+    model, result, adapter = fit_peer(name, cfg, fs)
+    rows = fs.rows("test", cfg.task)
+    if rows.size == 0:
+        raise ValueError(f"no test rows for task {cfg.task!r}")
+    z = peer_logits(model, adapter, rows, cfg.train.eval_batch_size)
+    cal = result.calibrator
+    groups = None if fs.request is None else np.asarray(fs.request)[rows].astype(np.int64)
+    m = _calibrated_metrics(fs.labels(cfg.task)[rows], cal.uncalibrated(z), cal(z), cfg, cal, groups=groups)
+    m["train_examples_per_s"] = result.examples_per_s
+    return m, result.train_seconds
 
 
 #: two-sided 97.5% Student-t quantiles by degrees of freedom (1..10); more seeds use 1.96
@@ -273,10 +374,10 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
         values = {p[key] for p in parts}
         if len(values) > 1:
             raise ConfigError(f"cannot merge ablations with different {key}: {sorted(map(str, values))}")
-    base_cfg = _comparable(first["config"])
+    base_cfg = _comparable(_auto_as_auto(first))
     for i, p in enumerate(parts[1:], start=2):
-        diff = sorted(k for k in base_cfg.keys() | _comparable(p["config"]).keys()
-                      if base_cfg.get(k) != _comparable(p["config"]).get(k))  # fmt: skip
+        other = _comparable(_auto_as_auto(p))
+        diff = sorted(k for k in base_cfg.keys() | other.keys() if base_cfg.get(k) != other.get(k))
         if diff:
             raise ConfigError(
                 f"cannot merge: part {i} ran with other settings than part 1 ({', '.join(diff)})"
@@ -298,7 +399,7 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
         users.append(per_part[0]["model"])
     skipped = [s for p in parts for s in p["skipped"]]
     skipped += [{"name": n, "reason": "not run for every merged seed"} for n in names if n not in common]
-    return {
+    merged = {
         "task": first["task"],
         "dataset": first["dataset"],
         "suite": first["suite"],
@@ -306,6 +407,24 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "config": first["config"],
         **summarize(runs, users, sorted(seed_values)),
     }
+    merged.update({k: first[k] for k in ("auto_tables", "peers") if k in first})
+    return merged
+
+
+def _auto_as_auto(part: dict[str, Any]) -> dict[str, Any]:
+    """A part's config with the tables it learned for ``tables=auto`` written back as ``auto``: runs over
+    other seeds learn the same table (same data, split and settings) into their own output folders."""
+    learned = set(part.get("auto_tables") or ())
+    config = part["config"]
+    try:
+        tables = config["model"]["adpm"]["pretrained"]["tables"]
+    except (KeyError, TypeError):
+        return config
+    if not learned or not isinstance(tables, list):
+        return config
+    config = copy.deepcopy(config)
+    config["model"]["adpm"]["pretrained"]["tables"] = [AUTO if t in learned else t for t in tables]
+    return config
 
 
 def _comparable(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -320,11 +439,23 @@ def _comparable(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def write_ablation(summary: dict[str, Any], out: Path) -> None:
-    """Write ``ablation.json`` and ``ablation.md`` into ``out`` atomically."""
+def write_ablation(summary: dict[str, Any], out: Path, *, keep: tuple[str, ...] = ()) -> None:
+    """Write ``ablation.json`` and ``ablation.md`` into ``out`` atomically; the entries named in ``keep``
+    (e.g. ``tables``, learned for ``tables=auto``) that ``out`` already holds are carried into the new
+    ``out`` (hard links where the file system allows: no copy of big tables)."""
     with atomic_dir(out) as tmp:
+        for name in keep:
+            if (out / name).is_dir():
+                shutil.copytree(out / name, tmp / name, copy_function=_link_or_copy)
         (tmp / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
         (tmp / "ablation.md").write_text(ablation_markdown(summary))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
@@ -358,6 +489,12 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         "Lift intervals: Student-t 95% over seeds (lift against the same seed's baseline); (n.s.) = the "
         "interval crosses zero, not significant; n/a with one seed. Rules do not learn: their spread is 0.",
     ]
+    if result.get("peers"):
+        peers = result["peers"]
+        lines.append(
+            f"\nDIN, TransAct: {peers['package']} (model_zoo.LongCTR) on the {peers['sequence']} sequence, "
+            "trained on the same rows, split and features; no position tower (no ROC-AUC logged)."
+        )
     for s in result["skipped"]:
         lines.append(f"\n- skipped {s['name']}: {s['reason']}")
     return "\n".join(lines) + "\n"

@@ -56,6 +56,10 @@ def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLe
         if touch is None:
             raise ValueError("the touch component needs each candidate's touch signals (B, P, 2)")
         o1 = torch.cat([o1, user.touch(touch)], dim=1)  # (B, D + 3P)
+    if user.learned is not None and user.learned.attended:  # target attention: per candidate
+        ids_b = {p: seq_ids[p].expand(B, -1) for p in user.learned.attended}  # (B, M) the one user's
+        lens_b = {p: seq_len[p].expand(B) for p in user.learned.attended}  # (B,)
+        o1 = torch.cat([o1, user.learned.attend(target, ids_b, lens_b)], dim=1)  # (B, ... + d_attended)
     shared = []  # components 2 and 3 for the one user: the mean of each sequence's vectors
     if user.pretrained is not None:
         for table in user.pretrained.tables:
@@ -67,6 +71,8 @@ def _adpm(user: nn.Module, target: torch.Tensor, seq_ids: SeqIds, seq_len: SeqLe
     if user.learned is not None:
         for pair, table in zip(user.learned.pairs, user.learned.tables.values(), strict=True):
             assert isinstance(table, nn.Embedding)  # one table per pair, in the pairs' order
+            if pair in user.learned.attended:
+                continue
             shared.append(_mean(table.weight, _real(seq_ids, seq_len, pair)))  # (d_e,)
     return o1, torch.cat(shared) if shared else o1.new_zeros(0)
 
@@ -220,7 +226,8 @@ class _LastCross:
 def _shared_width(user: nn.Module) -> int:
     """Width of the user vector's trailing columns that do not depend on the target listing."""
     if isinstance(user, ADPM):
-        return sum(int(m.out_dim) for m in (user.pretrained, user.learned) if m is not None)
+        learned = 0 if user.learned is None else int(user.learned.out_dim - user.learned.attended_dim)
+        return learned + (0 if user.pretrained is None else int(user.pretrained.out_dim))
     if isinstance(user, LastKAverage):
         return int(user.out_dim)
     return 0

@@ -2,25 +2,27 @@
 
 Routes (OpenAPI at ``/docs`` and ``/openapi.json``): ``POST /events`` (API key), ``POST /rank``,
 ``GET /healthz``, ``GET /metrics``. Malformed bodies get a 422 whose ``detail`` lists every bad field
-(``loc``) and whose ``message`` repeats them in one line. ``uvicorn --factory
-adsformer.serving.app:app_from_env`` serves the app configured by ``ADSFORMER_*`` variables.
+(``loc``, at most 50) and whose ``message`` repeats them in one line; a body over ``max_body_bytes`` gets
+413, a missing or wrong API key 401. Responses carry no internal detail (no store URL, script, path or
+traceback; an unexpected error is a bare 500, logged), and every response is counted in ``/metrics``
+(:mod:`adsformer.serving.guard`). ``uvicorn --factory adsformer.serving.app:app_from_env`` serves the app
+configured by ``ADSFORMER_*`` variables.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from adsformer import __version__
 from adsformer.serving.build import build_service
+from adsformer.serving.guard import RequestGuard, error_message, validation_errors
 from adsformer.serving.ranking import RankingService
 from adsformer.serving.routers import events, health, metrics, rank
 from adsformer.serving.settings import ServingSettings
@@ -56,21 +58,20 @@ def create_app(settings: ServingSettings | None = None, *, service: RankingServi
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors())
-        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        raw = exc.errors()
+        errors = validation_errors(raw)
         return JSONResponse(
-            status_code=422, content={"detail": errors, "message": f"invalid request: {fields}"}
+            status_code=422, content={"detail": errors, "message": error_message(errors, len(raw))}
         )
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "<unmatched>")
-        service.metrics.requests.labels(route, str(response.status_code)).inc()
-        service.metrics.http_latency.labels(route).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(
+        RequestGuard,
+        metrics=service.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        paths=[
+            r.path for m in (events, rank, health, metrics) for r in m.router.routes if hasattr(r, "path")
+        ],
+    )
     return app
 
 

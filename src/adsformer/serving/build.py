@@ -19,10 +19,15 @@ from adsformer.serving.store import InMemoryStore, OnlineStore, StoreSpec
 
 
 def load_catalog(settings: ServingSettings) -> Catalog:
+    bounds = {
+        "default_bid": settings.default_bid,
+        "max_bid": settings.max_bid,
+        "max_price": settings.max_price,
+    }
     if settings.catalog is not None:
-        return Catalog.load(settings.catalog, default_bid=settings.default_bid)
+        return Catalog.load(settings.catalog, **bounds)
     if settings.index is not None and (settings.index / "listings.parquet").exists():
-        return Catalog.load(settings.index / "listings.parquet", default_bid=settings.default_bid)
+        return Catalog.load(settings.index / "listings.parquet", **bounds)
     raise CatalogError(
         "serving needs the listings' attributes: give --catalog DATASET_DIR (or a listings Parquet file)"
     )
@@ -67,7 +72,13 @@ def build_service(
     ctr = ServingModel.load(settings.run, catalog)
     pccvr = ServingModel.load(settings.pccvr_run, catalog) if settings.pccvr_run is not None else None
     models = [m for m in (ctr, pccvr) if m is not None]
-    spec = store_spec_for(models, settings.store_ttl_s, settings.stream_maxlen)
+    spec = store_spec_for(
+        models,
+        settings.store_ttl_s,
+        settings.stream_maxlen,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        dedupe_max_ids=settings.dedupe_max_ids,
+    )
     log = (
         FeatureLog(
             Path(settings.feature_log_dir),
@@ -83,7 +94,7 @@ def build_service(
         retriever=retriever or load_retriever(settings, catalog),
         store=store or make_store(settings, spec),
         catalog=catalog,
-        cache=ScoreCache(settings.cache_ttl_s, settings.cache_max_entries),
+        cache=ScoreCache(settings.cache_ttl_s, settings.cache_max_entries, settings.cache_max_bytes),
         feature_log=log,
         metrics=metrics or ServingMetrics(),
         auction=AuctionConfig(settings.reserve_price, settings.pccvr_exponent, settings.pccvr_reference),
@@ -91,4 +102,7 @@ def build_service(
         default_bid=settings.default_bid,
         scoring_concurrency=settings.scoring_concurrency,
         scoring_wait_s=settings.scoring_wait_s,
+        event_max_age_s=settings.event_max_age_s,
+        event_max_future_s=settings.event_max_future_s,
+        extra_actions=settings.extra_actions,
     )

@@ -33,9 +33,12 @@ def get_metrics(request: Request) -> ServingMetrics:
 
 
 def require_api_key(request: Request, key: Annotated[str | None, Security(_api_key)]) -> str:
-    """The request's ``X-API-Key`` must be one of the server's keys (401 otherwise)."""
+    """The request's ``X-API-Key`` must be one of the server's keys (401 otherwise, whatever the header
+    holds: keys are compared as bytes, in constant time)."""
     keys: tuple[str, ...] = request.app.state.api_keys
-    if key is None or not any(secrets.compare_digest(key, k) for k in keys):
+    if key is None or not any(
+        secrets.compare_digest(key.encode("utf-8", "backslashreplace"), k.encode("utf-8")) for k in keys
+    ):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail=f"missing or invalid API key (send it in the {API_KEY_HEADER} header)",

@@ -50,7 +50,12 @@ class ServingMetrics:
             "Rankings refused (503) after waiting scoring_wait_s for the models.",
             registry=r,
         )
-        self.events = Counter("adsformer_events", "Events accepted into the online store.", registry=r)
+        self.events = Counter("adsformer_events", "Events stored in the online store.", registry=r)
+        self.duplicate_events = Counter(
+            "adsformer_events_duplicate",
+            "Events skipped as already stored (an event_id seen before: a retry).",
+            registry=r,
+        )
         self.store_errors = Counter(
             "adsformer_store_errors", "Online store operations that failed.", ["operation"], registry=r
         )

@@ -1,8 +1,11 @@
 """The ranking service: events in, ranked and priced ads out. Independent of the web layer.
 
-``ingest(key, events)``: derive each (entity, action) pair's entries from the events (enriched from the
-catalog), append them to the online store (which also appends the events to its stream and bumps the
-user's version), log the events.
+``ingest(key, events)``: check the events (an action word the service knows -- the standard ones, the
+runs' pairs', the catalog's and ``extra_actions`` --, a time within ``event_max_age_s`` before and
+``event_max_future_s`` after the server clock; else :class:`EventsRejectedError` naming each bad field), derive
+each (entity, action) pair's entries from them (enriched from the catalog), append them to the online store
+at the server clock (which also appends the events to its stream, skips events whose ``event_id`` it
+already stored, and bumps the user's version), log the events stored.
 
 ``rank(request)``:
 
@@ -23,6 +26,7 @@ false and the reason.
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 import uuid
@@ -32,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from adsformer.data.features import Pair
+from adsformer.data.schema import STANDARD_ACTIONS
 from adsformer.serving.auction import AuctionConfig, pccvr_factor, run_auction
 from adsformer.serving.cache import ScoreCache
 from adsformer.serving.candidates import CandidateSource
@@ -41,7 +47,14 @@ from adsformer.serving.metrics import ServingMetrics
 from adsformer.serving.online_features import sequence_items
 from adsformer.serving.outcome import RankedAd, RankOutcome, RankQuery
 from adsformer.serving.scoring import ServingModel
-from adsformer.serving.store import OnlineStore, StoreSpec, StoreUnavailableError, UserState
+from adsformer.serving.store import (
+    MAX_TS,
+    Appended,
+    OnlineStore,
+    StoreSpec,
+    StoreUnavailableError,
+    UserState,
+)
 
 NO_ID = "no user or browser id"
 STORE_DOWN = "online store unavailable"
@@ -51,13 +64,34 @@ class OverloadedError(RuntimeError):
     """No scoring slot freed up in time: the request is shed (HTTP 503, retry later)."""
 
 
+class EventsRejectedError(ValueError):
+    """Events the service refuses; ``errors`` name each bad field as pydantic does (``type``, ``loc`` --
+    ``(index, field)`` within the batch --, ``msg``)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))
+
+
 def store_spec_for(
-    models: Sequence[ServingModel], ttl_s: int | None = None, stream_maxlen: int = 1_000_000
+    models: Sequence[ServingModel],
+    ttl_s: int | None = None,
+    stream_maxlen: int = 1_000_000,
+    *,
+    dedupe_ttl_s: int = 86_400,
+    dedupe_max_ids: int = 10_000,
 ) -> StoreSpec:
     """The store must keep the longest window and length any served model reads."""
     window = max(m.online.window_s for m in models)
     max_len = max(m.online.max_len for m in models)
-    return StoreSpec(window, max_len, ttl_s or 2 * window, stream_maxlen)
+    return StoreSpec(
+        window,
+        max_len,
+        ttl_s or 2 * window,
+        stream_maxlen,
+        dedupe_ttl_s=dedupe_ttl_s,
+        dedupe_max_ids=dedupe_max_ids,
+    )
 
 
 class RankingService:
@@ -79,6 +113,9 @@ class RankingService:
         default_bid: float = 0.3,
         scoring_concurrency: int = 1,
         scoring_wait_s: float = 2.0,
+        event_max_age_s: int = 86_400,
+        event_max_future_s: int = 300,
+        extra_actions: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         if ctr.task != "ctr":
@@ -100,31 +137,120 @@ class RankingService:
         # concurrent scoring threads only slow each other down (caches, scheduling) and queues build up.
         self._scoring = threading.BoundedSemaphore(max(1, scoring_concurrency))
         self.scoring_wait_s = scoring_wait_s
+        self.event_max_age_s, self.event_max_future_s = int(event_max_age_s), int(event_max_future_s)
+        #: action words POST /events accepts
+        self.actions: frozenset[str] = frozenset(
+            {*STANDARD_ACTIONS, *(Pair.parse(p).action for p in self.pairs), *catalog.actions, *extra_actions}
+        )
+        #: request context features the runs read: name -> "text" (c_*) or "number" (f_*)
+        self.context_features: dict[str, str] = {
+            **{c: "text" for m in self.models for c in m.online.cat_names},
+            **{f: "number" for m in self.models for f in m.online.dense_stats if f.startswith("f_")},
+        }
 
     # -- events ----------------------------------------------------------------------------------------
-    def ingest(self, user_key: str, events: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-        """Apply ``events`` (arrival order) to the user's sequences; returns (entries added, new version).
-        Raises :class:`StoreUnavailableError` when the store cannot take them."""
-        items = sequence_items(events, self.pairs, self.catalog)
+    def check_events(self, events: Sequence[Mapping[str, Any]], now: int) -> None:
+        """Raise :class:`EventsRejectedError` naming every event whose action word is unknown or whose time is
+        not within ``event_max_age_s`` before and ``event_max_future_s`` after ``now``."""
+        errors: list[dict[str, Any]] = []
+        low, high = now - self.event_max_age_s, now + self.event_max_future_s
+        for i, event in enumerate(events):
+            ts = event.get("ts")
+            integral = isinstance(ts, numbers.Integral) and not isinstance(ts, bool)
+            if not integral or not low <= int(ts) <= high:  # type: ignore[arg-type]
+                errors.append(
+                    {
+                        "type": "ts_out_of_range",
+                        "loc": (i, "ts"),
+                        "msg": f"ts {ts!r} is not within {self.event_max_age_s} s before "
+                        f"(event_max_age_s) and {self.event_max_future_s} s after (event_max_future_s) the "
+                        f"server clock {now} (Unix seconds)",
+                    }
+                )
+            action = event.get("action")
+            if action not in self.actions:
+                errors.append(
+                    {
+                        "type": "unknown_action",
+                        "loc": (i, "action"),
+                        "msg": f"unknown action {str(action)[:64]!r}; allowed: {', '.join(sorted(self.actions))}",
+                    }
+                )
+        if errors:
+            raise EventsRejectedError(errors)
+
+    def ingest(self, user_key: str, events: Sequence[Mapping[str, Any]]) -> Appended:
+        """Apply ``events`` (arrival order) to the user's sequences at the server clock; returns what the
+        store stored (events and entries, duplicates skipped, the new version). Raises
+        :class:`EventsRejectedError` for bad events (nothing is stored) and :class:`StoreUnavailableError` when
+        the store cannot take them (they may or may not be stored: retry with the same event ids)."""
+        now = int(self.clock())
+        self.check_events(events, now)
+        # each entry tied to its event (the store skips a duplicate event's entries): sequence_items copies
+        # an event's ts into its entries, so it is given the events' positions as times, then the real times
+        tagged = [{**e, "ts": i} for i, e in enumerate(events)]
+        items = [
+            replace(item, ts=int(events[item.ts]["ts"]), event=item.ts)
+            for item in sequence_items(tagged, self.pairs, self.catalog)
+        ]
         raw = [
-            {k: e.get(k) for k in ("ts", "action", "listing_id", "shop_id", "taxonomy_id", "query")}
+            {
+                k: e.get(k)
+                for k in ("ts", "action", "listing_id", "shop_id", "taxonomy_id", "query", "event_id")
+            }
             for e in events
         ]
         try:
-            version = self.store.append(user_key, items, raw)
+            out = self.store.append(user_key, items, raw, now=now)
         except StoreUnavailableError:
             self.metrics.store_errors.labels("append").inc()
             raise
-        self.metrics.events.inc(len(events))
-        if self.feature_log is not None:
-            self.feature_log.log("events", [{"user_id": user_key, **e} for e in raw])
-        return len(items), version
+        self.metrics.events.inc(out.events)
+        self.metrics.duplicate_events.inc(len(out.duplicates))
+        if self.feature_log is not None and out.events:
+            skip = set(out.duplicates)
+            self.feature_log.log(
+                "events",
+                [
+                    {"user_id": user_key, **{k: v for k, v in e.items() if k != "event_id"}}
+                    for i, e in enumerate(raw)
+                    if i not in skip
+                ],
+            )
+        return out
+
+    def check_context(self, context: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Errors (pydantic style, ``loc`` = ``(name,)``) for context features no run reads or of the wrong
+        kind (``c_*`` text, ``f_*`` numbers); empty when the context is fine."""
+        errors = []
+        known = ", ".join(sorted(self.context_features)) or "none"
+        for name, value in context.items():
+            kind = self.context_features.get(name)
+            if kind is None:
+                errors.append(
+                    {
+                        "type": "unknown_context_feature",
+                        "loc": (name,),
+                        "msg": f"no served run reads context feature {name[:64]!r}; known: {known}",
+                    }
+                )
+            elif (kind == "text") != isinstance(value, str):
+                errors.append(
+                    {
+                        "type": "context_feature_type",
+                        "loc": (name,),
+                        "msg": f"{name} is a {'text' if kind == 'text' else 'number'} feature",
+                    }
+                )
+        return errors
 
     # -- ranking ---------------------------------------------------------------------------------------
     def rank(self, q: RankQuery) -> RankOutcome:
         start = time.perf_counter()
         timings: dict[str, float] = {}
         now = int(q.ts) if q.ts is not None else int(self.clock())
+        if not 0 <= now <= MAX_TS:
+            raise ValueError(f"request time {now} is outside [0, {MAX_TS}]")
         personalized, reason, version = q.user_key is not None, None if q.user_key else NO_ID, 0
         if q.user_key is not None:
             try:

@@ -3,23 +3,34 @@
 Layout (``P`` = the key prefix, ``K`` = the user key such as ``user:42``; ``{K}`` is a hash tag, so a
 user's keys share a cluster slot):
 
-* ``P:events`` -- a Redis Stream: every accepted event (``XADD ... MAXLEN ~ stream_maxlen``), the durable
-  log other consumers (training-data jobs, a second region) can read;
-* ``P:{K}:v`` -- the user's version counter (``INCR`` on every write; the score cache keys on it);
+* ``P:events`` -- a Redis Stream: every stored event (``XADD ... MAXLEN ~ stream_maxlen``), the log other
+  consumers (training-data jobs, a second region) can read; as durable as the server's persistence
+  settings make it (see the README);
+* ``P:{K}:v`` -- the user's version counter (``INCR`` on every write that stores something; the score cache
+  keys on it);
 * ``P:{K}:s:PAIR`` -- a sorted set per (entity, action) pair: score = event time, member =
   ``VERSION:INDEX:VALUE`` with zero-padded version and batch index, so entries of the same second sort by
-  arrival (lexicographic order of members breaks score ties).
+  arrival (lexicographic order of members breaks score ties);
+* ``P:{K}:ids`` -- the ``event_id`` s of the user's stored events (a sorted set scored by the server time
+  they were stored; older than ``dedupe_ttl_s`` dropped, at most ``dedupe_max_ids``, the key's TTL
+  ``dedupe_ttl_s``).
 
-One Lua script applies a batch atomically (one round trip): append the stream entries, bump the version,
-add the members, trim each touched set by time (older than its newest entry minus the window) and length
-(the newest ``max_len + extra_len``), and refresh the TTLs. A read is one pipeline: the version and, per pair,
+One Lua script applies a batch atomically (one round trip): skip the events whose ``event_id`` is in the
+user's id set (and their entries), append the others to the stream and their ids to the set, bump the
+version, add the members, trim each touched set against the server time ``now`` passed in (older than
+``now - window``; the newest ``max_len + extra_len`` before ``now`` and as many at or after it, see
+:mod:`adsformer.serving.store`), and refresh the TTLs. A read is one pipeline: the version and, per pair,
 ``ZREVRANGEBYSCORE key (now now-window LIMIT 0 max_len`` (newest first; ties in reverse arrival order).
 
-Faults: every Redis error becomes :class:`~adsformer.serving.store.StoreUnavailableError`. Reads (on the
-ranking path) use a short socket timeout (``timeout_s``), writes a longer one (``write_timeout_s``): a slow
-read only costs personalization, a lost write costs data. After ``open_after`` consecutive failures the
-store stays "down" for ``retry_s`` seconds and fails fast, so a dead Redis costs a request nothing but the
-flag ``personalized: false``; any success closes it again.
+Inputs are checked before they reach Redis (times are integers within ``[0, MAX_TS]``), so a client cannot
+make a command fail. Faults: every Redis error becomes
+:class:`~adsformer.serving.store.StoreUnavailableError` (its message names the server's host, port and db,
+never a password; it is for logs, the HTTP layer does not show it). Reads (on the ranking path) use a short
+socket timeout (``timeout_s``), writes a longer one (``write_timeout_s``): a slow read only costs
+personalization, a lost write costs data. After ``open_after`` consecutive connection failures or timeouts
+the store stays "down" for ``retry_s`` seconds and fails fast, so a dead Redis costs a request nothing but
+the flag ``personalized: false``; any success closes it again. Errors Redis answers with (a command it
+refuses) are reported the same way but do not count towards opening it: the server is there.
 """
 
 from __future__ import annotations
@@ -30,41 +41,96 @@ from typing import Any
 
 import redis
 
-from adsformer.serving.store import SequenceItem, StoreSpec, StoreUnavailableError, UserState
+from adsformer.serving.store import (
+    Appended,
+    SequenceItem,
+    StoreSpec,
+    StoreUnavailableError,
+    UserState,
+    check_append,
+    check_now,
+)
 
 _APPEND = """
-local window = tonumber(ARGV[1])
-local cap = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local maxlen = ARGV[4]
-local n_items = tonumber(ARGV[5])
-local n_events = tonumber(ARGV[6])
-local at = 7
-for e = 1, n_events do
-  local n_fields = tonumber(ARGV[at])
-  local fields = {}
-  for f = 1, n_fields * 2 do fields[f] = ARGV[at + f] end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  at = at + 1 + n_fields * 2
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
+local maxlen = ARGV[5]
+local dedupe_ttl = tonumber(ARGV[6])
+local dedupe_max = tonumber(ARGV[7])
+local n_events = tonumber(ARGV[8])
+local n_items = tonumber(ARGV[9])
+local ids = KEYS[3]
+redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. (now - dedupe_ttl))
+-- which events are duplicates (an id stored before, or twice in this batch)
+local at = 10
+local starts, dup, seen, duplicates = {}, {}, {}, {}
+local fresh = 0
+for e = 0, n_events - 1 do
+  local id = ARGV[at]
+  starts[e] = at
+  if id ~= '' then
+    if seen[id] or redis.call('ZSCORE', ids, id) then
+      dup[e] = true
+      duplicates[#duplicates + 1] = e
+    else
+      seen[id] = true
+    end
+  end
+  if not dup[e] then fresh = fresh + 1 end
+  at = at + 2 + tonumber(ARGV[at + 1]) * 2
 end
+local items_at = at
+local kept = 0
+for i = 0, n_items - 1 do
+  local ev = tonumber(ARGV[items_at + 4 * i + 3])
+  if ev < 0 or not dup[ev] then kept = kept + 1 end
+end
+if fresh == 0 and kept == 0 then
+  return {tonumber(redis.call('GET', KEYS[1]) or '0'), 0, 0, duplicates}
+end
+for e = 0, n_events - 1 do
+  if not dup[e] then
+    local a = starts[e]
+    local n_fields = tonumber(ARGV[a + 1])
+    local fields = {}
+    for f = 1, n_fields * 2 do fields[f] = ARGV[a + 1 + f] end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    if ARGV[a] ~= '' then redis.call('ZADD', ids, now, ARGV[a]) end
+  end
+end
+redis.call('ZREMRANGEBYRANK', ids, 0, -(dedupe_max + 1))
+redis.call('EXPIRE', ids, dedupe_ttl)
 local version = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ttl)
 local touched = {}
+local n = 0
 for i = 0, n_items - 1 do
-  local k = tonumber(ARGV[at + 3 * i])
-  local ts = ARGV[at + 3 * i + 1]
-  local value = ARGV[at + 3 * i + 2]
-  redis.call('ZADD', KEYS[3 + k], ts, string.format('%012d:%06d:', version, i) .. value)
-  touched[k] = true
+  local b = items_at + 4 * i
+  local ev = tonumber(ARGV[b + 3])
+  if ev < 0 or not dup[ev] then
+    local k = tonumber(ARGV[b])
+    redis.call('ZADD', KEYS[4 + k], ARGV[b + 1], string.format('%012d:%06d:', version, i) .. ARGV[b + 2])
+    touched[k] = true
+    n = n + 1
+  end
 end
 for k, _ in pairs(touched) do
-  local key = KEYS[3 + k]
-  local newest = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(newest[2]) - window))
-  redis.call('ZREMRANGEBYRANK', key, 0, -(cap + 1))
+  local key = KEYS[4 + k]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window))
+  local before = redis.call('ZCOUNT', key, '-inf', '(' .. now)
+  if before > cap then
+    redis.call('ZREMRANGEBYRANK', key, 0, before - cap - 1)
+    before = cap
+  end
+  local after = redis.call('ZCARD', key) - before
+  if after > cap then
+    redis.call('ZREMRANGEBYRANK', key, before, before + after - cap - 1)
+  end
   redis.call('EXPIRE', key, ttl)
 end
-return version
+return {version, fresh, n, duplicates}
 """
 
 
@@ -85,7 +151,7 @@ class RedisStore:
         open_after: int = 3,
     ) -> None:
         self.spec = spec or StoreSpec()
-        self.url = url
+        self.url = url  # may hold a password: never put it in a message
         self.prefix = prefix
         self.retry_s = retry_s
         self.open_after = max(1, open_after)
@@ -98,6 +164,12 @@ class RedisStore:
         self._append = self.writer.register_script(_APPEND)
         self._down_until = 0.0
         self._failures = 0
+        kw = self.client.connection_pool.connection_kwargs
+        self.where = (
+            f"redis at {kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+            if "path" not in kw
+            else "redis on a unix socket"
+        )
 
     # -- keys ------------------------------------------------------------------------------------------
     def version_key(self, key: str) -> str:
@@ -106,37 +178,62 @@ class RedisStore:
     def sequence_key(self, key: str, pair: str) -> str:
         return f"{self.prefix}:{{{key}}}:s:{pair}"
 
+    def ids_key(self, key: str) -> str:
+        return f"{self.prefix}:{{{key}}}:ids"
+
     @property
     def stream_key(self) -> str:
         return f"{self.prefix}:events"
 
     # -- protocol --------------------------------------------------------------------------------------
-    def append(self, key: str, items: Sequence[SequenceItem], events: Sequence[dict[str, Any]]) -> int:
+    def append(
+        self,
+        key: str,
+        items: Sequence[SequenceItem],
+        events: Sequence[dict[str, Any]],
+        *,
+        now: int | None = None,
+    ) -> Appended:
+        now = int(time.time()) if now is None else int(now)
+        check_append(items, events, now)
         pairs = sorted({item.pair for item in items})
         slot = {pair: i for i, pair in enumerate(pairs)}
+        spec = self.spec
         args: list[Any] = [
-            self.spec.window_s,
-            self.spec.keep,
-            self.spec.ttl_s,
-            self.spec.stream_maxlen,
-            len(items),
+            now,
+            spec.window_s,
+            spec.keep,
+            spec.ttl_s,
+            spec.stream_maxlen,
+            spec.dedupe_ttl_s,
+            spec.dedupe_max_ids,
             len(events),
+            len(items),
         ]
         for event in events:
             fields = [(k, str(v)) for k, v in {"key": key, **event}.items() if v is not None]
-            args.append(len(fields))
+            event_id = event.get("event_id")
+            args += ["" if event_id is None else str(event_id), len(fields)]
             for k, v in fields:
                 args += [k, v]
         for item in items:
-            args += [slot[item.pair], int(item.ts), item.value]
-        keys = [self.version_key(key), self.stream_key, *(self.sequence_key(key, p) for p in pairs)]
-        return int(self._call(lambda: self._append(keys=keys, args=args)))
+            args += [slot[item.pair], int(item.ts), item.value, int(item.event)]
+        keys = [
+            self.version_key(key),
+            self.stream_key,
+            self.ids_key(key),
+            *(self.sequence_key(key, p) for p in pairs),
+        ]
+        version, stored, entries, duplicates = self._call(lambda: self._append(keys=keys, args=args))
+        return Appended(int(version), int(stored), int(entries), tuple(int(i) for i in duplicates))
 
     def version(self, key: str) -> int:
         value = self._call(lambda: self.client.get(self.version_key(key)))
         return int(value) if value is not None else 0
 
     def read(self, key: str, pairs: Sequence[str], now: int) -> UserState:
+        check_now(int(now))
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             pipe.get(self.version_key(key))
@@ -173,15 +270,16 @@ class RedisStore:
 
     def _call(self, fn: Any) -> Any:
         if time.monotonic() < self._down_until:
-            raise StoreUnavailableError(
-                f"redis at {self.url} is unavailable (retrying after {self.retry_s} s)"
-            )
+            raise StoreUnavailableError(f"{self.where} is unavailable (retrying after {self.retry_s} s)")
         try:
             out = fn()
-        except redis.RedisError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:  # the server is away or too slow
             self._failures += 1
             if self._failures >= self.open_after:
                 self._down_until = time.monotonic() + self.retry_s
-            raise StoreUnavailableError(f"redis at {self.url}: {exc}") from exc
+            raise StoreUnavailableError(f"{self.where}: {exc}") from exc
+        except redis.RedisError as exc:  # the server answered with an error: it is there, keep trying it
+            self._failures = 0
+            raise StoreUnavailableError(f"{self.where} refused the command: {exc}") from exc
         self._failures = 0
         return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,18 +47,54 @@ class ServingSettings(BaseSettings):
     stream_maxlen: Annotated[int, Field(ge=1, description="Events kept in the Redis Stream (approx.).")] = (
         1_000_000
     )
+    dedupe_ttl_s: Annotated[
+        int, Field(ge=1, description="How long an event_id is remembered (a retry within it is stored once).")
+    ] = 86_400
+    dedupe_max_ids: Annotated[
+        int, Field(ge=1, description="event_ids remembered per user (the oldest are forgotten first).")
+    ] = 10_000
     # requests
     api_keys: list[str] = Field(default_factory=list, description="Keys accepted by POST /events.")
-    max_events_per_batch: Annotated[int, Field(ge=1)] = 1000
+    max_body_bytes: Annotated[
+        int, Field(ge=1024, description="Largest request body (bytes); larger ones get 413.")
+    ] = 1 << 20
+    max_events_per_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
     max_ads: Annotated[int, Field(ge=1)] = 50
     max_candidates: Annotated[int, Field(ge=1)] = 600
+    event_max_age_s: Annotated[
+        int, Field(ge=1, description="Events dated more than this before the server clock get 422.")
+    ] = 86_400
+    event_max_future_s: Annotated[
+        int, Field(ge=0, description="Events dated more than this after the server clock get 422.")
+    ] = 300
+    extra_actions: list[str] = Field(
+        default_factory=list,
+        description="Action words POST /events accepts beyond the standard ones, the runs' pairs' and "
+        "the catalog's dataset.json.",
+    )
     # cache, auction
     cache_ttl_s: Annotated[float, Field(ge=0, description="Score cache TTL; 0 disables the cache.")] = 5.0
     cache_max_entries: Annotated[int, Field(ge=1)] = 10_000
-    reserve_price: Annotated[float, Field(ge=0)] = 0.01
-    pccvr_exponent: Annotated[float, Field(ge=0)] = 0.5
-    pccvr_reference: Annotated[float, Field(gt=0)] = 0.1
-    default_bid: Annotated[float, Field(gt=0, description="Bid of listings the catalog has none for.")] = 0.3
+    cache_max_bytes: Annotated[
+        int, Field(ge=1, description="Score cache size bound (estimated bytes of keys and results).")
+    ] = 64 << 20
+    reserve_price: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
+    pccvr_exponent: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.5
+    pccvr_reference: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.1
+    default_bid: Annotated[
+        float, Field(gt=0, allow_inf_nan=False, description="Bid of listings the catalog has none for.")
+    ] = 0.3
+    max_bid: Annotated[
+        float,
+        Field(
+            gt=0,
+            allow_inf_nan=False,
+            description="Largest catalog bid (dollars per click) the catalog may hold.",
+        ),
+    ] = 100.0
+    max_price: Annotated[
+        float, Field(gt=0, allow_inf_nan=False, description="Largest listing price the catalog may hold.")
+    ] = 1e7
     # feature log, runtime
     feature_log_dir: Annotated[
         Path | None, Field(description="Where served features are logged (Parquet).")
@@ -77,3 +113,11 @@ class ServingSettings(BaseSettings):
     torch_threads: Annotated[
         int, Field(ge=0, description="Intra-op threads for scoring (0 = leave torch's).")
     ] = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServingSettings:
+        if self.default_bid > self.max_bid:
+            raise ValueError(f"default_bid {self.default_bid} is above max_bid {self.max_bid}")
+        if self.reserve_price > self.max_bid:
+            raise ValueError(f"reserve_price {self.reserve_price} is above max_bid {self.max_bid}")
+        return self

@@ -5,13 +5,22 @@ A user key (``user:ID`` for logged-in users, ``browser:ID`` for logged-out brows
 entries ordered by ``(ts, arrival)``, read newest first -- events at the same second in reverse arrival
 order, exactly as :mod:`adsformer.data.sequences` orders events of equal time by their input order.
 
-Writes trim each touched sequence by time (entries older than the newest entry minus ``window_s`` can never
-enter a future window) and by length (the newest ``max_len + extra_len`` stay: events at or after a
-request's second must not push out what it reads), and set a TTL on the user's keys.
-Every write also bumps the user's **version** (a counter), which the score cache uses to bypass entries
-computed before the user's sequences changed. Reads return the entries with ``now - window_s <= ts <
-now``, newest first, at most ``max_len`` per pair: the windows of :mod:`adsformer.data.sequences` for a
-request at ``now`` (exact while fewer than ``extra_len`` entries of a pair are at or after ``now``).
+Writes happen at the **server's** clock ``now`` (never an event's own time, so one event dated in the future
+cannot push the others out): each touched sequence is trimmed by time (entries older than ``now -
+window_s`` can never enter a future window) and by length, separately before and after ``now``: the newest
+``max_len + extra_len`` entries dated before ``now`` stay, and at most as many dated at or after it (a
+client's clock ahead of the server's, events of this very second). A write also sets a TTL on the user's
+keys and bumps the user's **version** (a counter), which the score cache uses to bypass entries computed
+before the user's sequences changed. Reads return the entries with ``now - window_s <= ts < now``, newest
+first, at most ``max_len`` per pair: the windows of :mod:`adsformer.data.sequences` for a request at
+``now`` (exact while no more than ``max_len + extra_len`` entries of a pair were at or after a write's
+``now``).
+
+**Idempotent writes**: an event may carry an ``event_id`` (a client's key for it). The store remembers the
+ids of each user's stored events for ``dedupe_ttl_s`` (at most ``dedupe_max_ids`` per user, the oldest
+forgotten first); an event whose id it remembers -- a retried batch, or the same id twice in one batch -- is
+skipped, with its entries, in the same atomic step. A batch of nothing but duplicates changes nothing (not
+even the version). Events without an id are always stored.
 
 :class:`~adsformer.serving.redis_store.RedisStore` (Redis, production) and :class:`InMemoryStore` (one
 process, the demo without Redis) implement the same protocol and are tested against the same cases.
@@ -25,6 +34,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+#: The latest time (Unix seconds) a store accepts: before the year 2286, exact as a Redis score (a double);
+#: larger values are rejected before they reach the store (in milliseconds, a time is about 1000x larger).
+MAX_TS = 10_000_000_000
 
 
 class StoreUnavailableError(RuntimeError):
@@ -42,10 +55,17 @@ class StoreSpec:
     # entries kept beyond max_len, so that events at or after a request's time (the same second, a client
     # clock ahead) do not push out the max_len entries the request reads
     extra_len: int = 16
+    dedupe_ttl_s: int = 86_400  # how long a stored event's event_id is remembered
+    dedupe_max_ids: int = 10_000  # event_ids remembered per user
 
     def __post_init__(self) -> None:
-        if self.window_s < 1 or self.max_len < 1 or self.ttl_s < 1 or self.extra_len < 0:
-            raise ValueError(f"store spec needs window_s, max_len, ttl_s >= 1 and extra_len >= 0, got {self}")
+        if min(self.window_s, self.max_len, self.ttl_s, self.dedupe_ttl_s, self.dedupe_max_ids) < 1 or (
+            self.extra_len < 0
+        ):
+            raise ValueError(
+                "store spec needs window_s, max_len, ttl_s, dedupe_ttl_s, dedupe_max_ids >= 1 and "
+                f"extra_len >= 0, got {self}"
+            )
 
     @property
     def keep(self) -> int:
@@ -55,11 +75,24 @@ class StoreSpec:
 
 @dataclass(frozen=True)
 class SequenceItem:
-    """One entry to append: ``value`` (a raw id or query text) of ``pair`` at ``ts``."""
+    """One entry to append: ``value`` (a raw id or query text) of ``pair`` at ``ts``; ``event`` is the index
+    of the event (in the same append) it comes from, -1 for none (then it is stored whatever the events)."""
 
     pair: str
     ts: int
     value: str
+    event: int = -1
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append stored: the user's version after it, the events and entries stored, and the indices
+    of the events skipped as duplicates (an ``event_id`` already stored)."""
+
+    version: int
+    events: int
+    entries: int
+    duplicates: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,14 +107,42 @@ class UserState:
         return sum(len(v) for v in self.sequences.values())
 
 
+def check_now(now: int) -> None:
+    if not 0 <= now <= MAX_TS:
+        raise ValueError(f"now {now} is outside [0, {MAX_TS}]")
+
+
+def check_append(items: Sequence[SequenceItem], events: Sequence[dict[str, Any]], now: int) -> None:
+    """Raise ``ValueError`` unless every time is an integer in ``[0, MAX_TS]`` and every item's event
+    index names one of ``events`` (or is -1): what a store is asked to do never fails inside the store."""
+    check_now(now)
+    for item in items:
+        if not isinstance(item.ts, int) or not 0 <= item.ts <= MAX_TS:
+            raise ValueError(f"entry time {item.ts!r} is not an integer in [0, {MAX_TS}]")
+        if not -1 <= item.event < len(events):
+            raise ValueError(f"entry of event {item.event} in a batch of {len(events)} events")
+    for event in events:
+        event_id = event.get("event_id")
+        if event_id is not None and not (isinstance(event_id, str) and 0 < len(event_id) <= 256):
+            raise ValueError(f"event_id {event_id!r} is not a string of 1 to 256 characters")
+
+
 @runtime_checkable
 class OnlineStore(Protocol):
     spec: StoreSpec
     kind: str
 
-    def append(self, key: str, items: Sequence[SequenceItem], events: Sequence[dict[str, Any]]) -> int:
-        """Append ``items`` (in arrival order) to ``key``'s sequences and ``events`` to the event stream;
-        trim, refresh the TTL, bump and return the new version."""
+    def append(
+        self,
+        key: str,
+        items: Sequence[SequenceItem],
+        events: Sequence[dict[str, Any]],
+        *,
+        now: int | None = None,
+    ) -> Appended:
+        """Append ``items`` (in arrival order) to ``key``'s sequences and ``events`` to the event stream,
+        skipping events whose ``event_id`` is already stored (and their items); trim against ``now`` (the
+        server clock; default the store's clock), refresh the TTLs, bump the version. Atomic."""
         ...
 
     def version(self, key: str) -> int:
@@ -109,27 +170,64 @@ class InMemoryStore:
         self._seqs: dict[str, dict[str, list[tuple[int, int, str]]]] = {}  # key -> pair -> (ts, seq, value)
         self._versions: dict[str, int] = {}
         self._expires: dict[str, float] = {}
+        self._ids: dict[str, dict[str, int]] = {}  # key -> event_id -> when stored (insertion order)
         self._arrivals = 0
+        self._appends = 0
+        self._latest = 0  # the latest write's now (the clock of the remembered event_ids)
         self.stream: deque[dict[str, Any]] = deque(maxlen=self.spec.stream_maxlen)
 
-    def append(self, key: str, items: Sequence[SequenceItem], events: Sequence[dict[str, Any]]) -> int:
+    def append(
+        self,
+        key: str,
+        items: Sequence[SequenceItem],
+        events: Sequence[dict[str, Any]],
+        *,
+        now: int | None = None,
+    ) -> Appended:
+        now = int(self._clock()) if now is None else int(now)
+        check_append(items, events, now)
         with self._lock:
+            self._appends += 1
+            self._latest = max(self._latest, now)
+            if self._appends % 1024 == 0:
+                self._sweep()
             self._expire(key)
+            ids = self._ids.setdefault(key, {})
+            for old in [i for i, t in ids.items() if t < now - self.spec.dedupe_ttl_s]:
+                del ids[old]
+            fresh, duplicates = [], []
+            for i, event in enumerate(events):
+                event_id = event.get("event_id")
+                if event_id is not None and str(event_id) in ids:
+                    duplicates.append(i)
+                    continue
+                if event_id is not None:
+                    ids[str(event_id)] = now
+                fresh.append(event)
+            while len(ids) > self.spec.dedupe_max_ids:
+                del ids[next(iter(ids))]
+            if not ids:
+                self._ids.pop(key, None)
+            skip = set(duplicates)
+            kept = [item for item in items if item.event not in skip]
+            if not fresh and not kept:
+                return Appended(self._versions.get(key, 0), 0, 0, tuple(duplicates))
             seqs = self._seqs.setdefault(key, {})
             touched = set()
-            for item in items:
+            for item in kept:
                 self._arrivals += 1
                 seqs.setdefault(item.pair, []).append((int(item.ts), self._arrivals, item.value))
                 touched.add(item.pair)
+            keep = self.spec.keep
             for pair in touched:
-                entries = sorted(seqs[pair])  # (ts, arrival) ascending
-                newest = entries[-1][0]
-                entries = [e for e in entries if e[0] >= newest - self.spec.window_s]
-                seqs[pair] = entries[-self.spec.keep :]
+                entries = sorted(e for e in seqs[pair] if e[0] >= now - self.spec.window_s)  # (ts, arrival)
+                before = [e for e in entries if e[0] < now][-keep:]
+                after = [e for e in entries if e[0] >= now][-keep:]
+                seqs[pair] = before + after
             self._versions[key] = self._versions.get(key, 0) + 1
             self._expires[key] = self._clock() + self.spec.ttl_s
-            self.stream.extend({"key": key, **e} for e in events)
-            return self._versions[key]
+            self.stream.extend({"key": key, **e} for e in fresh)
+            return Appended(self._versions[key], len(fresh), len(kept), tuple(duplicates))
 
     def version(self, key: str) -> int:
         with self._lock:
@@ -137,6 +235,7 @@ class InMemoryStore:
             return self._versions.get(key, 0)
 
     def read(self, key: str, pairs: Sequence[str], now: int) -> UserState:
+        check_now(now)
         with self._lock:
             self._expire(key)
             seqs = self._seqs.get(key, {})
@@ -155,6 +254,14 @@ class InMemoryStore:
 
     def close(self) -> None:
         return None
+
+    def _sweep(self) -> None:
+        """Drop every expired user and forgotten event_id (lazy expiry alone keeps users never seen again)."""
+        for key in [k for k, t in self._expires.items() if t <= self._clock()]:
+            self._expire(key)
+        horizon = self._latest - self.spec.dedupe_ttl_s
+        for key in [k for k, ids in self._ids.items() if max(ids.values(), default=horizon - 1) < horizon]:
+            del self._ids[key]
 
     def _expire(self, key: str) -> None:
         if key in self._expires and self._expires[key] <= self._clock():

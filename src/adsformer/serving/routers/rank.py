@@ -11,13 +11,15 @@ from dataclasses import asdict
 
 import anyio
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from adsformer.serving.deps import ServiceDep, SettingsDep
+from adsformer.serving.guard import StrictJSONRoute
 from adsformer.serving.outcome import RankQuery
 from adsformer.serving.ranking import OverloadedError
 from adsformer.serving.schemas import AdOut, RankRequest, RankResponse
 
-router = APIRouter(tags=["rank"])
+router = APIRouter(tags=["rank"], route_class=StrictJSONRoute)
 
 
 @router.post(
@@ -32,18 +34,18 @@ async def post_rank(
 
     When the online store cannot be reached the ranking is not personalized and says so
     (``personalized: false``, ``fallback_reason``); it is never an error."""
+    errors = [{**e, "loc": ("body", "context", *e["loc"])} for e in service.check_context(body.context)]
     if body.n > settings.max_ads:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=[
-                {
-                    "type": "less_than_equal",
-                    "loc": ["body", "n"],
-                    "msg": f"n must be <= {settings.max_ads} (max_ads)",
-                    "input": body.n,
-                }
-            ],
+        errors.append(
+            {
+                "type": "less_than_equal",
+                "loc": ("body", "n"),
+                "msg": f"n must be <= {settings.max_ads} (max_ads)",
+                "input": body.n,
+            }
         )
+    if errors:
+        raise RequestValidationError(errors)
     query = RankQuery(
         query=body.query,
         listing_id=body.listing_id,
