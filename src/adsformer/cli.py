@@ -36,6 +36,7 @@ def _add_subcommands() -> None:
     from adsformer.cli_index import index_app, retrieve_cmd
     from adsformer.cli_represent import represent_app
     from adsformer.cli_serve import serve_cmd, serve_demo_cmd
+    from adsformer.cli_stats import stats_app
 
     app.add_typer(represent_app, name="represent")
     app.command("serve")(serve_cmd)
@@ -43,6 +44,7 @@ def _add_subcommands() -> None:
     app.command("features")(features_cmd)
     app.add_typer(index_app, name="index")
     app.command("retrieve")(retrieve_cmd)
+    app.add_typer(stats_app, name="stats")
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
@@ -142,6 +144,12 @@ def prepare_simulate(
                 raise ConfigError(str(exc)) from exc
         ds = simulate(cfg, out, progress=_progress_printer())
     _print_prepared(ds.summary(), out)
+    shares = json.loads((out / "truth.json").read_text())["summary"].get("reengagement", {})
+    console.print(
+        "re-engagement, on a listing the user touched in the prior hour: "
+        + ", ".join(f"{k} {'n/a' if v is None else f'{100 * v:.1f}%'}" for k, v in shares.items())
+        + " [dim](docs/simulator.md)[/]"
+    )
 
 
 @prepare_app.command("taobao-userbehavior")
@@ -359,12 +367,21 @@ def ablate_cmd(
         list[str] | None,
         typer.Option(help="Run only this row (repeatable); the baseline always runs, for the lifts."),
     ] = None,
+    tables: Annotated[
+        str | None,
+        typer.Option(
+            help="Pretrained tables for ADPM component 2: auto (learn a skip-gram table from the sessions "
+            "before the test period into OUT/tables/skipgram) or DIR,DIR,... (same as --set tables=[...])."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Train and test every row of the suite over seeds; write ablation.json and ablation.md.
 
-    Spread seeds over processes: run ``--seeds 1 --set seed=N`` each, then ``adsformer ablate-merge``."""
+    Every suite also trains the peers DIN and TransAct (FuxiCTR) when the optional package fuxictr is
+    installed. Spread seeds over processes: run ``--seeds 1 --set seed=N`` each, then ``adsformer
+    ablate-merge``."""
     from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
     from adsformer.experiments.config import load_experiment
 
@@ -373,6 +390,11 @@ def ablate_cmd(
             raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(SUITES)}")
         if seeds < 1:
             raise ConfigError("--seeds must be >= 1")
+        if tables is not None:
+            dirs = [t.strip() for t in tables.split(",") if t.strip()]
+            if not dirs:
+                raise ConfigError("--tables: expected auto or DIR,DIR,...")
+            set_ = [*(set_ or []), f"tables=[{','.join(dirs)}]"]
         cfg = load_experiment(config, set_, extra=_given(task=task))
         result = run_ablation(data, cfg, suite, seeds, out, only=tuple(only or ()))
     console.print(ablation_markdown(result))

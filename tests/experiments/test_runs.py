@@ -278,14 +278,17 @@ def test_predict_and_export_commands(sim_dir, tmp_path):
     assert (tmp_path / "m.pt").exists() and (tmp_path / "m.pt.json").exists()
 
 
-def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_path):
+def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_path, monkeypatch):
     """The paper's table 4: ADPM-3 with each subset of the given tables in component 2."""
     import numpy as np
     import polars as pl
 
+    from adsformer.experiments import ablation
     from adsformer.experiments.ablation import pretrained_suite
     from adsformer.experiments.config import load_experiment
     from adsformer.representations.table import RepresentationTable
+
+    monkeypatch.setattr(ablation, "peers_unavailable", lambda: "needs fuxictr")  # see test_peers.py
 
     ids = pl.read_parquet(sim_dir / "listings.parquet")["listing_id"].to_list()
     rng = np.random.default_rng(0)
@@ -304,6 +307,10 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
         "beta",
         "alpha/beta",
         "No Pretrained Representations",
+        "rule-touch",
+        "rule-touch+position",
+        "DIN",
+        "TransAct",
     ]
     cfg = load_experiment(CONFIGS / "ctr_test.yaml", [f"tables=[{tables[0]},{tables[1]}]"])
     assert rows[2].apply(cfg).model.adpm.pretrained.tables == (tables[1],)
@@ -330,8 +337,15 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
         )
     )
     result = json.loads((out / "ablation.json").read_text())
-    assert [r["name"] for r in result["rows"]] == ["baseline", "alpha", "No Pretrained Representations"]
-    assert result["suite"] == "pretrained" and not result["skipped"]
+    assert [r["name"] for r in result["rows"]] == [
+        "baseline",
+        "alpha",
+        "No Pretrained Representations",
+        "rule-touch",
+        "rule-touch+position",
+    ]
+    assert result["suite"] == "pretrained"
+    assert [s["name"] for s in result["skipped"]] == ["DIN", "TransAct"]
 
 
 def test_ablate_tables_auto_learns_a_skipgram_table_inside_the_output(sim_dir, tmp_path):
