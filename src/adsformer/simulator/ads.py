@@ -6,7 +6,14 @@ category; the whole category for broad queries), ranked by a noisy non-personali
 1..slots. Whether an ad is clicked depends on its position (examination curve) and on how well it matches
 the session's hidden intent (leaf, color, price band), which the query does not reveal (see
 :mod:`adsformer.simulator.config` for the formula). A click adds a ``view`` event shortly after the
-impression; a purchase adds ``cart_add`` and ``purchase`` events later.
+impression; a purchase adds ``cart_add`` and ``purchase`` events later (minutes later, or with probability
+``purchase_later_share`` hours later, from the cart).
+
+Re-engagement: a request's candidates include, with probability ``ad_touch_recall x recency``, listings
+the user touched while browsing (in the query's top-level category), and the click and purchase models add
+``w_touch x recency`` (``pw_touch``) for an ad of a touched listing and ``w_shop_touch x recency``
+(``pw_shop_touch``) for an ad of another listing of a touched shop, where recency is
+``exp(-age / touch_decay_s)`` of the newest such touch among the user's last ``touch_lookback``.
 """
 
 from __future__ import annotations
@@ -44,15 +51,64 @@ class Impressions:
     match_color: np.ndarray
     match_band: np.ndarray
     match_query: np.ndarray
+    touch_age_s: np.ndarray  # seconds since the user last touched this listing (-1 = not among touches)
+    touch_recency: np.ndarray  # exp(-touch_age_s / touch_decay_s), 0 when untouched
+    shop_touch_age_s: np.ndarray  # seconds since the user last touched another listing of its shop
+    shop_touch_recency: np.ndarray
     p_examine: np.ndarray
     p_relevant: np.ndarray
     p_purchase: np.ndarray
 
 
+@dataclass
+class Touches:
+    """Per request, the user's last ``touch_lookback`` browsing touches of listings strictly before it,
+    newest first: listing (-1 = none; a listing touched twice keeps its newest entry only), age in
+    seconds and recency ``exp(-age / touch_decay_s)`` (0 where none)."""
+
+    listing: np.ndarray  # (R, K) int32
+    age: np.ndarray  # (R, K) int64
+    recency: np.ndarray  # (R, K) float32
+
+
+def recent_touches(cfg: SimulatorConfig, events: Events, user: np.ndarray, ts: np.ndarray) -> Touches:
+    """:class:`Touches` of requests by ``user`` at ``ts``, from the browsing ``events`` (one
+    ``searchsorted`` over (user, time) keys; ad clicks' own follow-up events are not among them)."""
+    K = cfg.touch_lookback
+    has = events.listing >= 0
+    ev_user = events.user[has].astype(np.int64)
+    ev_ts = events.ts[has].astype(np.int64)
+    ev_listing = events.listing[has]
+    keys = (ev_user << 32) | (ev_ts - cfg.start_ts)
+    order = np.argsort(keys, kind="stable")
+    keys, ev_user, ev_ts, ev_listing = keys[order], ev_user[order], ev_ts[order], ev_listing[order]
+    user = user.astype(np.int64)
+    at = np.searchsorted(keys, (user << 32) | (ts.astype(np.int64) - cfg.start_ts), "left")
+    pos = at[:, None] - 1 - np.arange(K)[None, :]  # (R, K) newest first
+    safe = np.clip(pos, 0, max(keys.size - 1, 0))
+    valid = (pos >= 0) & (ev_user[safe] == user[:, None]) if keys.size else np.zeros(pos.shape, bool)
+    listing = np.where(valid, ev_listing[safe] if keys.size else -1, -1).astype(np.int32)
+    for j in range(1, K):  # keep the newest entry of a listing touched more than once
+        repeat = (listing[:, j : j + 1] == listing[:, :j]).any(axis=1)
+        listing[repeat, j] = -1
+    valid = listing >= 0
+    age = np.where(valid, ts[:, None] - (ev_ts[safe] if keys.size else 0), -1).astype(np.int64)
+    recency = np.where(valid, np.exp(-np.maximum(age, 0) / cfg.touch_decay_s), 0.0).astype(np.float32)
+    return Touches(listing, age, recency)
+
+
 def rank_candidates(
-    cfg: SimulatorConfig, world: World, req: Requests, rng: np.random.Generator
+    cfg: SimulatorConfig,
+    world: World,
+    req: Requests,
+    rng: np.random.Generator,
+    touches: Touches | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(R, slots) listing indices and a validity mask (False where a request had too few distinct ads)."""
+    """(R, slots) listing indices and a validity mask (False where a request had too few distinct ads).
+
+    With ``touches``, each listing the user touched that lies in the query's top-level category joins the
+    candidates with probability ``ad_touch_recall * recency`` (retrieval finds what is relevant, and what
+    the user just looked at is); ranking stays non-personalized."""
     n, P, tax = req.ts.size, cfg.candidates_per_request, world.tax
     broad = req.node >= tax.n_leaf_total
     leaf_node = np.where(broad, 0, req.node)
@@ -63,6 +119,12 @@ def rank_candidates(
     lo = np.where(from_top, t_lo[:, None], l_lo[:, None])
     hi = np.where(from_top, t_hi[:, None], l_hi[:, None])
     cand = world.draw_in(rng, lo, hi).astype(np.int32)
+    if touches is not None and touches.listing.shape[1]:
+        K = min(touches.listing.shape[1], P)
+        tl = touches.listing[:, :K]
+        in_top = (tl >= 0) & (tax.top_of(world.leaf[np.maximum(tl, 0)]) == top[:, None])
+        recall = in_top & (rng.random(tl.shape) < cfg.ad_touch_recall * touches.recency[:, :K])
+        cand[:, :K] = np.where(recall, tl, cand[:, :K])
     day = ((req.ts - cfg.start_ts) // 86_400).clip(0, cfg.days - 1)
     score = (
         np.log(world.bid_by_day[cand, day[:, None]]).astype(np.float32)
@@ -84,10 +146,19 @@ def rank_candidates(
 
 
 def serve(
-    cfg: SimulatorConfig, world: World, s: Sessions, req: Requests, rng: np.random.Generator
+    cfg: SimulatorConfig,
+    world: World,
+    s: Sessions,
+    req: Requests,
+    rng: np.random.Generator,
+    browsing: Events,
 ) -> tuple[Impressions, Events]:
-    """Show ads for every request, draw clicks and purchases, and the events they cause."""
-    shown, valid = rank_candidates(cfg, world, req, rng)
+    """Show ads for every request, draw clicks and purchases, and the events they cause.
+
+    ``browsing`` (the users' browsing events) gives each request the user's recent touches: they join the
+    candidates and earn the touch terms of the click and purchase models."""
+    touches = recent_touches(cfg, browsing, s.user[req.session], req.ts)
+    shown, valid = rank_candidates(cfg, world, req, rng, touches)
     request = np.repeat(np.arange(req.ts.size, dtype=np.int32), cfg.slots).reshape(shown.shape)[valid]
     position = np.broadcast_to(np.arange(1, cfg.slots + 1, dtype=np.int32), shown.shape)[valid]
     listing = shown[valid]
@@ -102,6 +173,16 @@ def serve(
     m_band = world.band[listing] == s.band[sess]
     m_query = a_leaf == req.node[request]
     quality = world.quality[listing]
+    # touch terms: recency of the newest touch of this listing, and of another listing of its shop
+    tl, rec = touches.listing[request], touches.recency[request]  # (n, K)
+    same = tl == listing[:, None]
+    same_shop = (tl >= 0) & ~same & (world.shop[np.maximum(tl, 0)] == world.shop[listing][:, None])
+    touch_rec = np.where(same, rec, 0).max(axis=1, initial=0.0)
+    shop_rec = np.where(same_shop, rec, 0).max(axis=1, initial=0.0)
+    ages = touches.age[request]
+    touch_age = np.where(same, ages, -1).max(axis=1, initial=-1)  # one entry per listing: its newest touch
+    shop_age = np.where(same_shop, ages, np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
+    shop_age = np.where(shop_age == np.iinfo(np.int64).max, -1, shop_age)
     f32 = np.float32
     logit = (
         cfg.click_bias
@@ -111,6 +192,8 @@ def serve(
         + cfg.w_band * m_band
         + cfg.w_query * m_query
         + cfg.w_quality * quality
+        + cfg.w_touch * touch_rec
+        + cfg.w_shop_touch * shop_rec
         + rng.normal(0.0, cfg.click_noise, n)
     ).astype(f32)
     p_examine = examination(cfg, position)
@@ -122,6 +205,8 @@ def serve(
         + cfg.pw_color * m_color
         + cfg.pw_band * m_band
         + cfg.pw_quality * quality
+        + cfg.pw_touch * touch_rec
+        + cfg.pw_shop_touch * shop_rec
     ).astype(f32)
     purchased = clicked & (rng.random(n, dtype=f32) < p_purchase)
     imps = Impressions(
@@ -136,6 +221,10 @@ def serve(
         m_color,
         m_band,
         m_query,
+        touch_age.astype(np.int64),
+        touch_rec.astype(f32),
+        shop_age.astype(np.int64),
+        shop_rec.astype(f32),
         p_examine,
         p_relevant,
         p_purchase,
@@ -146,7 +235,14 @@ def serve(
     view_ts = ts[c] + rng.integers(1, cfg.click_delay_max_s + 1, c.size)
     b = purchased[c]
     cart_ts = view_ts[b] + rng.integers(20, 300, int(b.sum()))
-    buy_ts = cart_ts + rng.integers(20, 600, cart_ts.size)
+    later = rng.random(cart_ts.size) < cfg.purchase_later_share  # bought later from the cart
+    later_ts = cart_ts + 600 + rng.exponential(cfg.purchase_later_mean_s, cart_ts.size).astype(np.int64)
+    end_ts = cfg.start_ts + cfg.days * 86_400 - 1
+    buy_ts = np.where(
+        later,
+        np.maximum(np.minimum(later_ts, end_ts), cart_ts),
+        cart_ts + rng.integers(20, 600, cart_ts.size),
+    )
     user = s.user[sess]
     none = np.full(c.size + 2 * cart_ts.size, -1, np.int32)
     events = Events(

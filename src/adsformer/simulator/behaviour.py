@@ -4,8 +4,11 @@ Each user has long-term favourites (leaves, colors, a price band). Each session 
 (leaf, color, price band): with probability ``intent_persistence`` the previous session's, otherwise a fresh
 draw biased towards the favourites. A session is a run of browsing steps (a search, or a listing view that
 mostly matches the intent, sometimes followed by favorite / cart_add / purchase) seconds-to-minutes apart.
-Ad requests happen right at session start (empty recent history) or a few seconds after a step. All of it is
-vectorized over sessions; the only Python loop runs over the (at most ``max_steps``) step indices.
+Users come back: a listing view may return to a listing (or the shop of a listing) the user touched in
+this or an earlier session, more likely the fresher and stronger (favorite, cart) the touch. Ad requests
+happen right at session start (before any action of the session) or a few seconds after a step. All of it
+is vectorized over sessions; the only Python loops run over a session's rank within its user (at most
+``max_sessions``) and the (at most ``max_steps``) step indices.
 """
 
 from __future__ import annotations
@@ -156,58 +159,162 @@ def _query_words(world: World, node: np.ndarray, rng: np.random.Generator) -> li
     return [w1, w2.astype(np.int32)]
 
 
+#: listing touches each user remembers for returns (the newest ones; older ones have no pull left)
+MEMORY = 32
+
+
+@dataclass
+class _Memory:
+    """Per user, the last :data:`MEMORY` listings touched while browsing: listing (-1 = empty slot), time and
+    pull weight (1 for a view, ``revisit_favorite_weight`` / ``revisit_cart_weight`` when favorited /
+    carted). A ring buffer: ``count`` is how many touches were ever written."""
+
+    listing: np.ndarray  # (U, MEMORY)
+    ts: np.ndarray
+    weight: np.ndarray
+    count: np.ndarray  # (U,)
+
+    @classmethod
+    def empty(cls, n_users: int) -> _Memory:
+        return cls(
+            np.full((n_users, MEMORY), -1, np.int32),
+            np.zeros((n_users, MEMORY), np.int64),
+            np.zeros((n_users, MEMORY), np.float32),
+            np.zeros(n_users, np.int64),
+        )
+
+    def seen(self, user: np.ndarray, listing: np.ndarray) -> np.ndarray:
+        return (self.listing[user] == listing[:, None]).any(axis=1)
+
+    def pull(self, cfg: SimulatorConfig, user: np.ndarray, now: np.ndarray) -> np.ndarray:
+        """(n, MEMORY) pull of each remembered touch at ``now``: weight * exp(-age / revisit_decay_s)."""
+        age = (now[:, None] - self.ts[user]).astype(np.float64)
+        valid = (self.listing[user] >= 0) & (age >= 0)
+        decay = np.exp(-np.maximum(age, 0.0) / cfg.revisit_decay_s)
+        return np.where(valid, self.weight[user] * decay, 0.0)
+
+    def write(self, user: np.ndarray, listing: np.ndarray, ts: np.ndarray, weight: np.ndarray) -> None:
+        """Append one touch per user (``user`` holds each user at most once)."""
+        slot = self.count[user] % MEMORY
+        self.listing[user, slot] = listing
+        self.ts[user, slot] = ts
+        self.weight[user, slot] = weight
+        self.count[user] += 1
+
+
+def _returns(
+    cfg: SimulatorConfig,
+    world: World,
+    memory: _Memory,
+    user: np.ndarray,
+    now: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each view step is a return, and to which listing: with probability ``revisit_prob * (1 -
+    exp(-total pull))`` the user goes back to a remembered touch drawn in proportion to its pull, and opens
+    that listing, or (``revisit_shop_share``) another listing of its shop."""
+    n = user.size
+    pull = memory.pull(cfg, user, now)  # (n, MEMORY)
+    total = pull.sum(axis=1)
+    back = rng.random(n) < cfg.revisit_prob * -np.expm1(-total)
+    pick = (np.cumsum(pull, axis=1) < (rng.random(n) * total)[:, None]).sum(axis=1).clip(0, MEMORY - 1)
+    target = memory.listing[user, pick]
+    safe = np.where(target >= 0, target, 0)
+    to_shop = rng.random(n) < cfg.revisit_shop_share
+    listing = np.where(to_shop, world.in_shop(rng, world.shop[safe]), safe)
+    return back & (target >= 0), listing.astype(np.int32)
+
+
 def browse(
     cfg: SimulatorConfig, world: World, s: Sessions, rng: np.random.Generator
 ) -> tuple[Events, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Browsing events of all sessions, and request slots ``(session, ts, at_start)`` in session order."""
+    """Browsing events of all sessions, and request slots ``(session, ts, at_start)`` in session order.
+
+    Sessions run in waves by their rank within the user (all first sessions, then all second ones, ...),
+    so each user's memory of touched listings carries from one session to the next; inside a wave the loop
+    runs over step indices, vectorized over sessions. A view step is a **return** to a remembered touch
+    (:func:`_returns`) or a **fresh** listing drawn for the intent; a fresh draw that lands on a listing
+    the user already touched is redrawn once with probability ``fresh_view_redraw`` (so that returns come
+    from the return process, not from chance in small catalogues). A purchase follows its cart_add seconds
+    later, or (``purchase_later_share``) 10 minutes plus Exponential(``purchase_later_mean_s``) later,
+    straight from the cart, within the simulated days.
+    """
     t = s.start.copy()
     parts: list[Events] = []
     slots = []
     start_req = (rng.random(s.user.size) < cfg.p_request_at_start) | (s.n_steps == 0)
     slots.append((np.nonzero(start_req)[0], s.start[start_req], np.ones(int(start_req.sum()), bool)))
     no_words = np.empty(0, np.int32)
-    for j in range(int(s.n_steps.max(initial=0))):
-        act = np.nonzero(s.n_steps > j)[0]
-        t[act] += 15 + rng.exponential(cfg.step_gap_s, act.size).astype(np.int64)
-        search = rng.random(act.size) < cfg.p_search
-        q = act[search]
-        words = _query_words(world, s.leaf[q], rng)
-        color_w = np.where(rng.random(q.size) < cfg.search_color_prob, world.tax.color_words(s.color[q]), -1)
-        parts.append(
-            Events(
-                s.user[q],
-                t[q],
-                np.full(q.size, SEARCH, np.int8),
-                np.full(q.size, -1, np.int32),
-                [color_w.astype(np.int32), *words],
+    rank = np.arange(s.user.size) - np.searchsorted(s.user, s.user, "left")
+    memory = _Memory.empty(int(s.user.max(initial=-1)) + 1)
+    end_ts = cfg.start_ts + cfg.days * 86_400 - 1
+    for k in range(int(rank.max(initial=-1)) + 1):
+        wave = np.nonzero(rank == k)[0]
+        for j in range(int(s.n_steps[wave].max(initial=0))):
+            act = wave[s.n_steps[wave] > j]
+            t[act] += 15 + rng.exponential(cfg.step_gap_s, act.size).astype(np.int64)
+            search = rng.random(act.size) < cfg.p_search
+            q = act[search]
+            words = _query_words(world, s.leaf[q], rng)
+            color_w = np.where(
+                rng.random(q.size) < cfg.search_color_prob, world.tax.color_words(s.color[q]), -1
             )
-        )
-        v = act[~search]
-        listing = world.pick(rng, *_view_targets(cfg, world, s, v, rng)).astype(np.int32)
-        m_color = world.color[listing] == s.color[v]
-        m_band = world.band[listing] == s.band[v]
-        fav = rng.random(v.size) < cfg.p_favorite * (1 + m_color)
-        cart = rng.random(v.size) < cfg.p_cart * (1 + m_band)
-        buy = cart & (rng.random(v.size) < cfg.p_purchase_after_cart)
-        for action, mask, delay in (
-            (VIEW, np.ones(v.size, bool), 0),
-            (FAVORITE, fav, 2),
-            (CART_ADD, cart, 5),
-            (PURCHASE, buy, 9),
-        ):
-            e = v[mask]
-            ts = t[e] + delay + (rng.integers(0, 4, e.size) if delay else 0)
             parts.append(
                 Events(
-                    s.user[e],
-                    ts,
-                    np.full(e.size, action, np.int8),
-                    listing[mask],
-                    [np.full(e.size, -1, np.int32)] * 3,
+                    s.user[q],
+                    t[q],
+                    np.full(q.size, SEARCH, np.int8),
+                    np.full(q.size, -1, np.int32),
+                    [color_w.astype(np.int32), *words],
                 )
             )
-        r = act[rng.random(act.size) < cfg.p_request_per_step]
-        slots.append((r, t[r] + rng.integers(1, 14, r.size), np.zeros(r.size, bool)))
+            v = act[~search]
+            user = s.user[v]
+            target = _view_targets(cfg, world, s, v, rng)
+            fresh = world.pick(rng, *target).astype(np.int32)
+            again = world.pick(rng, *target).astype(np.int32)
+            wider = world.draw_in(rng, *world.leaf_range(target[0])).astype(np.int32)
+            redraw = rng.random(v.size) < cfg.fresh_view_redraw
+            fresh = np.where(redraw & memory.seen(user, fresh), again, fresh)
+            fresh = np.where(redraw & memory.seen(user, fresh), wider, fresh)
+            back, returned = _returns(cfg, world, memory, user, t[v], rng)
+            listing = np.where(back, returned, fresh)
+            m_color = world.color[listing] == s.color[v]
+            m_band = world.band[listing] == s.band[v]
+            fav = rng.random(v.size) < cfg.p_favorite * (1 + m_color)
+            cart = rng.random(v.size) < cfg.p_cart * (1 + m_band)
+            buy = cart & (rng.random(v.size) < cfg.p_purchase_after_cart)
+            later = rng.random(v.size) < cfg.purchase_later_share
+            later_delay = 600 + rng.exponential(cfg.purchase_later_mean_s, v.size).astype(np.int64)
+            for action, mask, delay in (
+                (VIEW, np.ones(v.size, bool), 0),
+                (FAVORITE, fav, 2),
+                (CART_ADD, cart, 5),
+                (PURCHASE, buy, 9),
+            ):
+                e = v[mask]
+                ts = t[e] + delay + (rng.integers(0, 4, e.size) if delay else 0)
+                if action == PURCHASE:
+                    ts = np.where(later[mask], np.minimum(t[e] + later_delay[mask], end_ts), ts)
+                parts.append(
+                    Events(
+                        s.user[e],
+                        ts,
+                        np.full(e.size, action, np.int8),
+                        listing[mask],
+                        [np.full(e.size, -1, np.int32)] * 3,
+                    )
+                )
+            weight = np.maximum.reduce(
+                [
+                    np.ones(v.size, np.float32),
+                    fav * np.float32(cfg.revisit_favorite_weight),
+                    cart * np.float32(cfg.revisit_cart_weight),
+                ]
+            )
+            memory.write(user, listing, t[v], weight)
+            r = act[rng.random(act.size) < cfg.p_request_per_step]
+            slots.append((r, t[r] + rng.integers(1, 14, r.size), np.zeros(r.size, bool)))
     if not parts:
         parts.append(
             Events(no_words, no_words.astype(np.int64), no_words.astype(np.int8), no_words, [no_words] * 3)

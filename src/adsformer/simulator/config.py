@@ -7,12 +7,37 @@ in seconds, all money in dollars. The click model is::
     P(click) = examination(position) * sigmoid(click_bias + w_leaf*[ad leaf == intent leaf]
                + w_top*[same top-level category] + w_color*[ad color == intent color]
                + w_band*[ad price band == intent band] + w_query*[ad leaf == query leaf]
-               + w_quality*quality + N(0, click_noise))
+               + w_quality*quality + w_touch*touch_recency + w_shop_touch*shop_touch_recency
+               + N(0, click_noise))
     examination(p) = p ** -examination_eta
+    touch_recency = exp(-(seconds since the user last touched this listing) / touch_decay_s), 0 if never
+    shop_touch_recency = the same for the newest touch of another listing of the ad's shop
 
 and, after a click, ``P(purchase) = sigmoid(purchase_bias + pw_leaf*.. + pw_color*.. + pw_band*..
-+ pw_quality*quality)``. The intent (leaf, color, band) is the session's hidden short-term intent; the
-query never reveals color or band, so only the recent action sequence carries that signal.
++ pw_quality*quality + pw_touch*touch_recency + pw_shop_touch*shop_touch_recency)``. The intent (leaf,
+color, band) is the session's hidden short-term intent; the query never reveals color or band, so only the
+recent action sequence carries that signal. A "touch" is a browsing event (view, favorite, cart_add,
+purchase) of the user on a listing, among the user's last ``touch_lookback`` ones before the request.
+
+**Re-engagement** (users come back to what they just touched). While browsing, each listing view is a
+*return* with probability ``revisit_prob * (1 - exp(-pull))``, where ``pull`` sums, over the user's
+remembered touches (this session and earlier ones), ``weight * exp(-age / revisit_decay_s)`` (weight 1 for
+a view, ``revisit_favorite_weight`` / ``revisit_cart_weight`` for a favorited / carted listing); a return
+opens the touched listing, or (``revisit_shop_share``) another listing of its shop. Other views are fresh
+draws for the intent, redrawn (``fresh_view_redraw``) when they land on an already-touched listing. A share
+``purchase_later_share`` of purchases happens hours after the cart_add (straight from the cart), the rest
+seconds to minutes after. Ad requests retrieve touched listings of the query's category as candidates
+(``ad_touch_recall * touch_recency``) and the click / purchase models reward them (``w_touch``,
+``w_shop_touch``, ``pw_touch``, ``pw_shop_touch``).
+
+The defaults are calibrated so that the simulator's own shares, as ``adsformer stats reengagement``
+measures them (a click, view or purchase on a listing the same user touched in the hour before), match the
+public logs (``docs/simulator.md``): clicks follow **trivago** (37% of click-outs; ``w_touch``,
+``ad_touch_recall``), views follow **Taobao** (12% of page views; ``revisit_prob``, ``fresh_view_redraw``),
+purchases follow **Taobao** (42% of buys; ``purchase_later_share``). ``revisit_decay_s``,
+``touch_decay_s``, the favorite / cart weights, the shop share and the ``pw_*`` / shop weights are not
+measurable from these logs and are set by hand. The calibration holds at the demo and medium scales; the
+tiny preset's catalogue (0.6 listings per leaf x color x band) makes chance returns more frequent.
 """
 
 from __future__ import annotations
@@ -97,6 +122,22 @@ class SimulatorConfig:
     pw_color: float = 0.8
     pw_band: float = 1.6
     pw_quality: float = 0.5
+    # --- re-engagement (defaults calibrated on public logs; see docs/simulator.md) -------------------
+    revisit_prob: float = 0.11  #: P(a view step returns to something touched), at full pull (Taobao views)
+    revisit_decay_s: float = 1800.0  #: e-folding time of a touch's pull on the user's next views
+    revisit_favorite_weight: float = 2.0  #: pull of a favorited listing relative to a viewed one
+    revisit_cart_weight: float = 3.0  #: pull of a carted listing relative to a viewed one
+    revisit_shop_share: float = 0.25  #: share of returns that open another listing of the touched shop
+    fresh_view_redraw: float = 1.0  #: P(a fresh view that lands on an already-touched listing is redrawn)
+    purchase_later_share: float = 0.66  #: share of purchases made hours later, from the cart (Taobao buys)
+    purchase_later_mean_s: float = 21_600.0  #: mean delay (beyond 10 min) of such a later purchase
+    ad_touch_recall: float = 0.8  #: P(a touched listing of the query's category is an ad candidate) (trivago)
+    touch_decay_s: float = 1800.0  #: e-folding time of the recency of a touch in the click/purchase truth
+    touch_lookback: int = 8  #: the user's last touches (any age) the ad side looks at
+    w_touch: float = 2.8  #: click bonus x recency for an ad of a listing the user touched (trivago clicks)
+    w_shop_touch: float = 0.5  #: click bonus x recency for an untouched listing of a touched shop
+    pw_touch: float = 0.8  #: purchase bonus x recency for a touched listing
+    pw_shop_touch: float = 0.2  #: purchase bonus x recency for an untouched listing of a touched shop
     # --- images ---------------------------------------------------------------------------------------
     images: bool = True  #: write images/<listing_id>.png
     image_size: int = 48
@@ -110,6 +151,10 @@ class SimulatorConfig:
             raise ValueError("max_sessions * min_session_gap_s must fit in the simulated days")
         if len(self.price_band_multipliers) < 2:
             raise ValueError("need at least two price bands")
+        if min(self.revisit_decay_s, self.touch_decay_s, self.purchase_later_mean_s) <= 0:
+            raise ValueError("revisit_decay_s, touch_decay_s and purchase_later_mean_s must be > 0")
+        if self.touch_lookback < 0:
+            raise ValueError("touch_lookback must be >= 0")
 
     @classmethod
     def preset(cls, scale: str) -> SimulatorConfig:
@@ -142,6 +187,15 @@ class SimulatorConfig:
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+
+#: What the re-engagement defaults are calibrated to: kind -> (dataset, share of clicks / views / purchases
+#: on a listing the same user touched in the prior hour), measured by ``adsformer stats reengagement`` on
+#: the canonical trivago and Taobao directories (docs/simulator.md).
+REENGAGEMENT_TARGETS: dict[str, tuple[str, float]] = {
+    "clicks": ("trivago", 0.371),
+    "views": ("taobao", 0.122),
+    "purchases": ("taobao", 0.421),
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"n_users": 120, "n_listings": 800, "n_shops": 60, "image_size": 32},

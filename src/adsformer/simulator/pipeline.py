@@ -184,6 +184,10 @@ def _truth_tables(
             "match_color": imp.match_color,
             "match_band": imp.match_band,
             "match_query_leaf": imp.match_query,
+            "touch_age_s": imp.touch_age_s,
+            "touch_recency": imp.touch_recency,
+            "shop_touch_age_s": imp.shop_touch_age_s,
+            "shop_touch_recency": imp.shop_touch_recency,
             "p_examine": imp.p_examine,
             "p_relevant": imp.p_relevant,
             "p_click": imp.p_examine * imp.p_relevant,
@@ -215,7 +219,7 @@ def generate(config: SimulatorConfig, *, progress: Progress | None = None) -> tu
     events, slots = browse(config, world, sessions, rng["browsing"])
     req = make_requests(config, world, sessions, slots, rng["requests"])
     tick("ads", 0.4)
-    imp, click_events = serve(config, world, sessions, req, rng["ads"])
+    imp, click_events = serve(config, world, sessions, req, rng["ads"], events)
     tick("frames", 0.6)
     user_ids = _user_ids(users)
     impressions, request_ids = _impressions_frame(world, sessions, req, imp, user_ids)

@@ -9,7 +9,12 @@ purchase coefficients, position curve, intent process settings, the signal summa
 - ``sessions``: user, start, steps and the hidden short-term intent (leaf, color, band) per session;
 - ``requests``: session, query kind (exact / sibling / broad), query taxonomy node, at-session-start flag;
 - ``impressions``: row-aligned with ``impressions.parquet`` (and keyed by request_id, position): which intent
-  parts the ad matches and the click / purchase probabilities it was drawn with.
+  parts the ad matches, how recently the user touched the ad's listing (``touch_age_s``, -1 = not among
+  the last ``touch_lookback`` touches; ``touch_recency``) and another listing of its shop
+  (``shop_touch_age_s``, ``shop_touch_recency``), and the click / purchase probabilities it was drawn with.
+
+``truth.json``'s ``summary`` also holds the re-engagement shares of the dataset itself
+(:mod:`adsformer.data.reengagement`) and the CTR / conversion of touched vs untouched ads.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adsformer.data.reengagement import reengagement_shares
 from adsformer.data.schema import Dataset
 from adsformer.simulator.ads import examination
 from adsformer.simulator.behaviour import QUERY_KINDS
@@ -87,7 +93,10 @@ def truth_params(cfg: SimulatorConfig, world: World) -> dict[str, Any]:
         "click_model": {
             "formula": "P(click) = examination(position) * sigmoid(click_bias + w_leaf*leaf_match + "
             "w_top*top_match + w_color*color_match + w_band*band_match + w_query*query_leaf_match "
-            "+ w_quality*quality + N(0, click_noise)); matches are against the session intent",
+            "+ w_quality*quality + w_touch*touch_recency + w_shop_touch*shop_touch_recency "
+            "+ N(0, click_noise)); matches are against the session intent; touch_recency = "
+            "exp(-seconds since the user last touched the listing / touch_decay_s) (0 if untouched), "
+            "shop_touch_recency the same for another listing of the ad's shop",
             **{
                 k: getattr(cfg, k)
                 for k in (
@@ -98,6 +107,10 @@ def truth_params(cfg: SimulatorConfig, world: World) -> dict[str, Any]:
                     "w_band",
                     "w_query",
                     "w_quality",
+                    "w_touch",
+                    "w_shop_touch",
+                    "touch_decay_s",
+                    "touch_lookback",
                     "click_noise",
                     "examination_eta",
                 )
@@ -108,8 +121,49 @@ def truth_params(cfg: SimulatorConfig, world: World) -> dict[str, Any]:
         },
         "purchase_model": {
             "formula": "P(purchase | click) = sigmoid(purchase_bias + pw_leaf*leaf_match + pw_color*color_match "
-            "+ pw_band*band_match + pw_quality*quality)",
-            **{k: getattr(cfg, k) for k in ("purchase_bias", "pw_leaf", "pw_color", "pw_band", "pw_quality")},
+            "+ pw_band*band_match + pw_quality*quality + pw_touch*touch_recency "
+            "+ pw_shop_touch*shop_touch_recency)",
+            **{
+                k: getattr(cfg, k)
+                for k in (
+                    "purchase_bias",
+                    "pw_leaf",
+                    "pw_color",
+                    "pw_band",
+                    "pw_quality",
+                    "pw_touch",
+                    "pw_shop_touch",
+                    "purchase_later_share",
+                    "purchase_later_mean_s",
+                )
+            },
+        },
+        "reengagement": {
+            "returns": "a listing view is a return with P = revisit_prob * (1 - exp(-pull)), pull = sum over "
+            "the user's remembered touches of weight * exp(-age / revisit_decay_s) (weight 1 view, "
+            "revisit_favorite_weight, revisit_cart_weight); a return opens the touched listing or "
+            "(revisit_shop_share) another listing of its shop",
+            "ad_candidates": "a touched listing of the query's top-level category is a candidate with "
+            "P = ad_touch_recall * touch_recency",
+            "calibrated_on": {
+                "clicks": "trivago (w_touch, ad_touch_recall)",
+                "views": "Taobao (revisit_prob, fresh_view_redraw)",
+                "purchases": "Taobao (purchase_later_share)",
+            },
+            **{
+                k: getattr(cfg, k)
+                for k in (
+                    "revisit_prob",
+                    "revisit_decay_s",
+                    "revisit_favorite_weight",
+                    "revisit_cart_weight",
+                    "revisit_shop_share",
+                    "fresh_view_redraw",
+                    "ad_touch_recall",
+                    "touch_decay_s",
+                    "touch_lookback",
+                )
+            },
         },
         "intent_process": {
             "intent": "per session: (leaf taxonomy, color, price band), hidden",
@@ -185,6 +239,7 @@ def signal_report(ds: Dataset, truth: Truth, window_s: int = 3600) -> dict[str, 
             "color": t["match_color"],
             "band": t["match_band"],
             "empty": history_empty(ds, window_s),
+            "touched": (t["touch_age_s"] >= 0) & (t["touch_age_s"] <= window_s),
         }
     )
 
@@ -197,6 +252,7 @@ def signal_report(ds: Dataset, truth: Truth, window_s: int = 3600) -> dict[str, 
         return rate("clicked", mask)
 
     leaf, color, band, empty = pl.col("leaf"), pl.col("color"), pl.col("band"), pl.col("empty")
+    touched = pl.col("touched")
     n_match = leaf.cast(pl.Int8) + color.cast(pl.Int8) + band.cast(pl.Int8)
     clicks = df.filter(pl.col("clicked") == 1)
     return {
@@ -216,4 +272,10 @@ def signal_report(ds: Dataset, truth: Truth, window_s: int = 3600) -> dict[str, 
         "empty_history_fraction": rate("empty"),
         "ctr_empty_history": ctr(empty),
         "ctr_nonempty_history": ctr(~empty),
+        "share_impressions_touched": rate("touched"),
+        "ctr_touched": ctr(touched),
+        "ctr_untouched": ctr(~touched),
+        "cvr_touched": rate("purchased", touched, clicks),
+        "cvr_untouched": rate("purchased", ~touched, clicks),
+        "reengagement": {r["kind"]: r["share"] for r in reengagement_shares(ds, window_s)},
     }

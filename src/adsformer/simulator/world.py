@@ -9,6 +9,7 @@ the public listing table only carries noisy proxies (``f_rating``, ``f_review_co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,8 @@ class World:
     order: np.ndarray  # listings sorted by cell key (leaf, color, band)
     sorted_keys: np.ndarray
     n_bands: int
+    by_shop: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))  # listings by shop
+    shop_start: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(1, np.int64))  # (S + 1,)
 
     @property
     def n(self) -> int:
@@ -95,6 +98,11 @@ class World:
     def draw_in(self, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """A uniform listing from each non-empty range of ``order``."""
         return self.order[lo + (rng.random(lo.shape) * (hi - lo)).astype(np.int64)]
+
+    def in_shop(self, rng: np.random.Generator, shop: np.ndarray) -> np.ndarray:
+        """A uniform listing of each shop (every shop drawn here has at least one: its touched one)."""
+        lo, hi = self.shop_start[shop], self.shop_start[shop + 1]
+        return self.by_shop[lo + (rng.random(lo.shape) * (hi - lo)).astype(np.int64)]
 
     def pick(
         self, rng: np.random.Generator, leaf: np.ndarray, color: np.ndarray, band: np.ndarray
@@ -234,4 +242,6 @@ def build_world(cfg: SimulatorConfig, rng: np.random.Generator) -> World:
     keys = world.cell_key(leaf, color, band)
     world.order = np.argsort(keys, kind="stable")
     world.sorted_keys = keys[world.order]
+    world.by_shop = np.argsort(shop, kind="stable")
+    world.shop_start = np.concatenate([[0], np.cumsum(np.bincount(shop, minlength=S))]).astype(np.int64)
     return world
