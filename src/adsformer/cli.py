@@ -146,9 +146,8 @@ def prepare_simulate(
     _print_prepared(ds.summary(), out)
     shares = json.loads((out / "truth.json").read_text())["summary"].get("reengagement", {})
     console.print(
-        "re-engagement, on a listing the user touched in the prior hour: "
+        "re-engagement (on a listing touched in the prior hour): "
         + ", ".join(f"{k} {'n/a' if v is None else f'{100 * v:.1f}%'}" for k, v in shares.items())
-        + " [dim](docs/simulator.md)[/]"
     )
 
 

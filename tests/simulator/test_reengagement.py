@@ -75,7 +75,13 @@ def test_hand_made_cases():
     got = {r["kind"]: (r["rows"], r["touched"]) for r in reengagement_shares(ds, 3600, ("cart_add",))}
     # clicks: (u1,b) at +35 after cart +30: yes; (u1,a) at +35 after view at t: yes; (u2,a) at +10: its own
     # view is the same second: no. views: a@+3600 yes, a@+7201 no, u2 a@+10 no, u1 a@t no.
-    assert got == {"clicks": (3, 2), "views": (4, 1), "purchases": (3, 1), "cart_add": (1, 0)}
+    assert got == {
+        "clicks": (3, 2),
+        "views": (4, 1),
+        "purchases": (3, 1),
+        "impressions": (4, 2),
+        "cart_add": (1, 0),
+    }
     for kind in ("clicks", "views", "purchases"):
         rows = (
             imp.filter(pl.col("clicked") == 1)
@@ -83,7 +89,7 @@ def test_hand_made_cases():
             else ev.filter(pl.col("action") == kind[:-1])
         )
         assert touched_before(rows, ev, 3600).to_list() == _brute(rows, ev, 3600), kind
-    assert [r["share"] for r in reengagement_shares(_dataset(ev.clear(), imp.clear()))] == [None] * 3
+    assert [r["share"] for r in reengagement_shares(_dataset(ev.clear(), imp.clear()))] == [None] * 4
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -3,8 +3,9 @@
 For a canonical dataset, :func:`reengagement_shares` gives, per kind of target row,
 
 * ``clicks``: impressions with ``clicked = 1``;
-* ``views`` and ``purchases``: events with ``action = "view"`` / ``"purchase"`` (and any extra actions asked
-  for);
+* ``views`` and ``purchases``: events with ``action = "view"`` / ``"purchase"``;
+* ``impressions``: every ad shown, clicked or not (how often the ads show what the user just touched);
+* any extra actions asked for;
 
 the share whose listing the **same user** touched -- any event with that ``listing_id``, whatever its
 action -- in the window **strictly before** the row: ``[ts - window_s, ts)``. An event never counts as its
@@ -29,6 +30,7 @@ KINDS: dict[str, tuple[str, pl.Expr]] = {
     "clicks": ("impressions", pl.col("clicked") == 1),
     "views": ("events", pl.col("action") == "view"),
     "purchases": ("events", pl.col("action") == "purchase"),
+    "impressions": ("impressions", pl.lit(True)),
 }
 
 
@@ -69,9 +71,9 @@ def touched_before(
 def reengagement_shares(
     ds: Dataset, window_s: int = DEFAULT_WINDOW_S, extra_actions: tuple[str, ...] = ()
 ) -> list[dict[str, Any]]:
-    """One record per kind (clicks, views, purchases, then ``extra_actions``): ``rows`` (with a listing),
-    ``touched`` (of those, touched by the same user in ``[ts - window_s, ts)``) and ``share`` (None when
-    there are no rows)."""
+    """One record per kind (clicks, views, purchases, impressions, then ``extra_actions``): ``rows`` (with
+    a listing), ``touched`` (of those, touched by the same user in ``[ts - window_s, ts)``) and ``share``
+    (None when there are no rows)."""
     kinds = dict(KINDS)
     for action in extra_actions:
         kinds.setdefault(action, ("events", pl.col("action") == action))
@@ -79,7 +81,7 @@ def reengagement_shares(
     out = []
     for kind, (table, mask) in kinds.items():
         frame = ds.table(table)
-        if table == "impressions" and "clicked" not in frame.columns:
+        if kind == "clicks" and "clicked" not in frame.columns:
             rows = frame.clear()
         else:
             rows = frame.filter(mask & pl.col("listing_id").is_not_null())
