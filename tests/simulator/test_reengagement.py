@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -183,3 +185,23 @@ def test_deterministic_for_a_seed():
     assert ta.params["summary"]["reengagement"] == tb.params["summary"]["reengagement"]
     c, _ = generate(cfg.with_overrides(seed=6))
     assert not c.events.equals(a.events)
+
+
+def test_stats_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from adsformer.cli import app
+    from adsformer.data.schema import write_dataset
+
+    ds, _ = generate(SimulatorConfig.preset("tiny").with_overrides(images=False))
+    d = write_dataset(ds, tmp_path / "ds")
+    res = CliRunner().invoke(
+        app, ["stats", "reengagement", str(d), "--action", "cart_add", "--out", str(tmp_path / "r.json")]
+    )
+    assert res.exit_code == 0, res.output
+    for kind in ("clicks", "views", "purchases", "impressions", "cart_add"):
+        assert kind in res.output
+    got = json.loads((tmp_path / "r.json").read_text())
+    assert got["window_s"] == 3600 and got["shares"] == reengagement_shares(ds, 3600, ("cart_add",))
+    res = CliRunner().invoke(app, ["stats", "reengagement", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "not a dataset directory" in res.output
