@@ -9,6 +9,7 @@ address a field by its dotted path (``split.test_days=2``) or by a documented sh
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,63 @@ from typing import Any, TypeVar
 
 import yaml
 
+from adsformer.errors import UserError
+
 T = TypeVar("T")
+
+#: The longest sequence window: the sequence index packs ``ts - (first ts - window_s)`` into 32 bits, so the
+#: data's time span plus the window must stay under 2^32 s (136 years); timestamps are checked to be before
+#: 2100 (:data:`adsformer.data.validate.MAX_TS`), which leaves room for this window
+MAX_WINDOW_S = 5 * 365 * 86_400
+#: The widest embedding / hidden layer, the most heads and blocks: beyond these a config is a typo
+MAX_DIM, MAX_HEADS, MAX_BLOCKS, MAX_SEQ_LEN = 4096, 64, 64, 10_000
+#: Vocabulary indices are int32: top-K plus the OOV buckets must fit
+MAX_TOP_K, MAX_OOV = 2**31 - 1 - 1024, 1024
+#: Seeds feed numpy's and torch's generators, which take 64-bit seeds
+MAX_SEED = 2**63 - 1
+SPLIT_MODES = ("auto", "days", "fraction")
+#: Entities a sequence pair may name besides listing attributes ``c_*`` (see adsformer.data.schema)
+PAIR_ENTITIES = ("listing", "shop", "taxonomy", "query")
+
+
+class ConfigError(UserError):
+    """A configuration key or value that does not fit the typed config.
+
+    Range checks raise it with ``key`` (the field name) and ``detail`` (the rule and the value), so
+    :func:`from_dict` can say the full dotted path (``data.sequences.max_len must be >= 1, got -1``)."""
+
+    def __init__(self, message: str, *, key: str | None = None, detail: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+        self.detail = detail
+
+
+def check_ranges(cfg: Any, checks: list[tuple[str, bool, str]]) -> None:
+    """Raise :class:`ConfigError` for the first ``(field, ok, rule)`` that is not ok (used in the
+    ``__post_init__`` of every config dataclass, so a bad value fails when the config is built)."""
+    for key, ok, rule in checks:
+        if not ok:
+            detail = f" {rule}, got {getattr(cfg, key)!r}"
+            raise ConfigError(f"{key}{detail}", key=key, detail=detail)
+
+
+def finite(x: float, lo: float = -math.inf, hi: float = math.inf) -> bool:
+    """``x`` is a finite number in [lo, hi]."""
+    return isinstance(x, int | float) and math.isfinite(x) and lo <= x <= hi
+
+
+def in_range(x: int, lo: int, hi: int) -> bool:
+    """``x`` is an integer in [lo, hi]."""
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def valid_pair(name: str, *, allow: tuple[str, ...] = ("all",)) -> bool:
+    """``name`` is one of ``allow`` or an ``entity:action`` pair (entity a known one or ``c_*``; action
+    may be ``*`` where the component allows it)."""
+    if name in allow:
+        return True
+    entity, sep, action = name.partition(":")
+    return bool(sep and action and (entity in PAIR_ENTITIES or (entity.startswith("c_") and len(entity) > 2)))
 
 
 @dataclass(frozen=True)
@@ -32,6 +89,24 @@ class SequenceConfig:
     window_s: int = 3600  # only events with ts in [t - window_s, t) feed a request at time t
     max_len: int = 50  # M: newest first, capped
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                (
+                    "pairs",
+                    all(valid_pair(p) for p in self.pairs),
+                    "must be 'all' or entity:action names (entity: listing, shop, taxonomy, query or c_*)",
+                ),
+                (
+                    "window_s",
+                    in_range(self.window_s, 1, MAX_WINDOW_S),
+                    f"must be in [1, {MAX_WINDOW_S}] seconds",
+                ),
+                ("max_len", in_range(self.max_len, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
+            ],
+        )
+
 
 @dataclass(frozen=True)
 class VocabConfig:
@@ -43,6 +118,18 @@ class VocabConfig:
     query_top_k: int = 100_000
     categorical_top_k: int = 10_000  # each c_* feature
     num_oov: int = 1
+
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                f"{e}_top_k",
+                in_range(getattr(self, f"{e}_top_k"), 0, MAX_TOP_K),
+                f"must be in [0, {MAX_TOP_K}]",
+            )
+            for e in ("listing", "shop", "taxonomy", "query", "categorical")
+        ]
+        checks.append(("num_oov", in_range(self.num_oov, 1, MAX_OOV), f"must be in [1, {MAX_OOV}]"))
+        check_ranges(self, checks)
 
     def top_k(self, entity: str) -> int:
         return int(getattr(self, f"{entity}_top_k", self.categorical_top_k))
@@ -67,6 +154,39 @@ class SplitConfig:
     end_days_ago: float = 0.0
     train_days: float = 0.0
 
+    def __post_init__(self) -> None:
+        days = "must be a number of days in (0, 36500]"
+        check_ranges(
+            self,
+            [
+                ("mode", self.mode in SPLIT_MODES, f"must be one of {list(SPLIT_MODES)}"),
+                ("val_days", finite(self.val_days, 0, 36_500) and self.val_days > 0, days),
+                ("test_days", finite(self.test_days, 0, 36_500) and self.test_days > 0, days),
+                (
+                    "val_fraction",
+                    finite(self.val_fraction, 0, 1) and 0 < self.val_fraction < 1,
+                    "must be in (0, 1)",
+                ),
+                (
+                    "test_fraction",
+                    finite(self.test_fraction, 0, 1)
+                    and 0 < self.test_fraction < 1
+                    and self.val_fraction + self.test_fraction < 1,
+                    "must be in (0, 1), with val_fraction + test_fraction < 1",
+                ),
+                (
+                    "end_days_ago",
+                    finite(self.end_days_ago, 0, 36_500),
+                    "must be a number of days in [0, 36500]",
+                ),
+                (
+                    "train_days",
+                    finite(self.train_days, 0, 36_500),
+                    "must be a number of days in [0, 36500] (0 = all)",
+                ),
+            ],
+        )
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -74,6 +194,19 @@ class SamplingConfig:
 
     neg_keep_rate: float = 0.5
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                (
+                    "neg_keep_rate",
+                    finite(self.neg_keep_rate, 0, 1) and self.neg_keep_rate > 0,
+                    "must be in (0, 1] (1 = keep every negative)",
+                ),
+                ("seed", in_range(self.seed, 0, MAX_SEED), "must be an integer >= 0"),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -98,10 +231,6 @@ SHORT_KEYS: dict[str, str] = {
     "end_days_ago": "split.end_days_ago",
     "train_days": "split.train_days",
 }
-
-
-class ConfigError(ValueError):
-    """A configuration key or value that does not fit the typed config."""
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -129,7 +258,13 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> 
         if key not in names:
             raise ConfigError(f"unknown config key {path!r}; expected one of {sorted(names)}")
         kwargs[key] = _coerce(hints[key], value, path)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a range check: name the key by its full dotted path
+        if exc.key is None or not where:
+            raise
+        key = f"{where}.{exc.key}"
+        raise ConfigError(f"{key}{exc.detail}", key=key, detail=exc.detail) from None
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:
@@ -157,7 +292,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path}: expected true/false, got {value!r}")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or int(value) != value
+        ):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
@@ -183,7 +323,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(
+                f"--set {item!r}: the value is not a YAML scalar or list ({problem}); e.g. key=3, "
+                f"key=0.5, key=true, key=[a, b]"
+            ) from None
     return out
 
 
@@ -211,6 +358,8 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc}); expected a YAML text file") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from adsformer.config import (
+    MAX_BLOCKS,
+    MAX_DIM,
+    MAX_HEADS,
+    MAX_SEQ_LEN,
+    check_ranges,
+    finite,
+    in_range,
+    valid_pair,
+)
+
+DROPOUT = "must be in [0, 1)"
+
+
+def listing_pair(name: str) -> bool:
+    """``auto`` or a listing sequence ``listing:ACTION`` (what a one-sequence module reads)."""
+    return name == "auto" or (name.startswith("listing:") and valid_pair(name) and not name.endswith(":*"))
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -27,6 +45,23 @@ class EncoderConfig:
     # measured fastest on the simulator at batch 1024 and 8192 (8 left 40% more padded work at 8192).
     length_groups: int = 32
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                ("pair", listing_pair(self.pair), "must be auto or a listing sequence listing:ACTION"),
+                ("dim", in_range(self.dim, 1, MAX_DIM), f"must be in [1, {MAX_DIM}]"),
+                ("heads", in_range(self.heads, 1, MAX_HEADS), f"must be in [1, {MAX_HEADS}]"),
+                ("head_dim", in_range(self.head_dim, 1, MAX_DIM), f"must be in [1, {MAX_DIM}]"),
+                ("blocks", in_range(self.blocks, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
+                ("ffn_mult", in_range(self.ffn_mult, 1, 64), "must be in [1, 64]"),
+                ("dropout", finite(self.dropout, 0, 1) and self.dropout < 1, DROPOUT),
+                ("pooling", self.pooling in ("max", "mean"), "must be max or mean"),
+                ("max_len", in_range(self.max_len, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
+                ("length_groups", in_range(self.length_groups, 1, 1024), "must be in [1, 1024] (1 = off)"),
+            ],
+        )
+
 
 @dataclass(frozen=True)
 class PretrainedConfig:
@@ -37,6 +72,23 @@ class PretrainedConfig:
 
     tables: tuple[str, ...] = ()  # representation table directories (see adsformer.representations)
     pairs: tuple[str, ...] = ("listing:*",)  # listing sequences to pool; "listing:*" = every listing pair
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                (
+                    "tables",
+                    all(isinstance(t, str) and t.strip() for t in self.tables),
+                    "must be directory paths",
+                ),
+                (
+                    "pairs",
+                    all(p.startswith("listing:") and valid_pair(p) for p in self.pairs),
+                    "must be listing sequences listing:ACTION (listing:* = every one)",
+                ),
+            ],
+        )
 
     @property
     def enabled(self) -> bool:
@@ -59,6 +111,21 @@ class LearnedConfig:
     # embedding in the same table; other entities keep the average)
     pooling: str = "mean"
 
+    def __post_init__(self) -> None:
+        dims = ("listing_dim", "shop_dim", "taxonomy_dim", "query_dim", "attribute_dim")
+        check_ranges(
+            self,
+            [
+                (
+                    "pairs",
+                    all(valid_pair(p) for p in self.pairs),
+                    "must be 'all' or entity:action names",
+                ),
+                *[(d, in_range(getattr(self, d), 1, MAX_DIM), f"must be in [1, {MAX_DIM}]") for d in dims],
+                ("pooling", self.pooling in ("mean", "target"), "must be mean or target"),
+            ],
+        )
+
     def dim(self, entity: str) -> int:
         if entity.startswith("c_"):
             return self.attribute_dim
@@ -72,6 +139,10 @@ class TouchConfig:
 
     enabled: bool = True
     pairs: tuple[str, ...] = ("all",)
+
+    def __post_init__(self) -> None:
+        ok = all(valid_pair(p) for p in self.pairs)
+        check_ranges(self, [("pairs", ok, "must be 'all' or entity:action names")])
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adsformer.config import SamplingConfig, SplitConfig
+from adsformer.errors import UserError
 
 TRAIN, VAL, TEST = 0, 1, 2
 UNUSED = 3  # outside the configured train / validation / test window (daily protocol)
@@ -23,7 +24,7 @@ SPLIT_NAMES = ("train", "val", "test")
 DAY_S = 86_400
 
 
-class SplitError(ValueError):
+class SplitError(UserError):
     """The data cannot be split as configured (e.g. too short a time span)."""
 
 

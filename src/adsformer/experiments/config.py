@@ -10,7 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adsformer.config import SHORT_KEYS, ConfigError, DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.config import (
+    SHORT_KEYS,
+    ConfigError,
+    DataConfig,
+    apply_overrides,
+    check_ranges,
+    in_range,
+    load_yaml,
+    parse_overrides,
+)
 from adsformer.models.config import ModelConfig
 from adsformer.models.registry import USER_MODULES
 from adsformer.training.loop import TrainConfig
@@ -24,6 +33,15 @@ class EvalConfig:
     # resamples of the 95% bootstrap intervals (``*_ci`` in metrics.json; whole requests); 0 = off
     bootstrap: int = 200
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                ("ece_bins", in_range(self.ece_bins, 1, 10_000), "must be in [1, 10000]"),
+                ("bootstrap", in_range(self.bootstrap, 0, 100_000), "must be in [0, 100000] (0 = off)"),
+            ],
+        )
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -32,6 +50,9 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, [("task", self.task in TASKS, f"must be one of {list(TASKS)}")])
 
 
 RUN_SHORT_KEYS: dict[str, str] = {

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adsformer.adpm.config import ADPMConfig
+from adsformer.adpm.config import DROPOUT, ADPMConfig, listing_pair
+from adsformer.config import MAX_BLOCKS, MAX_DIM, MAX_HEADS, MAX_SEQ_LEN, check_ranges, finite, in_range
+
+PAIR_RULE = "must be auto or a listing sequence listing:ACTION"
+#: ``model.user``: the keys of adsformer.models.registry.USER_MODULES
+USER_NAMES = ("adsformer", "bst", "lastk", "baseline")
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,20 @@ class BSTConfig:
     blocks: int = 1
     dropout: float = 0.1
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                ("pair", listing_pair(self.pair), PAIR_RULE),
+                ("k", in_range(self.k, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
+                ("dim", in_range(self.dim, 1, MAX_DIM), f"must be in [1, {MAX_DIM}]"),
+                ("heads", in_range(self.heads, 1, MAX_HEADS), f"must be in [1, {MAX_HEADS}]"),
+                ("head_dim", in_range(self.head_dim, 1, MAX_DIM), f"must be in [1, {MAX_DIM}]"),
+                ("blocks", in_range(self.blocks, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
+                ("dropout", finite(self.dropout, 0, 1) and self.dropout < 1, DROPOUT),
+            ],
+        )
+
 
 @dataclass(frozen=True)
 class LastKConfig:
@@ -27,6 +46,16 @@ class LastKConfig:
     pair: str = "auto"  # as the ADPM encoder's: listing:view, else the most frequent listing sequence
     k: int = 5
     dim: int = 32
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                ("pair", listing_pair(self.pair), PAIR_RULE),
+                ("k", in_range(self.k, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
+                ("dim", in_range(self.dim, 1, MAX_DIM), f"must be in [1, {MAX_DIM}]"),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +81,39 @@ class RankerConfig:
     position_dropout: float = 0.0  # share of training rows whose position is hidden from the tower
     position_lr_scale: float = 10.0  # the tower's learning rate relative to train.lr
 
+    def __post_init__(self) -> None:
+        dims = ("listing_dim", "shop_dim", "taxonomy_dim", "query_dim", "categorical_dim", "position_dim")
+        check_ranges(
+            self,
+            [
+                ("cross_layers", in_range(self.cross_layers, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
+                (
+                    "deep",
+                    all(in_range(w, 1, 65_536) for w in self.deep),
+                    "must be layer widths in [1, 65536] ([] = no deep tower)",
+                ),
+                ("dropout", finite(self.dropout, 0, 1) and self.dropout < 1, DROPOUT),
+                *[(d, in_range(getattr(self, d), 1, MAX_DIM), f"must be in [1, {MAX_DIM}]") for d in dims],
+                (
+                    "embedding_std",
+                    finite(self.embedding_std, 0, 10) and self.embedding_std > 0,
+                    "must be in (0, 10]",
+                ),
+                ("max_position", in_range(self.max_position, 1, 100_000), "must be in [1, 100000]"),
+                (
+                    "position_hidden",
+                    in_range(self.position_hidden, 0, MAX_DIM),
+                    f"must be in [0, {MAX_DIM}] (0 = biases)",
+                ),
+                ("position_dropout", finite(self.position_dropout, 0, 1), "must be in [0, 1]"),
+                (
+                    "position_lr_scale",
+                    finite(self.position_lr_scale, 0, 1e6) and self.position_lr_scale > 0,
+                    "must be in (0, 1e6]",
+                ),
+            ],
+        )
+
     def target_dim(self, entity: str) -> int:
         return int(getattr(self, f"{entity}_dim"))
 
@@ -65,3 +127,6 @@ class ModelConfig:
     bst: BSTConfig = field(default_factory=BSTConfig)
     lastk: LastKConfig = field(default_factory=LastKConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, [("user", self.user in USER_NAMES, f"must be one of {list(USER_NAMES)}")])

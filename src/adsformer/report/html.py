@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adsformer.errors import UserError
 from adsformer.io import atomic_file
 from adsformer.report import plots
 
 MAX_DEPTH = 3
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """Nothing to report, or an input that is not a run, ablation or directory of them."""
 
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from adsformer.data.vocab import Vocabulary
+from adsformer.errors import UserError
 from adsformer.io import atomic_dir
 
 TABLE_FORMATS = ("parquet", "npy")
@@ -39,7 +40,7 @@ TABLE_DTYPES = ("float32", "float16")
 NPY_CHUNK_ROWS = 65_536
 
 
-class TableError(ValueError):
+class TableError(UserError):
     """A representation table that cannot be used; the message names the table and the problem."""
 
 

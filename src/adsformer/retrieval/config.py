@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from adsformer.config import ConfigError, SplitConfig
+from adsformer.errors import UserError
 
 
-class RetrievalError(ValueError):
+class RetrievalError(UserError):
     """A query the retriever cannot answer (empty text, unknown listing, unreadable image, missing source)
     or an index directory it cannot use; the message names what and where."""
 

@@ -62,7 +62,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("train.device=cuda but torch sees no CUDA device (use cpu or auto)")
+            from adsformer.config import ConfigError
+
+            raise ConfigError("train.device=cuda but torch sees no CUDA device (use cpu or auto)")
         return torch.device("cuda", local_rank)
     if name != "cpu":
         raise ValueError(f"train.device must be cpu, cuda or auto, got {name!r}")

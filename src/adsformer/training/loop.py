@@ -80,6 +80,8 @@ class TrainConfig:
             ("threads", self.threads >= 0, "must be >= 0 (0 = torch's default)"),
             ("log_every", self.log_every >= 1, "must be >= 1"),
             ("stream_buffer_rows", self.stream_buffer_rows >= 1, "must be >= 1"),
+            ("seed", 0 <= self.seed < 2**63, "must be an integer >= 0"),
+            ("device", self.device in ("cpu", "cuda", "auto"), "must be cpu, cuda or auto"),
         ]
         for key, ok, rule in checks:
             if not ok:

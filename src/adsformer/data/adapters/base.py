@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from adsformer.data.schema import Dataset, write_tables
+from adsformer.errors import UserError
 from adsformer.io import atomic_dir
 
 #: Called with one short human-readable line per step ("reading UserBehavior.csv", ...).
@@ -33,7 +34,7 @@ MAX_TEXT = 200
 MAX_SKIPPED_IN_NOTES = 5
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError):
     """The input cannot be turned into a dataset; the message says where (file, line/row, column) and what
     was expected."""
 
