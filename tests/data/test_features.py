@@ -24,7 +24,26 @@ def test_pairs_all_resolves_present_pairs(tiny_dataset):
         "query:search",
         "c_color:view",  # listing attributes become entities too
         "c_color:favorite",
+        "listing:any",  # the merged listing sequence: listings come with two actions
     }
+
+
+def test_merged_listing_sequence_packs_listing_and_action_in_time_order(tiny_dataset):
+    fs = build_features(tiny_dataset, _cfg(pairs=["all"]))
+    imps = tiny_dataset.impressions
+    row = imps.with_row_index().filter((pl.col("request_id") == "r1a") & (pl.col("listing_id") == "l1"))[
+        "index"
+    ][0]
+    ids, lengths = fs.sequences["listing:any"].padded(np.array([row]))
+    tokens = ids[0, : lengths[0]]
+    A = fs.vocabs["action"].size
+    assert fs.vocabs["listing"].decode(tokens // A) == ["l3", "l3", "l1"]  # newest first, every action
+    assert fs.vocabs["action"].decode(tokens % A) == ["favorite", "view", "view"]
+    assert fs.listing_pair("auto") == "listing:view"  # views exist: the paper's sequence
+    no_views = build_features(tiny_dataset, _cfg(pairs=["listing:favorite", "listing:any"]))
+    assert no_views.listing_pair("auto") == "listing:any"
+    only_fav = build_features(tiny_dataset, _cfg(pairs=["listing:favorite", "shop:view"]))
+    assert only_fav.listing_pair("auto") == "listing:favorite"
 
 
 def test_sequences_are_the_users_recent_events(tiny_dataset):

@@ -17,8 +17,17 @@ from adsformer.models.config import BSTConfig, LastKConfig, ModelConfig, RankerC
 from adsformer.models.fast import USER_SPLITS, FastScorer
 from adsformer.models.registry import USER_MODULES, ModelSpec, build_model
 
-PAIRS = ["listing:view", "listing:favorite", "shop:view", "taxonomy:view", "query:search", "c_color:view"]
-VOCAB = {"listing": 97, "shop": 23, "taxonomy": 11, "query": 31, "c_color": 7}
+PAIRS = [
+    "listing:view",
+    "listing:favorite",
+    "shop:view",
+    "taxonomy:view",
+    "query:search",
+    "c_color:view",
+    "listing:any",
+]
+VOCAB = {"listing": 97, "shop": 23, "taxonomy": 11, "query": 31, "c_color": 7, "action": 5}
+ID_RANGE = {**VOCAB, "any": 97 * 5}  # the merged sequence packs listing * 5 + action
 SPEC = ModelSpec(VOCAB, {"query": 31, "c_color": 7}, n_dense=3, pairs=PAIRS)
 B = 37
 
@@ -31,6 +40,10 @@ CONFIGS = {
     "adpm-default": _adpm(),
     "adpm-2blocks-mean-2heads": _adpm(blocks=2, pooling="mean", heads=2, head_dim=8),
     "adpm-3blocks-max-len7": _adpm(blocks=3, max_len=7, heads=4, head_dim=8, ffn_mult=2),
+    "adpm-merged-sequence": _adpm(pair="listing:any", blocks=2),
+    "bst-merged-sequence": ModelConfig(
+        user="bst", bst=BSTConfig(pair="listing:any", k=6, heads=2, head_dim=8)
+    ),
     "adpm-no-encoder": ModelConfig(adpm=ADPMConfig(encoder=EncoderConfig(enabled=False))),
     "adpm-encoder-only": ModelConfig(adpm=ADPMConfig(learned=LearnedConfig(enabled=False))),
     "adpm-pretrained": ModelConfig(adpm=ADPMConfig(pretrained=PretrainedConfig(tables=("t",)))),
@@ -73,7 +86,8 @@ def _inputs(lengths: dict[str, int], width: int, seed: int = 1):
     seq_ids, seq_len = {}, {}
     for pair in PAIRS:
         # non-zero garbage beyond the length: padding must never matter
-        seq_ids[pair] = torch.randint(1, VOCAB[pair.split(":")[0]], (1, width), generator=g)
+        entity = "any" if pair == "listing:any" else pair.split(":")[0]
+        seq_ids[pair] = torch.randint(1, ID_RANGE[entity], (1, width), generator=g)
         seq_len[pair] = torch.tensor([lengths.get(pair, 3)])
     # each candidate's own touch signals (B, P, 2): counts 0..3, ages in the hour, -1 where untouched
     count = torch.randint(0, 4, (B, len(PAIRS)), generator=g).float()

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from adsformer.data.batching import make_batch
+from adsformer.data.features import MERGED_PAIR
 from adsformer.data.schema import Dataset, DatasetMeta
 from adsformer.serving.demo import pick_users
 from adsformer.serving.feature_log import read_log
@@ -114,11 +115,28 @@ def test_served_features_equal_the_offline_builder(store, make_service, catalog,
     )
     logged = {s["pair"]: s["ids"] for s in requests_log["sequences"][0]}
     fs = service.ctr.predictor.features(ds)
+    vocabs, encoders = service.ctr.predictor.artifact.vocabs, service.ctr.online.encoders
+
+    def known(entity: str, v: str) -> str:
+        return v if v in encoders[entity].index else "<oov>"
+
     for pair, column in fs.sequences.items():
         ids_, lengths = column.padded(np.array([0]))
-        decoded = service.ctr.predictor.artifact.vocabs[pair.split(":")[0]].decode(ids_[0, : lengths[0]])
-        served = [
-            v if v in service.ctr.online.encoders[pair.split(":")[0]].index else "<oov>"
-            for v in logged.get(pair, [])
-        ]
+        tokens = ids_[0, : lengths[0]]
+        if pair == MERGED_PAIR:  # packed listing * A + action; logged as "ACTION LISTING"
+            A = vocabs["action"].size
+            decoded = [
+                f"{a} {li}"
+                for a, li in zip(
+                    vocabs["action"].decode(tokens % A), vocabs["listing"].decode(tokens // A), strict=True
+                )
+            ]
+            served = [
+                f"{known('action', v.split(' ', 1)[0])} {known('listing', v.split(' ', 1)[1])}"
+                for v in logged.get(pair, [])
+            ]
+            assert served, "the merged sequence is served"
+        else:
+            decoded = vocabs[pair.split(":")[0]].decode(tokens)
+            served = [known(pair.split(":")[0], v) for v in logged.get(pair, [])]
         assert decoded == served, pair

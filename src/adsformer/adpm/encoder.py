@@ -1,7 +1,11 @@
 """ADPM component 1: the adSformer encoder.
 
+Over the merged listing sequence (every listing interaction, any action) each id packs the listing and the
+action (``listing * A + action``, see :func:`adsformer.data.features.pack_actions`) and a token is the
+listing's embedding plus the action's; the target's action slot is 0 (no action embedding).
+
 Letters: B batch, M sequence length (after truncation to ``max_len``), L = M + 1 positions (the target
-listing first), D = d1 model width.
+listing first), D = d1 model width, A action vocabulary size (0: plain listing ids).
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from adsformer.layers.pooling import lengths_to_mask, masked_max, masked_mean
 class AdSformerEncoder(nn.Module):
     """Embed ids, put the target at position 0, add learned positions, N adSformer blocks, masked pooling."""
 
-    def __init__(self, cfg: EncoderConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: EncoderConfig, vocab_size: int, n_actions: int = 0) -> None:
         super().__init__()
         if cfg.pooling not in ("max", "mean"):
             raise ValueError(f"encoder pooling must be 'max' or 'mean', got {cfg.pooling!r}")
         self.cfg = cfg
+        self.n_actions = int(n_actions)
         self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=0)
+        self.action = nn.Embedding(n_actions, cfg.dim, padding_idx=0) if n_actions else None
         self.position = nn.Embedding(cfg.max_len + 1, cfg.dim)
         self.blocks = nn.ModuleList(
             AdSformerBlock(cfg.dim, cfg.heads, cfg.head_dim, cfg.ffn_mult, cfg.dropout)
@@ -37,6 +43,8 @@ class AdSformerEncoder(nn.Module):
         M = min(ids.shape[1], self.cfg.max_len)
         ids = ids[:, :M]  # (B, M) newest first
         lengths = lengths.clamp(max=M)
+        if self.n_actions:
+            target = target * self.n_actions  # packed, action slot 0
         tokens = torch.cat([target.unsqueeze(1), ids], dim=1)  # (B, L)
         target_real = torch.ones_like(lengths, dtype=torch.bool).unsqueeze(1)  # (B, 1)
         mask = torch.cat([target_real, lengths_to_mask(lengths, M)], dim=1)  # (B, L)
@@ -48,10 +56,16 @@ class AdSformerEncoder(nn.Module):
         """Per-position outputs (B, L, D) and their mask (B, L)."""
         tokens, mask = self.tokens(target, ids, lengths)
         L = tokens.shape[1]
-        x = self.embed(tokens) + self.position.weight[:L].unsqueeze(0)  # (B, L, D)
+        x = self.embed_tokens(tokens) + self.position.weight[:L].unsqueeze(0)  # (B, L, D)
         for block in self.blocks:
             x = block(x, mask)
         return x, mask
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings (..., D) of ids (...): the listing's, plus the action's for packed ids."""
+        if self.action is None:
+            return self.embed(tokens)
+        return self.embed(tokens // self.n_actions) + self.action(tokens % self.n_actions)
 
     def pooled(self, target: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """target (B,), ids (B, M), lengths (B,) -> (B, D): encode, then masked max or mean pooling."""

@@ -131,8 +131,8 @@ def _candidate_chunks(
         raise ValueError(f"ids must be one sequence (M,), got shape {tuple(ids.shape)}")
     n = max(0, min(int(length), ids.shape[0], encoder.cfg.max_len))
     pos = encoder.position.weight  # (max_len + 1, D)
-    x_t = encoder.embed(target) + pos[0]  # (B, D)
-    x_s = encoder.embed(ids[:n]) + pos[1 : n + 1]  # (n, D)
+    x_t = encoder.embed(target) + pos[0]  # (B, D): the target's action slot is 0 (no action embedding)
+    x_s = encoder.embed_tokens(ids[:n]) + pos[1 : n + 1]  # (n, D)
     blocks = [b for b in encoder.blocks if isinstance(b, AdSformerBlock)]  # all of them
     shared = share_sequence(blocks[0], x_s) if blocks and n else None
     chunk = max(1, CHUNK_POSITIONS // (n + 1))

@@ -18,12 +18,19 @@ from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.learned import LearnedComponent
 from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
 from adsformer.adpm.touch import TouchComponent
-from adsformer.data.features import choose_listing_pair
+from adsformer.data.features import MERGED_PAIR, choose_listing_pair
 
 
-def select_pairs(patterns: tuple[str, ...], available: list[str]) -> list[str]:
-    """Expand ``all`` and ``entity:*`` against the pairs the data has; named pairs must exist."""
+def select_pairs(patterns: tuple[str, ...], available: list[str], *, merged: bool = True) -> list[str]:
+    """Expand ``all`` and ``entity:*`` against the pairs the data has; named pairs must exist. Without
+    ``merged`` (components 2 and 3, which read plain listing ids) the merged listing sequence is left out of
+    the expansions and refused by name."""
     out: list[str] = []
+    if not merged and MERGED_PAIR in patterns:
+        raise ValueError(
+            f"{MERGED_PAIR} packs actions into its ids: only the encoder and touch signals read it"
+        )
+    available = [p for p in available if merged or p != MERGED_PAIR]
     for pattern in patterns:
         if pattern == "all":
             matches = list(available)
@@ -68,9 +75,12 @@ class ADPM(nn.Module):
                     f"the encoder puts the target listing at position 0, so it needs a listing "
                     f"sequence, got {cfg.encoder.pair!r}"
                 )
-            self.encoder = AdSformerEncoder(cfg.encoder, vocab_sizes["listing"])
+            n_actions = vocab_sizes.get("action", 0) if self.encoder_pair == MERGED_PAIR else 0
+            if self.encoder_pair == MERGED_PAIR and not n_actions:
+                raise ValueError(f"the {MERGED_PAIR} sequence needs the action vocabulary's size")
+            self.encoder = AdSformerEncoder(cfg.encoder, vocab_sizes["listing"], n_actions)
         if cfg.pretrained.enabled:
-            comp2_pairs = select_pairs(cfg.pretrained.pairs, pairs)
+            comp2_pairs = select_pairs(cfg.pretrained.pairs, pairs, merged=False)
             if any(not p.startswith("listing:") for p in comp2_pairs):
                 raise ValueError(
                     f"pretrained tables are per listing; pairs must be listing pairs, got {comp2_pairs}"
@@ -82,7 +92,7 @@ class ADPM(nn.Module):
                 )
             self.pretrained = PretrainedComponent(list(tables or []), comp2_pairs)
         if cfg.learned.enabled:
-            comp3_pairs = select_pairs(cfg.learned.pairs, pairs)
+            comp3_pairs = select_pairs(cfg.learned.pairs, pairs, merged=False)
             dims = {p.split(":", 1)[0]: cfg.learned.dim(p.split(":", 1)[0]) for p in comp3_pairs}
             self.learned = LearnedComponent(comp3_pairs, vocab_sizes, dims, cfg.learned.pooling)
         if cfg.touch.enabled:

@@ -32,6 +32,10 @@ from adsformer.data.touch import NEVER, raw_codes, touch_signals
 from adsformer.data.vocab import Vocabularies, Vocabulary
 
 TARGET_ENTITIES = ("listing", "shop", "taxonomy")
+#: The merged listing sequence: every listing interaction of the window (any action), in time order. Its
+#: tokens pack the listing and the action: ``listing_index * A + action_index`` with A the size of the
+#: ``action`` vocabulary (:func:`pack_actions`), so one id column carries both and 0 stays padding.
+MERGED_PAIR = "listing:any"
 LOG_FEATURES = ("price", "bid")  # standardized as log1p
 
 
@@ -135,7 +139,7 @@ class FeatureSet:
 
 def choose_listing_pair(requested: str, counts: dict[str, int]) -> str:
     """``requested``, or for ``auto``: ``listing:view`` when among ``counts`` (pair -> events), else the
-    listing pair with the most events."""
+    merged listing sequence when built, else the listing pair with the most events."""
     if requested != "auto":
         return requested
     listing = {p: n for p, n in counts.items() if p.startswith("listing:")}
@@ -143,6 +147,8 @@ def choose_listing_pair(requested: str, counts: dict[str, int]) -> str:
         raise ValueError(f"no listing sequence to read (pairs: {sorted(counts)}); set the pair explicitly")
     if "listing:view" in listing:
         return "listing:view"
+    if MERGED_PAIR in listing:
+        return MERGED_PAIR
     return max(sorted(listing), key=lambda p: listing[p])
 
 
@@ -161,8 +167,14 @@ def enrich_events(events: pl.DataFrame, listings: pl.DataFrame) -> pl.DataFrame:
     return joined.with_columns(exprs).drop([f"{c}__listing" for c in cols])
 
 
+def pack_actions(listing: np.ndarray, action: np.ndarray, n_actions: int) -> np.ndarray:
+    """Merged-sequence tokens (E,) int32 from listing and action vocabulary indices (E,)."""
+    return (listing.astype(np.int64) * n_actions + action.astype(np.int64)).astype(np.int32)
+
+
 def resolve_pairs(spec: tuple[str, ...], events: pl.DataFrame) -> list[Pair]:
-    """Expand ``"all"`` to every (entity, action) with at least one event; check named pairs."""
+    """Expand ``"all"`` to every (entity, action) with at least one event, plus the merged listing sequence
+    (:data:`MERGED_PAIR`) when listings come with two or more actions; check named pairs."""
     if "all" in spec:
         present = []
         actions = sorted(events["action"].unique().to_list()) if events.height else []
@@ -172,6 +184,8 @@ def resolve_pairs(spec: tuple[str, ...], events: pl.DataFrame) -> list[Pair]:
             for entity, col in entities.items():
                 if col in sub.columns and sub[col].null_count() < sub.height:
                     present.append(Pair(entity, action))
+        if len({p.action for p in present if p.entity == "listing"}) >= 2:
+            present.append(Pair.parse(MERGED_PAIR))
         extra = [Pair.parse(s) for s in spec if s != "all"]
         return present + [p for p in extra if p not in present]
     return [Pair.parse(s) for s in spec]
@@ -210,6 +224,8 @@ def fit_vocabularies(ds: Dataset, events: pl.DataFrame, split: Split, cfg: DataC
     for col in _categorical_columns(ds):
         cols = [df[col] for df in (train_imps, train_events) if col in df.columns]
         vocabs[col] = Vocabulary.fit(col, cols, vc.categorical_top_k, vc.num_oov)
+    # action words, for the merged listing sequence's action tokens
+    vocabs["action"] = Vocabulary.fit("action", [train_events["action"]], vc.categorical_top_k, vc.num_oov)
     return Vocabularies(vocabs)
 
 
@@ -319,9 +335,18 @@ def build_features(
                 np.zeros(0, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32), seq_cfg.max_len
             )
             continue
-        mask = (actions == pair.action) & events[col].is_not_null().to_numpy()
+        merged = pair.name == MERGED_PAIR
+        mask = (merged | (actions == pair.action)) & events[col].is_not_null().to_numpy()
         raw = events[col].filter(pl.Series(mask))
-        pair_events[pair.name] = (vocabs[pair.entity].encode(raw), raw, ev_ts_all[mask])
+        ids = vocabs[pair.entity].encode(raw)
+        if merged:
+            if "action" not in vocabs.by_name:
+                raise ValueError(
+                    f"{MERGED_PAIR} needs an action vocabulary (a run trained before it existed)"
+                )
+            act = vocabs["action"].encode(events["action"].filter(pl.Series(mask)))
+            ids = pack_actions(ids, act, vocabs["action"].size)
+        pair_events[pair.name] = (ids, raw, ev_ts_all[mask])
         where = np.arange(int(mask.sum()), dtype=np.int32)
         if engine == "spark":
             spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], where)

@@ -34,7 +34,7 @@ from adsformer.console import console
 from adsformer.data.features import build_features
 from adsformer.data.schema import read_dataset
 from adsformer.experiments.config import ExperimentConfig
-from adsformer.experiments.peers import FUXICTR_VERSION, PEER_PAIR, PEERS, peer_logits, peers_unavailable
+from adsformer.experiments.peers import FUXICTR_VERSION, PEERS, peer_logits, peer_pair, peers_unavailable
 from adsformer.experiments.rules import RULES, rule_scores
 from adsformer.experiments.runs import (
     _calibrated_metrics,
@@ -222,7 +222,7 @@ def run_ablation(
     if auto:
         summary["auto_tables"] = [str(out / AUTO_TABLE)]
     if any(r.is_peer for r in active):
-        summary["peers"] = {"package": f"fuxictr {FUXICTR_VERSION}", "sequence": PEER_PAIR}
+        summary["peers"] = {"package": f"fuxictr {FUXICTR_VERSION}", "sequence": peer_pair(fs)}
     write_ablation(summary, out, keep=("tables",) if auto else ())
     return summary
 
@@ -266,9 +266,9 @@ def _skip_reasons(rows: tuple[Row, ...], cfg: ExperimentConfig, fs: Any) -> dict
             )
         elif r.is_peer and peers_missing:
             reasons[r.name] = peers_missing
-        elif r.is_peer and PEER_PAIR not in fs.sequences:
+        elif r.is_peer and peer_pair(fs) is None:
             reasons[r.name] = (
-                f"the peers need the sequence {PEER_PAIR}, not built for this dataset "
+                f"the peers need a listing sequence, none built for this dataset "
                 f"(data.sequences.pairs; have {sorted(fs.sequences)})"
             )
     return reasons

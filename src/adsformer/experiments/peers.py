@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from adsformer.config import ConfigError
-from adsformer.data.features import FeatureSet
+from adsformer.data.features import MERGED_PAIR, FeatureSet, choose_listing_pair
 
 FUXICTR_VERSION = "2.3.10"
 INSTALL_HINT = (
@@ -69,6 +69,19 @@ INSTALL_HINT = (
     "(= scikit-learn h5py tqdm pandas; torch stays as it is)"
 )
 PEER_PAIR = "listing:view"
+
+
+def peer_pair(fs: FeatureSet) -> str | None:
+    """The listing sequence the peers read: ``listing:view``, else (as our ``auto`` encoder pair, but never
+    the merged sequence, whose ids pack actions) the listing sequence with the most events; None when the
+    data has no listing sequence."""
+    counts = {p: c.values.shape[0] for p, c in fs.sequences.items() if p != MERGED_PAIR}
+    try:
+        return choose_listing_pair("auto", counts)
+    except ValueError:
+        return None
+
+
 #: peer name -> its class in ``model_zoo.LongCTR``
 PEERS: dict[str, str] = {"din": "DIN", "transact": "TransAct"}
 #: scoring batches: B * (L + 1) item ids go through the embedding at once
@@ -168,7 +181,8 @@ class FuxiAdapter:
     LABEL = "clicked"
     ITEM = "listing"
 
-    def __init__(self, fs: FeatureSet, ranker_cfg: Any, pair: str = PEER_PAIR, task: str = "ctr") -> None:
+    def __init__(self, fs: FeatureSet, ranker_cfg: Any, pair: str | None = None, task: str = "ctr") -> None:
+        pair = pair or peer_pair(fs) or PEER_PAIR
         if pair not in fs.sequences:
             raise ConfigError(
                 f"the peers need the sequence {pair!r}, not built for this dataset; have {list(fs.sequences)}"

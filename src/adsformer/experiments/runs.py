@@ -53,6 +53,7 @@ BOOTSTRAP_MAX_ROWS = 100_000
 
 def spec_from_features(fs: FeatureSet) -> ModelSpec:
     entities = {"listing", "shop", "taxonomy", "query"} | {p.split(":", 1)[0] for p in fs.sequences}
+    entities |= {"action"} & set(fs.vocabs.by_name)  # the merged listing sequence's action tokens
     sizes = {e: fs.vocabs[e].size for e in sorted(entities)}
     return ModelSpec(
         sizes,

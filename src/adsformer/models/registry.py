@@ -11,7 +11,7 @@ from torch import nn
 
 from adsformer.adpm.module import ADPM
 from adsformer.adpm.pretrained import FrozenTable
-from adsformer.data.features import choose_listing_pair
+from adsformer.data.features import MERGED_PAIR, choose_listing_pair
 from adsformer.models.config import ModelConfig
 from adsformer.models.ranker import Ranker, WideSpec
 from adsformer.models.user import BST, LastKAverage, NoUser
@@ -57,13 +57,18 @@ def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Mo
 def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
     bst = dataclasses.replace(cfg.bst, pair=_concrete(cfg.bst.pair, spec))
     _require_pair(bst.pair, spec)
-    return BST(bst, spec.vocab_sizes["listing"])
+    return BST(bst, spec.vocab_sizes["listing"], _actions(bst.pair, spec))
 
 
 def _lastk(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
     lastk = dataclasses.replace(cfg.lastk, pair=_concrete(cfg.lastk.pair, spec))
     _require_pair(lastk.pair, spec)
-    return LastKAverage(lastk, spec.vocab_sizes["listing"])
+    return LastKAverage(lastk, spec.vocab_sizes["listing"], _actions(lastk.pair, spec))
+
+
+def _actions(pair: str, spec: ModelSpec) -> int:
+    """The action vocabulary's size when ``pair`` is the merged listing sequence (its ids pack actions)."""
+    return int(spec.vocab_sizes.get("action", 0)) if pair == MERGED_PAIR else 0
 
 
 def _concrete(pair: str, spec: ModelSpec) -> str:

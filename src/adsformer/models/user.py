@@ -35,9 +35,10 @@ class NoUser(nn.Module):
 class LastKAverage(nn.Module):
     """Mean of learned embeddings of the newest k events of one sequence."""
 
-    def __init__(self, cfg: LastKConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: LastKConfig, vocab_size: int, n_actions: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
+        self.n_actions = int(n_actions)  # > 0: the merged sequence, ids pack listing * A + action
         self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=0)
         self.out_dim = cfg.dim
 
@@ -50,6 +51,8 @@ class LastKAverage(nn.Module):
     ) -> torch.Tensor:
         k = min(self.cfg.k, seq_ids[self.cfg.pair].shape[1])
         ids = seq_ids[self.cfg.pair][:, :k]  # (B, k) newest first
+        if self.n_actions:
+            ids = ids // self.n_actions  # the listing of each merged-sequence token
         mask = lengths_to_mask(seq_len[self.cfg.pair].clamp(max=k), k)  # (B, k)
         return masked_mean(self.embed(ids), mask)  # (B, D)
 
@@ -57,7 +60,7 @@ class LastKAverage(nn.Module):
 class BST(nn.Module):
     """Transformer over [target, last k]; all k + 1 outputs concatenated (no pooling), padding zeroed."""
 
-    def __init__(self, cfg: BSTConfig, vocab_size: int) -> None:
+    def __init__(self, cfg: BSTConfig, vocab_size: int, n_actions: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         enc = EncoderConfig(
@@ -69,7 +72,7 @@ class BST(nn.Module):
             dropout=cfg.dropout,
             max_len=cfg.k,
         )
-        self.encoder = AdSformerEncoder(enc, vocab_size)
+        self.encoder = AdSformerEncoder(enc, vocab_size, n_actions)
         self.out_dim = (cfg.k + 1) * cfg.dim
 
     def forward(

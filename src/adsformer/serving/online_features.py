@@ -12,6 +12,9 @@ Two halves, both mirroring :mod:`adsformer.data.features` (the parity test compa
   depend on the request -- and the user's sequences from the store, cut to the run's window and length
   and encoded with the run's vocabularies (unseen ids -> OOV, as offline).
 
+The merged listing sequence (``listing:any``: every listing event, any action) stores ``"ACTION LISTING"``
+(action words have no spaces) and is encoded as the offline builder packs it: ``listing * A + action``.
+
 Letters: B candidates, F dense features, M sequence width (>= 1).
 """
 
@@ -25,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from adsformer.data.features import LOG_FEATURES, Pair
+from adsformer.data.features import LOG_FEATURES, MERGED_PAIR, Pair, pack_actions
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.touch import codes_for, touch_signals
 from adsformer.predict import Predictor
@@ -44,17 +47,26 @@ def sequence_items(
     for name in pairs:
         pair = Pair.parse(name)
         by_action.setdefault(pair.action, []).append(pair)
+    merged = MERGED_PAIR in pairs
     items = []
     for event in events:
-        wanted = by_action.get(str(event["action"]))
-        if not wanted:
+        action = str(event["action"])
+        wanted = by_action.get(action)
+        if not wanted and not (merged and event.get("listing_id") is not None):
             continue
         values = enrich_event(event, catalog)
-        for pair in wanted:
+        for pair in wanted or []:
             value = values.get(pair.column)
             if value is not None:
                 items.append(SequenceItem(pair.name, int(event["ts"]), value))
+        if merged and "listing_id" in values:
+            items.append(SequenceItem(MERGED_PAIR, int(event["ts"]), f"{action} {values['listing_id']}"))
     return items
+
+
+def _merged_listing(value: str) -> str:
+    """The listing id of a merged-sequence entry ``"ACTION LISTING"``."""
+    return value.split(" ", 1)[1] if " " in value else value
 
 
 def enrich_event(event: Mapping[str, Any], catalog: Catalog) -> dict[str, str]:
@@ -98,6 +110,7 @@ class OnlineFeatures:
         self.max_len = int(seq_cfg.max_len)
         self.catalog = catalog
         self.encoders = {name: IdEncoder(v) for name, v in vocabs.by_name.items()}
+        self.n_actions = vocabs["action"].size if "action" in vocabs.by_name else 0
         self.cat_names = [c for c in vocabs.by_name if c.startswith("c_")]
         self.dense_stats = predictor.dense_stats
         frame = catalog.listings
@@ -200,6 +213,8 @@ class OnlineFeatures:
             else:
                 targets = [None] * B
             entries = used[name]
+            if name == MERGED_PAIR:  # entries carry the action: match on the listing
+                entries = [(t, _merged_listing(v)) for t, v in entries]
             table: dict[str, int] = {}
             codes = codes_for([v for _, v in entries], table)[None, :]  # (1, n)
             ts = np.array([[t for t, _ in entries]], np.int64).reshape(1, -1)  # (1, n)
@@ -217,7 +232,13 @@ class OnlineFeatures:
             entries = [(ts, v) for ts, v in entries if now - self.window_s <= ts < now][: self.max_len]
             ids = np.zeros((1, max(1, len(entries))), np.int64)  # (1, M)
             entity = name.split(":", 1)[0]
-            ids[0, : len(entries)] = self.encoders[entity].many(v for _, v in entries)
+            if name == MERGED_PAIR:  # "ACTION LISTING" -> listing * A + action, as features.pack_actions
+                parts = [v.split(" ", 1) if " " in v else ["", v] for _, v in entries]
+                listing = self.encoders["listing"].many(p[1] for p in parts)
+                action = self.encoders["action"].many(p[0] for p in parts)
+                ids[0, : len(entries)] = pack_actions(listing, action, self.n_actions)
+            else:
+                ids[0, : len(entries)] = self.encoders[entity].many(v for _, v in entries)
             seq_ids[name] = torch.from_numpy(ids)
             seq_len[name] = torch.tensor([len(entries)], dtype=torch.int64)
             used[name] = entries
