@@ -7,7 +7,7 @@ A dataset directory holds::
     impressions.parquet  one row per ad shown (the labelled examples)
     dataset.json         name, source, extra action words, whether conversions exist, counts, notes
 
-Ids are strings, times are integer Unix seconds (UTC). Columns named ``f_*`` are numeric features,
+Ids are strings (integer ids are read as their decimal text), times are integer Unix seconds (UTC). Columns named ``f_*`` are numeric features,
 ``c_*`` categorical (string) features. The Arrow types below are what :func:`write_dataset` writes and what
 :func:`read_dataset` returns; :mod:`adsformer.data.validate` checks a directory against them.
 """
@@ -23,6 +23,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adsformer.errors import UserError
 from adsformer.io import atomic_dir
 
 FORMAT_VERSION = 1
@@ -102,6 +103,29 @@ def column_spec(table: str, name: str) -> ColumnSpec | None:
     return spec
 
 
+def id_like(name: str) -> bool:
+    """Columns of ids and categories (``*_id``, ``c_*``): integer values are read as their decimal text."""
+    return name.endswith("_id") or name.startswith(FEATURE_PREFIX_CATEGORICAL)
+
+
+def conform_column(table: str, name: str, col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``col`` cast to the contract type of ``table.name``: integer ids to their decimal text, ``bool``
+    labels to 0/1, integer numbers to float, large and dictionary strings to plain ones. Raises
+    ``pyarrow.ArrowInvalid`` (or ``NotImplementedError``) when a value does not fit (e.g. 300 as int8)."""
+    spec = column_spec(table, name)
+    if spec is None:
+        raise ValueError(f"{table}: column {name!r} is not part of the data contract")
+    if pa.types.is_floating(spec.type) and pa.types.is_integer(col.type):
+        return col.cast(spec.type, safe=False)  # 2^60 as a float: rounded, not refused
+    return col.cast(spec.type)
+
+
+def conform_table(table: str, arrow: pa.Table) -> pa.Table:
+    """Every column of ``arrow`` cast to the contract (:func:`conform_column`)."""
+    cols = [conform_column(table, name, arrow.column(i)) for i, name in enumerate(arrow.column_names)]
+    return pa.Table.from_arrays(cols, schema=arrow_schema(table, arrow.column_names))
+
+
 def arrow_schema(table: str, columns: list[str]) -> pa.Schema:
     """The canonical Arrow schema for the given columns of ``table`` (unknown columns raise)."""
     fields = []
@@ -143,17 +167,72 @@ class DatasetMeta:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> DatasetMeta:
+    def from_json(cls, obj: Any) -> DatasetMeta:
+        """The manifest from its parsed JSON; :class:`ManifestError` names the first key of the wrong type
+        (see :func:`manifest_problems`)."""
+        problems = manifest_problems(obj)
+        if problems:
+            key, message = problems[0]
+            raise ManifestError(f"{MANIFEST}: {key!r} {message}" if key else f"{MANIFEST}: {message}")
         return cls(
-            name=str(obj.get("name", "")),
-            source=str(obj.get("source", "")),
-            actions=[str(a) for a in obj.get("actions", [])],
-            has_conversions=bool(obj.get("has_conversions", True)),
-            notes=[str(n) for n in obj.get("notes", [])],
+            name=obj.get("name", ""),
+            source=obj.get("source", ""),
+            actions=list(obj.get("actions", [])),
+            has_conversions=obj.get("has_conversions", True),
+            notes=list(obj.get("notes", [])),
             protocol=dict(obj.get("protocol", {})),
             counts=dict(obj.get("counts", {})),
-            format_version=int(obj.get("format_version", FORMAT_VERSION)),
+            format_version=obj.get("format_version", FORMAT_VERSION),
         )
+
+
+class ManifestError(UserError):
+    """A ``dataset.json`` that is not valid JSON or has a key of the wrong type."""
+
+
+def manifest_problems(obj: Any) -> list[tuple[str | None, str]]:
+    """``(key, what is wrong)`` for every key of a parsed ``dataset.json`` with the wrong type (key None:
+    the whole document). Unknown keys are allowed (adapters record extra facts)."""
+    if not isinstance(obj, dict):
+        return [(None, f"expected a JSON object at the top level, found {type(obj).__name__}")]
+    out: list[tuple[str | None, str]] = []
+
+    def strings(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    for key in ("name", "source"):
+        if key in obj and not isinstance(obj[key], str):
+            out.append((key, f"expected a string, found {obj[key]!r}"))
+    if "actions" in obj:
+        actions = obj["actions"]
+        if isinstance(actions, str):
+            out.append(
+                (
+                    "actions",
+                    f'expected a list of action words, e.g. ["{actions}"], found the string {actions!r}',
+                )
+            )
+        elif not strings(actions) or not all(a.strip() for a in actions):
+            out.append(("actions", f"expected a list of non-empty action words, found {actions!r}"))
+    if "has_conversions" in obj and not isinstance(obj["has_conversions"], bool):
+        out.append(("has_conversions", f"expected true or false, found {obj['has_conversions']!r}"))
+    if "notes" in obj and not strings(obj["notes"]):
+        out.append(("notes", f"expected a list of strings, found {obj['notes']!r}"))
+    for key in ("protocol", "counts"):
+        if key in obj and not isinstance(obj[key], dict):
+            out.append((key, f"expected a JSON object, found {obj[key]!r}"))
+    if "format_version" in obj:
+        version = obj["format_version"]
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            out.append(("format_version", f"expected a positive integer, found {version!r}"))
+        elif version > FORMAT_VERSION:
+            out.append(
+                (
+                    "format_version",
+                    f"is {version}, newer than this adsformer reads ({FORMAT_VERSION}); upgrade adsformer",
+                )
+            )
+    return out
 
 
 @dataclass
@@ -228,10 +307,19 @@ def write_dataset(ds: Dataset, out_dir: str | Path) -> Path:
 
 
 def read_meta(directory: str | Path) -> DatasetMeta:
+    """The manifest of a dataset directory (defaults when it has none); :class:`ManifestError` when it is
+    unreadable, not JSON, or has a key of the wrong type."""
     path = Path(directory) / MANIFEST
     if not path.exists():
         return DatasetMeta(name=Path(directory).name, source="unknown")
-    return DatasetMeta.from_json(json.loads(path.read_text()))
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path}: not a readable JSON file ({exc})") from exc
+    try:
+        return DatasetMeta.from_json(obj)
+    except ManifestError as exc:
+        raise ManifestError(f"{Path(directory)}/{exc}") from None
 
 
 def read_dataset(directory: str | Path, *, validate: bool = True) -> Dataset:
@@ -247,7 +335,7 @@ def read_dataset(directory: str | Path, *, validate: bool = True) -> Dataset:
     tables = {}
     for name in TABLES:
         arrow = pq.read_table(directory / f"{name}.parquet")
-        tables[name] = pl.from_arrow(arrow.cast(arrow_schema(name, arrow.column_names)))
+        tables[name] = pl.from_arrow(conform_table(name, arrow))
     return Dataset(
         listings=tables[LISTINGS],  # type: ignore[arg-type]
         events=tables[EVENTS],  # type: ignore[arg-type]
