@@ -93,7 +93,10 @@ class Row:
             learned=dataclasses.replace(adpm.learned, enabled=c3, pooling=self.comp3_pooling),
             touch=dataclasses.replace(adpm.touch, enabled=self.touch),
         )
-        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=self.user, adpm=adpm))
+        # rules and peers are not user modules of ours: the config keeps its own (their rows read only the
+        # data and training settings)
+        user = cfg.model.user if self.is_rule or self.is_peer else self.user
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=user, adpm=adpm))
 
     def _tables(self, tables: tuple[str, ...]) -> tuple[str, ...]:
         return tables if self.tables is None else tuple(tables[i] for i in self.tables)
