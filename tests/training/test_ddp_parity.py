@@ -1,7 +1,8 @@
 """Two processes under torchrun (gloo, CPU) take the same steps as one process on the same global batches.
 
-Tolerance: with dropout 0 (dropout masks are per-rank random draws) and the same seed, the running training
-loss after every step agrees within 1e-5 (absolute) and every trained weight within 2e-2 (see below): the only
+Tolerance: with dropout 0 (dropout masks are per-rank random draws) and the same seed, the first step's
+training loss agrees within 1e-6, every later one within 1e-3 and every trained weight within 5e-2 (see
+below): the only
 difference is floating-point summation order (gradients summed over two ranks, batch-norm statistics and
 losses reduced across processes). Batch 63 splits unevenly (31 + 32 rows), which exercises the loss scaling.
 """
@@ -64,9 +65,12 @@ def test_two_ranks_match_one_process(tmp_path):
 
     one, two = _history(single), _history(ddp)
     assert len(one) == len(two) > 10
-    for a, b in zip(one, two, strict=True):
+    for i, (a, b) in enumerate(zip(one, two, strict=True)):
         assert a["step"] == b["step"] and a["lr"] == pytest.approx(b["lr"], abs=1e-12)
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-5, (a, b)
+        # the first logged loss comes from identical weights, so a sharding error shows there at once
+        # (measured: 3e-8); later ones carry the rounding drift Adam amplifies (below): up to 2.4e-4 on the
+        # tiny simulator since its re-engagement (issue 16), whose touched ads give large, rare gradients
+        assert abs(a["train_loss"] - b["train_loss"]) < (1e-6 if i == 0 else 1e-3), (a, b)
 
     w1 = torch.load(single / "model.pt", weights_only=False)["state_dict"]
     w2 = torch.load(ddp / "model.pt", weights_only=False)["state_dict"]
@@ -82,15 +86,16 @@ def test_two_ranks_match_one_process(tmp_path):
     # With ADPM's touch component on, several of its input columns are constant over most batches (pairs
     # the tiny data rarely has: "never touched" everywhere); the weights reading them get near-zero true
     # gradients, whose rounding noise Adam scales up to lr-sized steps, and the drift spreads: weights agree
-    # within ~1e-2 while every step's loss (above) and every epoch's validation log loss (below) agree
-    # within 1e-5. A real sharding error moves losses by orders of magnitude more.
+    # within ~2e-2 while every step's loss (above) agrees within ~2.5e-4 and every epoch's validation log
+    # loss (below) within ~3e-5 (measured on the tiny simulator of issue 16). A real sharding error moves
+    # the first step's loss already, by orders of magnitude more.
     differ = [
         k
         for k in w1
-        if w1[k].is_floating_point() and k not in skip and not torch.allclose(w1[k], w2[k], atol=2e-2, rtol=0)
+        if w1[k].is_floating_point() and k not in skip and not torch.allclose(w1[k], w2[k], atol=5e-2, rtol=0)
     ]
     assert not differ, [(k, float((w1[k] - w2[k]).abs().max())) for k in differ]
     e1, e2 = _epochs(single), _epochs(ddp)
-    assert [abs(a["val_log_loss"] - b["val_log_loss"]) < 1e-5 for a, b in zip(e1, e2, strict=True)] == [
+    assert [abs(a["val_log_loss"] - b["val_log_loss"]) < 1e-4 for a, b in zip(e1, e2, strict=True)] == [
         True
     ] * 2
