@@ -70,7 +70,17 @@ class Calibrator:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        """The calibrator of ``calibration.json``; ValueError names a field of the wrong type or range."""
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        for key in ("keep_rate", "scale", "bias"):
+            value = fields.get(key, 0.5)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"calibration {key} must be a finite number, got {value!r}")
+        if fields.get("method", "platt") not in ("downsampling", "platt"):
+            raise ValueError(f"calibration method must be downsampling or platt, got {fields['method']!r}")
+        if not isinstance(fields.get("fit_rows", 0), int):
+            raise ValueError(f"calibration fit_rows must be an integer, got {fields['fit_rows']!r}")
+        return cls(**fields)
 
 
 def fit_platt(z: np.ndarray, y: np.ndarray, keep_rate: float = 1.0, *, iters: int = 50) -> Calibrator:
