@@ -68,7 +68,10 @@ def test_exponent_without_a_dot_is_a_number():
         ("model.lastk.dim=100000", "model.lastk.dim must be in [1, 4096], got 100000"),
         ("deep=[64, 0]", "model.ranker.deep must be layer widths in [1, 65536]"),
         ("model.ranker.embedding_std=-1", "model.ranker.embedding_std must be in (0, 10], got -1.0"),
-        ("model=transformer", "model.user must be one of ['adsformer', 'bst', 'lastk', 'baseline']"),
+        (
+            "model=transformer",
+            "model.user: unknown model 'transformer'; expected one of ['adsformer', 'baseline'",
+        ),
         ("ece_bins=0", "eval.ece_bins must be in [1, 10000], got 0"),
         ("pairs=[a", "--set 'pairs=[a': the value is not a YAML scalar or list"),
     ],

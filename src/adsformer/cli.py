@@ -1,7 +1,12 @@
 """The ``adsformer`` command line (SPEC section 6). Commands and output fields are a contract: add, don't rename.
 
-Each command is a thin shell over a library function; errors the user can fix (bad data, bad config, bad
-paths) are printed as one clear message and exit code 1, never a traceback.
+Each command is a thin shell over a library function. Errors the user can fix (bad data, bad config, bad
+paths: :class:`adsformer.errors.UserError`) are printed as one ``error:`` line on stderr saying what, where
+and what to do, with exit code 1, never a traceback; anything else is a bug, printed as one line too (exit
+code 2). ``adsformer --debug COMMAND`` (or ``ADSFORMER_DEBUG=1``) shows the traceback instead.
+
+Commands that write a directory (``--out``) refuse a non-empty one adsformer did not write unless
+``--overwrite`` (:mod:`adsformer.io`), before any long work starts.
 """
 
 from __future__ import annotations
@@ -11,12 +16,50 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
+from rich.markup import escape
 
+from adsformer import __version__
 from adsformer.config import ConfigError, DataConfig, apply_overrides, load_yaml, parse_overrides
-from adsformer.console import console, kv_table, records_table, stage
+from adsformer.console import console, err_console, kv_table, records_table, stage
+from adsformer.errors import UserError
+
+#: Set by ``--debug`` (or ADSFORMER_DEBUG=1): errors are raised with their traceback instead of one line
+_DEBUG = False
+
+
+def _control_flow() -> tuple[type[BaseException], ...]:
+    """Exceptions the command-line framework uses for control flow (exit, abort, usage errors): passed on.
+    typer >= 0.24 carries its own copy of click; older ones use click itself."""
+    import importlib
+
+    found: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in ("ClickException", "Exit", "Abort") if hasattr(mod, n)]
+    return tuple(found)
+
+
+_CONTROL_FLOW = _control_flow()
+
+
+class _Commands(typer.core.TyperGroup):
+    """The root command: whatever a subcommand raises ends as one ``error:`` line (see the module doc)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CONTROL_FLOW:
+            raise
+        except Exception as exc:
+            _fail(exc)
+
 
 app = typer.Typer(
     name="adsformer",
@@ -24,6 +67,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 prepare_app = typer.Typer(
     help="Build a canonical dataset directory from the simulator or a public dataset.", no_args_is_help=True
@@ -56,34 +100,93 @@ ConfigOpt = Annotated[
 ]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from adsformer.data.adapters.base import AdapterError
-    from adsformer.data.splits import SplitError
-    from adsformer.data.validate import DatasetError
-    from adsformer.report.html import ReportError
-    from adsformer.representations.table import TableError
-    from adsformer.retrieval.config import RetrievalError
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Write into --out even when it holds files adsformer did not write: same-named entries are "
+        "replaced, every other file is kept.",
+    ),
+]
 
+#: Errors a user can fix besides :class:`UserError`: paths that are missing or of the wrong kind
+_PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"adsformer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", envvar="ADSFORMER_DEBUG", help="Show the traceback of an error instead of one line."
+        ),
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Personalized sponsored-search ad ranking from short-term user action sequences (adSformer)."""
+    global _DEBUG
+    _DEBUG = debug
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one line an error is printed as, and the exit code: 1 for what the user can fix, 2 for a bug."""
+    if isinstance(exc, UserError):
+        return exc.one_line(), 1
+    if isinstance(exc, _PATH_ERRORS):
+        text = " ".join(str(exc).split())
+        if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+            text = f"{exc.filename}: {exc.strerror}"
+        return text, 1
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
     return (
-        RetrievalError,
-        ReportError,
-        AdapterError,
-        DatasetError,
-        ConfigError,
-        SplitError,
-        TableError,
-        FileNotFoundError,
-        NotADirectoryError,
+        f"internal error ({detail}); this is a bug in adsformer {__version__}: rerun with --debug for the "
+        f"traceback and report it",
+        2,
     )
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one ``error:`` line on stderr and exit (1: user error, 2: bug); with ``--debug``,
+    raise it with its traceback."""
+    if _DEBUG:
+        raise exc
+    text, code = error_line(exc)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+    raise typer.Exit(code) from None
 
 
 @contextmanager
 def _friendly_errors() -> Iterator[None]:
+    """Errors raised in the block end as one ``error:`` line (the root command does the same for every
+    command; this keeps commands that catch nothing else self-contained)."""
     try:
         yield
-    except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+    except _CONTROL_FLOW:
+        raise
+    except Exception as exc:
+        _fail(exc)
+
+
+@contextmanager
+def _output_dir(out: Path, overwrite: bool) -> Iterator[None]:
+    """Check ``--out`` before any work (a refusal comes first, not after training) and let the block's
+    writes overwrite with ``--overwrite``."""
+    from adsformer.io import allow_overwrite, check_output_dir
+
+    check_output_dir(out, overwrite=overwrite)
+    with allow_overwrite(overwrite):
+        yield
 
 
 def _data_config(config: Path | None, overrides: list[str] | None) -> DataConfig:
@@ -126,11 +229,12 @@ def prepare_simulate(
         list[str] | None,
         typer.Option("--set", help="Override a simulator knob: key=value (see SimulatorConfig)."),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The built-in marketplace simulator (ground truth saved beside the data)."""
     from adsformer.simulator import SimulatorConfig, simulate
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = SimulatorConfig.preset(scale).with_overrides(seed=seed)
         if images is not None:
             cfg = cfg.with_overrides(images=images)
@@ -166,11 +270,12 @@ def prepare_taobao(
     popularity: Annotated[
         str, typer.Option(help="day (popularity on the request's day) | log (whole log; looks ahead)")
     ] = "day",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Taobao UserBehavior log; impressions built by a documented, seeded protocol."""
     from adsformer.data.adapters.taobao import prepare_taobao as run
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         res = run(
             path,
             out,
@@ -188,11 +293,12 @@ def prepare_taobao(
 def prepare_trivago(
     path: Annotated[Path, typer.Argument(help="RecSys Challenge 2019 session log (Parquet or CSV).")],
     out: OutDir,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """trivago session log: real impressions with positions and prices (no conversions)."""
     from adsformer.data.adapters.trivago import prepare_trivago as run
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         res = run(path, out, progress=_progress_printer())
     _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
 
@@ -204,11 +310,12 @@ def prepare_movielens(
     ],
     out: OutDir,
     click_threshold: Annotated[float, typer.Option(help="A rating >= this is a click.")] = 4.0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """MovieLens-100k: ratings as views, rating >= threshold as the click label, genres as taxonomy."""
     from adsformer.data.adapters.movielens import prepare_movielens as run
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         res = run(path, out, click_threshold=click_threshold, progress=_progress_printer())
     _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
 
@@ -218,12 +325,13 @@ def prepare_fashion(
     path: Annotated[Path, typer.Argument(help="Fashion folder (styles.csv, styles_text.csv, images/).")],
     out: OutDir,
     images: Annotated[bool, typer.Option(help="Copy the product images into the dataset.")] = True,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Fashion Product Images: a catalog-only dataset (listings, titles, labels, images) for the text,
     visual and AIR representations."""
     from adsformer.data.adapters.fashion import prepare_fashion as run
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         res = run(path, out, images=images, progress=_progress_printer())
     _print_prepared(res.summary(), res.out, res.skipped_lines, res.notes)
 
@@ -238,9 +346,11 @@ def validate(directory: Annotated[Path, typer.Argument(help="Canonical dataset d
     report = validate_dataset(directory)
     for problem in report.problems:
         style = "red" if problem.severity == "error" else "yellow"
-        console.print(f"[{style}]{problem}[/]", soft_wrap=True)
+        console.print(f"[{style}]{escape(str(problem))}[/]", soft_wrap=True)
     if not report.ok:
-        console.print(f"[bold red]{len(report.errors)} error(s)[/] in {directory}")
+        console.print(
+            f"[bold red]{len(report.errors)} error(s)[/] in {escape(str(directory))}", soft_wrap=True
+        )
         raise typer.Exit(1)
     ds = read_dataset(directory, validate=False)
     console.print(kv_table(f"{directory}: valid", ds.summary()))
@@ -298,12 +408,13 @@ def train_cmd(
     model: ModelOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a CTR or PCCVR model; write a self-contained run directory."""
     from adsformer.experiments.config import load_experiment
     from adsformer.experiments.runs import train_run
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task=task, model=model))
         summary = train_run(data, cfg, out)
     console.print(kv_table("trained", _trained_rows(summary, auto_batch=cfg.train.batch_size == 0)))
@@ -375,6 +486,7 @@ def ablate_cmd(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train and test every row of the suite over seeds; write ablation.json and ablation.md.
 
@@ -384,7 +496,7 @@ def ablate_cmd(
     from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
     from adsformer.experiments.config import load_experiment
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         if suite not in SUITES:
             raise ConfigError(f"unknown suite {suite!r}; expected one of {sorted(SUITES)}")
         if seeds < 1:
@@ -404,11 +516,12 @@ def ablate_cmd(
 def ablate_merge_cmd(
     out: OutDir,
     runs: Annotated[list[Path], typer.Argument(help="Output folders of ablate runs over disjoint seeds.")],
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Combine ablate runs made over disjoint seeds into one ablation.json and ablation.md."""
     from adsformer.experiments.ablation import ablation_markdown, merge_ablations, write_ablation
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         parts = []
         for run in runs:
             path = run / "ablation.json"
@@ -435,13 +548,14 @@ def daily_cmd(
     ] = 0.0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The daily protocol: for each of the last N days, train on the days before, test on that day;
     baseline vs adSformer lifts per day (daily.json, daily.md, daily_lift.png)."""
     from adsformer.experiments.config import load_experiment
     from adsformer.experiments.daily import daily_markdown, run_daily
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task=task))
         summary = run_daily(data, cfg, days, out, train_days=train_days)
     console.print(daily_markdown(summary))
@@ -458,13 +572,14 @@ def position_cmd(
     ] = 200,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The position study: train with and without the position tower on the same split; learned vs naive
     (and, on the simulator, true) position curves and ranking of true relevance (position.json, .md, .png)."""
     from adsformer.experiments.config import load_experiment
     from adsformer.experiments.position import position_markdown, run_position_study
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task="ctr"))
         summary = run_position_study(data, cfg, out, seeds=seeds, min_shown=min_shown)
     console.print(position_markdown(summary))
@@ -526,11 +641,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The embedded default: the whole pipeline on the simulator, ending with a report and its path."""
     from adsformer.experiments.demo import run_demo
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         run_demo(out, scale=scale, seed=seed, data_cfg=_data_config(config, set_))
 
 

@@ -29,16 +29,22 @@ def features_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a data config key: key=value (repeatable).")
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Write into --out even when it holds files adsformer did not write."
+        ),
+    ] = False,
 ) -> None:
     """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
     with bounded memory."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
+    from adsformer.config import ConfigError
     from adsformer.experiments.feature_job import data_config, run_feature_job
 
-    if engine not in ("local", "spark"):
-        console.print(f"[bold red]error:[/] --engine must be local or spark, got {engine!r}")
-        raise typer.Exit(1)
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
+        if engine not in ("local", "spark"):
+            raise ConfigError(f"--engine must be local or spark, got {engine!r}")
         summary = run_feature_job(
             data, data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
         )

@@ -51,15 +51,21 @@ def build_cmd(
             help="Override a setting: key=value (lexical.shards=4, ann.nprobe=32, two_tower.epochs=10, ...).",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Write into --out even when it holds files adsformer did not write."
+        ),
+    ] = False,
 ) -> None:
     """Build the lexical index (tantivy, sharded), the two-tower model and its IVF index, and one IVF index
     per table; evaluate on held-out clicks; write INDEX_DIR with manifest.json."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
     from adsformer.config import apply_overrides, parse_overrides
     from adsformer.retrieval import IndexConfig, build_index
     from adsformer.retrieval.config import SHORT_KEYS
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = apply_overrides(IndexConfig(), parse_overrides(set_), short_keys=SHORT_KEYS)
         manifest = build_index(
             data,

@@ -20,6 +20,10 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Table directory (writ
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")
 ]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Write into --out even when it holds files adsformer did not write."),
+]
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:
@@ -42,13 +46,13 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
 
 
 @represent_app.command("skipgram")
-def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
+def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
     sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
     from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = apply_overrides(SkipGramConfig(), parse_overrides(set_), short_keys={})
         report = represent_skipgram(data, out, cfg)
     s = report["settings"]
@@ -60,14 +64,14 @@ def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
 
 
 @represent_app.command("text")
-def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
+def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
     window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
     of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
     from adsformer.representations.text import TextConfig, represent_text
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = apply_overrides(TextConfig(), parse_overrides(set_), short_keys={})
         report = represent_text(data, out, cfg)
     s = report["settings"]
@@ -82,14 +86,14 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
 
 
 @represent_app.command("air")
-def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
+def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """AIR listing vectors (d=256): one shared tower over content tables (--set tables=[TEXT,VISUAL]) and
     numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
     softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
     from adsformer.representations.air import AIRConfig, represent_air
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = apply_overrides(AIRConfig(), parse_overrides(set_), short_keys={})
         report = represent_air(data, out, cfg)
     r = report["retrieval"]
@@ -103,18 +107,18 @@ def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
 
 
 @represent_app.command("visual")
-def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None) -> None:
+def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Multitask visual listing vectors: ImageNet EfficientNet-Lite0, a 256-d layer and one head per label
     column (tasks=auto: article type, color, subcategory, gender where present, else taxonomy and color),
     trained with a task-balanced sampler on cached backbone features (--set finetune_epochs=1 then also
     fine-tunes the last blocks on augmented images). About 25 ms an image at 224 px on one CPU thread
     (--set image_size=128 is ~4x faster). Also writes heads.json (held-out accuracy per head) and
     neighbours.png."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli import _friendly_errors, _output_dir
     from adsformer.console import records_table
     from adsformer.representations.visual import VisualConfig, represent_visual
 
-    with _friendly_errors():
+    with _friendly_errors(), _output_dir(out, overwrite):
         cfg = apply_overrides(VisualConfig(), parse_overrides(set_), short_keys={})
         report = represent_visual(data, out, cfg, say=lambda m: console.print(f"[yellow]note:[/] {m}"))
     s, h = report["settings"], report["heads"]

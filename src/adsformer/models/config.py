@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from adsformer.adpm.config import DROPOUT, ADPMConfig, listing_pair
-from adsformer.config import MAX_BLOCKS, MAX_DIM, MAX_HEADS, MAX_SEQ_LEN, check_ranges, finite, in_range
+from adsformer.config import (
+    MAX_BLOCKS,
+    MAX_DIM,
+    MAX_HEADS,
+    MAX_SEQ_LEN,
+    ConfigError,
+    check_ranges,
+    finite,
+    in_range,
+)
 
 PAIR_RULE = "must be auto or a listing sequence listing:ACTION"
 #: ``model.user``: the keys of adsformer.models.registry.USER_MODULES
@@ -129,4 +138,7 @@ class ModelConfig:
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
     def __post_init__(self) -> None:
-        check_ranges(self, [("user", self.user in USER_NAMES, f"must be one of {list(USER_NAMES)}")])
+        if self.user not in USER_NAMES:
+            raise ConfigError(
+                f"model.user: unknown model {self.user!r}; expected one of {sorted(USER_NAMES)}"
+            )
