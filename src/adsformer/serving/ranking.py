@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from adsformer.data.features import Pair
+from adsformer.data.features import MERGED_PAIR, Pair
 from adsformer.data.schema import STANDARD_ACTIONS
 from adsformer.serving.auction import AuctionConfig, pccvr_factor, run_auction
 from adsformer.serving.cache import ScoreCache
@@ -140,7 +140,12 @@ class RankingService:
         self.event_max_age_s, self.event_max_future_s = int(event_max_age_s), int(event_max_future_s)
         #: action words POST /events accepts
         self.actions: frozenset[str] = frozenset(
-            {*STANDARD_ACTIONS, *(Pair.parse(p).action for p in self.pairs), *catalog.actions, *extra_actions}
+            {
+                *STANDARD_ACTIONS,
+                *(Pair.parse(p).action for p in self.pairs if p != MERGED_PAIR),
+                *catalog.actions,
+                *extra_actions,
+            }
         )
         #: request context features the runs read: name -> "text" (c_*) or "number" (f_*)
         self.context_features: dict[str, str] = {
