@@ -144,7 +144,13 @@ def choose_listing_pair(requested: str, counts: dict[str, int]) -> str:
         return requested
     listing = {p: n for p, n in counts.items() if p.startswith("listing:")}
     if not listing:
-        raise ValueError(f"no listing sequence to read (pairs: {sorted(counts)}); set the pair explicitly")
+        from adsformer.config import ConfigError
+
+        raise ConfigError(
+            f"no listing sequence to read: the events of the training period hold no listing action (sequence "
+            f"pairs: {sorted(counts)}); the encoder, BST and last-k read one: add listing events (view, "
+            f"favorite, ...) before the validation period, or train --model baseline"
+        )
     if "listing:view" in listing:
         return "listing:view"
     if MERGED_PAIR in listing:

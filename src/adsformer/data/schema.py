@@ -121,9 +121,11 @@ def conform_column(table: str, name: str, col: pa.ChunkedArray | pa.Array) -> pa
 
 
 def conform_table(table: str, arrow: pa.Table) -> pa.Table:
-    """Every column of ``arrow`` cast to the contract (:func:`conform_column`)."""
-    cols = [conform_column(table, name, arrow.column(i)) for i, name in enumerate(arrow.column_names)]
-    return pa.Table.from_arrays(cols, schema=arrow_schema(table, arrow.column_names))
+    """The contract's columns of ``arrow`` cast to their types (:func:`conform_column`); columns outside
+    the contract are left out (``validate`` warns about them: "ignored")."""
+    names = [n for n in arrow.column_names if column_spec(table, n) is not None]
+    cols = [conform_column(table, name, arrow.column(name)) for name in names]
+    return pa.Table.from_arrays(cols, schema=arrow_schema(table, names))
 
 
 def arrow_schema(table: str, columns: list[str]) -> pa.Schema:

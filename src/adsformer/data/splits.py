@@ -80,7 +80,11 @@ def time_split(ts: np.ndarray, cfg: SplitConfig) -> Split:
         test_start = int(sorted_ts[min(n - 1, int(n * (1 - cfg.test_fraction)))])
         val_start = int(sorted_ts[min(n - 1, int(n * (1 - cfg.test_fraction - cfg.val_fraction)))])
         if not lo < val_start < test_start:
-            raise SplitError("impression times are too concentrated to cut into three time-ordered splits")
+            raise SplitError(
+                f"impression times are too concentrated to cut into three time-ordered splits ({n} impressions "
+                f"at {np.unique(ts).size} distinct times); use more impressions, or larger split.val_fraction "
+                f"and split.test_fraction"
+            )
     else:
         raise SplitError(f"unknown split mode {cfg.mode!r}; expected auto, days or fraction")
     split = np.full(ts.shape, TRAIN, dtype=np.int8)

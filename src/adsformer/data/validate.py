@@ -349,6 +349,23 @@ class _Checker:
                 bad,
             )
 
+    def check_overlap(self, events: pl.DataFrame, impressions: pl.DataFrame) -> None:
+        """Some listing event must come before the last impression, or every sequence is empty (events and
+        impressions in different time units, or years apart)."""
+        if not {"ts", "listing_id"} <= set(events.columns) or "ts" not in impressions.columns:
+            return
+        if self._has_problem("events.parquet", "ts") or self._has_problem("impressions.parquet", "ts"):
+            return
+        first = events.filter(pl.col("listing_id").is_not_null())["ts"].min()
+        last = impressions["ts"].max()
+        if isinstance(first, int) and isinstance(last, int) and first >= last:
+            self.add(
+                "events.parquet",
+                f"no listing event comes before the last impression (first listing event at ts {first}, last "
+                f"impression at ts {last}): every user sequence would be empty; check both tables' times",
+                "ts",
+            )
+
     def _has_problem(self, file: str, column: str) -> bool:
         return any(p.file == file and p.column == column for p in self.report.problems)
 
@@ -443,6 +460,8 @@ def validate_dataset(directory: str | Path) -> ValidationReport:
         _guarded(checker, EVENTS, checker.check_events, events, meta)
     if impressions is not None:
         _guarded(checker, IMPRESSIONS, checker.check_impressions, impressions, listings)
+    if events is not None and impressions is not None:
+        _guarded(checker, EVENTS, checker.check_overlap, events, impressions)
     return checker.report
 
 

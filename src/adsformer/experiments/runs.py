@@ -151,7 +151,10 @@ def score_test_split(
     """Test-split labels, probabilities before Platt scaling (natural rate) and calibrated probabilities."""
     rows = fs.rows("test", cfg.task)
     if rows.size == 0:
-        raise ValueError(f"no test rows for task {cfg.task!r}")
+        raise ConfigError(
+            f"no test rows for task {cfg.task!r} in this data's test split"
+            + ("; PCCVR tests on clicked impressions only" if cfg.task == "pccvr" else "")
+        )
     z = predict_logits(model, fs, rows, task=cfg.task, batch_size=cfg.train.eval_batch_size)
     return fs.labels(cfg.task)[rows], calibrator.uncalibrated(z), calibrator(z)
 

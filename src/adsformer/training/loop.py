@@ -240,7 +240,10 @@ def train(
     source = InMemorySource(data, task) if isinstance(data, FeatureSet) else data
     ctx = distributed.context(cfg.device)
     if source.n_train == 0:
-        raise ValueError(f"no training rows for task {task!r}")
+        raise ConfigError(
+            f"no training rows for task {task!r} after the time split and negative down-sampling; use more "
+            f"impressions, a higher data.sampling.neg_keep_rate, or larger training fractions of the split"
+        )
     if not ctx.sparse_gradients:  # nccl cannot all-reduce sparse gradients: dense Adam for the id tables
         cfg = dataclasses.replace(cfg, sparse_embeddings=False)
     batch_size = resolve_batch_size(cfg.batch_size, source.n_train)
