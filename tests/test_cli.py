@@ -301,3 +301,23 @@ def test_internal_errors_are_one_line_too(ds_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "train_run", broken)
     line = one_error(train(ds_dir, tmp_path / "run"), "internal error (KeyError: 'boom')", "--debug", code=2)
     assert "report it" in line
+
+
+def test_more_hostile_inputs_are_one_line(trained, tmp_path):
+    import shutil
+
+    data, run = trained
+    one_error(runner.invoke(app, ["sequences", "--data", str(tmp_path / "nope")]), "nope: not a directory")
+    one_error(runner.invoke(app, ["validate", str(data / "dataset.json")]), "is a file, not a directory")
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    assert runner.invoke(app, ["evaluate", str(bad), "--data", str(data)]).exit_code == 0
+    (bad / "metrics.json").write_text("{nope")
+    one_error(
+        runner.invoke(app, ["report", str(bad), "--out", str(tmp_path / "r.html")]),
+        "metrics.json: not valid JSON",
+    )
+    one_error(
+        runner.invoke(app, ["predict", str(run), "--data", str(data), "--out", str(tmp_path)]),
+        "is a directory; choose a file path",
+    )

@@ -47,10 +47,12 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve POST /events, POST /rank, GET /healthz, GET /metrics (OpenAPI at /docs)."""
+    import pydantic
     import torch
     import uvicorn
 
     from adsformer.cli import _friendly_errors
+    from adsformer.errors import UserError
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
     from adsformer.serving.memory import keep_freed_memory
@@ -66,16 +68,15 @@ def serve_cmd(
         "torch_threads": threads,
         "cache_ttl_s": cache_ttl,
     }
-    try:
-        with _friendly_errors():
+    with _friendly_errors():
+        try:
             settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
             keep_freed_memory()  # a server: keep freed tensor memory mapped (no page faults per request)
             app = create_app(settings)
-    except CatalogError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        except (CatalogError, pydantic.ValidationError) as exc:  # a bad catalog or setting: the user's to fix
+            raise UserError(str(exc)) from exc
     service = app.state.service
     for model in service.models:
         if model.online.missing_columns:

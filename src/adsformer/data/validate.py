@@ -102,6 +102,8 @@ class DatasetError(UserError):
         errors = self.report.errors
         first = str(errors[0]).removeprefix("error: ") if errors else "unknown problem"
         if len(errors) == 1:
+            if errors[0].file == str(self.report.directory):  # the directory itself (missing, a file)
+                return first
             return f"{self.report.directory}/{first}"
         return (
             f"{self.report.directory}: {len(errors)} problems with the dataset, first {first}; "

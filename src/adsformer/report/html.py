@@ -60,16 +60,36 @@ def load_run(path: Path) -> RunInfo:
     metrics_path, preds_path = path / "metrics.json", path / "test_predictions.parquet"
     if not metrics_path.exists() or not preds_path.exists():
         raise ReportError(f"{path}: a run without test metrics; run `adsformer evaluate {path} --data DIR`")
-    preds = pl.read_parquet(preds_path)
-    return RunInfo(
-        path,
-        json.loads(metrics_path.read_text()),
-        preds["label"].to_numpy(),
-        preds["p"].to_numpy(),
-        preds["p_uncalibrated"].to_numpy(),
-        _read_csv(path / "history.csv"),
-        _read_csv(path / "epochs.csv"),
-    )
+    try:
+        preds = pl.read_parquet(preds_path)
+        return RunInfo(
+            path,
+            _read_json(metrics_path),
+            preds["label"].to_numpy(),
+            preds["p"].to_numpy(),
+            preds["p_uncalibrated"].to_numpy(),
+            _read_csv(path / "history.csv"),
+            _read_csv(path / "epochs.csv"),
+        )
+    except ReportError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError) as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise ReportError(
+            f"{path}: cannot read its test metrics, predictions or curves ({detail}); rerun "
+            f"`adsformer evaluate {path} --data DIR`"
+        ) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file, or :class:`ReportError` naming it."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from exc
+    if not isinstance(obj, dict):
+        raise ReportError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
 
 
 def discover(paths: list[Path]) -> tuple[list[RunInfo], list[dict[str, Any]]]:
@@ -82,7 +102,7 @@ def discover(paths: list[Path]) -> tuple[list[RunInfo], list[dict[str, Any]]]:
                 runs.append(load_run(d))
             return
         if (d / "ablation.json").exists():
-            ablations.append({"path": str(d), **json.loads((d / "ablation.json").read_text())})
+            ablations.append({"path": str(d), **_read_json(d / "ablation.json")})
         if depth < MAX_DEPTH:
             for child in sorted(p for p in d.iterdir() if p.is_dir()):
                 visit(child, depth + 1)
