@@ -44,7 +44,7 @@ def test_exponent_without_a_dot_is_a_number():
 @pytest.mark.parametrize(
     "item, message",
     [
-        ("window_s=-10", "data.sequences.window_s must be in [1, 157680000] seconds, got -10"),
+        ("window_s=-10", "data.sequences.window_s must be in [0, 157680000] seconds, got -10"),
         ("max_len=-1", "data.sequences.max_len must be in [1, 10000], got -1"),
         ("max_len=.nan", "data.sequences.max_len: expected an integer, got nan"),
         (

@@ -100,8 +100,8 @@ class SequenceConfig:
                 ),
                 (
                     "window_s",
-                    in_range(self.window_s, 1, MAX_WINDOW_S),
-                    f"must be in [1, {MAX_WINDOW_S}] seconds",
+                    in_range(self.window_s, 0, MAX_WINDOW_S),
+                    f"must be in [0, {MAX_WINDOW_S}] seconds",
                 ),
                 ("max_len", in_range(self.max_len, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
             ],

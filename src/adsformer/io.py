@@ -298,7 +298,7 @@ def atomic_file(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     if dest.is_dir():
         raise OutputError(f"{dest}: is a directory; choose a file path for the output")
-    _make_parents(dest.parent)
+    dest.parent.mkdir(parents=True, exist_ok=True)  # plain folders: a file's parents are the user's
     clean_stale_temps(dest.parent, dest.name)
     fd, name = tempfile.mkstemp(prefix=_temp_prefix(dest, "tmp"), dir=dest.parent)
     os.close(fd)

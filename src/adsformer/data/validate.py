@@ -366,6 +366,7 @@ class _Checker:
                 f"no listing event comes before the last impression (first listing event at ts {first}, last "
                 f"impression at ts {last}): every user sequence would be empty; check both tables' times",
                 "ts",
+                severity="error" if first > last else "warning",
             )
 
     def _has_problem(self, file: str, column: str) -> bool:
