@@ -218,6 +218,13 @@ def test_demo_end_to_end_on_tiny_scale(tmp_path):
     for name in ("report.md", "sequence_lengths.png", "ctr_by_position.png"):
         assert (report / name).exists()
     assert str(report / "report.md") in " ".join(res.output.split())
+    # offline lifts come with paired intervals, and the verdict is printed and reported
+    for m in summary["models"][1::2]:
+        lo, hi = m["roc_auc_lift_ci"]
+        assert lo <= m["roc_auc_lift_pct"] <= hi and m["roc_auc_lift_significant"] == (lo > 0 or hi < 0)
+    out = " ".join(res.output.split())
+    assert "CTR adsformer vs baseline: ROC-AUC" in out and "PCCVR adsformer vs baseline" in out
+    assert "Offline lifts" in (report / "report.md").read_text()
 
 
 def test_pretrained_table_feeds_component_2_and_travels_with_the_run(sim_dir, tmp_path):

@@ -198,3 +198,19 @@ def test_bootstrap_row_cap_keeps_the_interval_width():
     capped = bootstrap_ci(gauc, y, p, g, n_boot=200, seed=0, max_rows=y.size // 5)
     assert capped[0] <= gauc(y, p, g) <= capped[1]
     assert (capped[1] - capped[0]) == pytest.approx(full[1] - full[0], rel=0.3)
+
+
+def test_lift_interval_is_paired_and_contains_the_point_lift():
+    from adsformer.training.metrics import lift_interval
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(400), 5)  # 400 requests of 5
+    y = (rng.random(groups.size) < 0.3).astype(float)
+    base = rng.random(groups.size)
+    better = base + 0.8 * y  # clearly better
+    same = base + 1e-9 * rng.random(groups.size)  # the same ranking but for ties: lift ~ 0
+    point = 100 * (roc_auc(y, better) - roc_auc(y, base)) / roc_auc(y, base)
+    lo, hi = lift_interval(roc_auc, y, base, better, groups, n_boot=100)
+    assert 0 < lo <= point <= hi
+    lo0, hi0 = lift_interval(roc_auc, y, base, same, groups, n_boot=100)
+    assert lo0 <= 0 <= hi0 and hi0 - lo0 < 0.5  # paired: both models on one resample, no spread of their own

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import polars as pl
 
 from adsformer.config import DataConfig, to_dict
 from adsformer.console import console, kv_table, records_table, stage
@@ -35,6 +36,7 @@ from adsformer.report import write_report
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 from adsformer.serving.demo import replay
 from adsformer.simulator import SimulatorConfig, simulate
+from adsformer.training.metrics import lift_interval, pr_auc, roc_auc
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def run_demo(
     overrides = [*DEMO_TRAIN, f"tables={table_dir}", *(train_overrides or [])]
     runs_dir = out / "runs"
     models = _train_models(fs, data_cfg, seed, overrides, timings, runs_dir, ds.meta.name)
-    console.print(records_table("test split (last day, natural rate): baseline vs adSformer", models))
+    console.print(records_table("test split (last day, natural rate): baseline vs adSformer", _shown(models)))
+    for line in lift_lines(models):
+        console.print(line)
 
     t = time.perf_counter()
     console.print("[bold]serving[/]: a few simulated users' actions replayed through the ranking service")
@@ -168,11 +172,64 @@ def _train_models(
                 "ece_before_platt": m["before_calibration"]["ece"],
                 "examples_per_s": result.examples_per_s,
             }
-            base = base or rec
+            rows = fs.rows("test", task)
+            p = pl.read_parquet(run_dir / "test_predictions.parquet")["p"].to_numpy()
+            if base is None:
+                base, p_base = rec, p
             rec["roc_auc_lift_pct"] = 100 * (rec["roc_auc"] - base["roc_auc"]) / base["roc_auc"]
             rec["pr_auc_lift_pct"] = 100 * (rec["pr_auc"] - base["pr_auc"]) / base["pr_auc"]
+            if rec is not base:  # paired bootstrap over test requests: both models on the same resamples
+                y, groups = fs.labels(task)[rows], None if fs.request is None else fs.request[rows]
+                for metric, fn in (("roc_auc", roc_auc), ("pr_auc", pr_auc)):
+                    rec[f"{metric}_lift_ci"] = list(lift_interval(fn, y, p_base, p, groups, seed=seed))
+                lo, hi = rec["roc_auc_lift_ci"]
+                rec["roc_auc_lift_significant"] = bool(lo > 0 or hi < 0)
+            rec["test_positives"] = int(fs.labels(task)[rows].sum())
             out.append(rec)
     return out
+
+
+#: below this many test positives a task's lift is called not measurable at this scale
+MIN_TEST_POSITIVES = 200
+
+
+def lift_lines(models: list[dict[str, Any]]) -> list[str]:
+    """One line per task: the adSformer's ROC-AUC and PR-AUC lifts with their paired 95% intervals, and
+    "not significant" where the ROC-AUC interval crosses zero (or "not measurable" with too few positives)."""
+    lines = []
+    for rec in models:
+        if "roc_auc_lift_ci" not in rec:
+            continue
+        (rlo, rhi), (plo, phi) = rec["roc_auc_lift_ci"], rec["pr_auc_lift_ci"]
+        verdict = (
+            "significant" if rec["roc_auc_lift_significant"] else "not significant (the interval crosses 0)"
+        )
+        if rec["test_positives"] < MIN_TEST_POSITIVES:
+            verdict = f"not measurable at this scale: {rec['test_positives']} test positives"
+        lines.append(
+            f"{rec['task'].upper()} {rec['model']} vs baseline: ROC-AUC {rec['roc_auc_lift_pct']:+.2f}% "
+            f"[{rlo:+.2f}%, {rhi:+.2f}%], PR-AUC {rec['pr_auc_lift_pct']:+.2f}% [{plo:+.2f}%, {phi:+.2f}%] "
+            f"-- {verdict}"
+        )
+    return lines
+
+
+def _shown(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The console table's columns: short headers, lifts in percent (intervals are printed below it)."""
+    return [
+        {
+            "task": r["task"],
+            "model": r["model"],
+            "n_test": r["n_test"],
+            "positives": r["test_positives"],
+            "roc_auc": r["roc_auc"],
+            "pr_auc": r["pr_auc"],
+            "ece": r["ece"],
+            "roc_lift": f"{r['roc_auc_lift_pct']:+.2f}%",
+            "pr_lift": f"{r['pr_auc_lift_pct']:+.2f}%",
+        }
+        for r in models
+    ]
 
 
 def _write_report(directory: Path, fs: FeatureSet, summary: dict[str, Any]) -> None:
@@ -185,6 +242,10 @@ def _write_report(directory: Path, fs: FeatureSet, summary: dict[str, Any]) -> N
         "",
         f"Simulated marketplace: {ds['users']:,} users, {ds['listings']:,} listings, {ds['events']:,} events, "
         f"{ds['impressions']:,} impressions, {ds['clicks']:,} clicks (CTR {ds['ctr']:.4f}).",
+        "",
+        "## Offline lifts (test split, paired 95% bootstrap over test requests)",
+        "",
+        *[f"- {line}" for line in lift_lines(summary["models"])],
         "",
         "## Splits",
         "",

@@ -313,3 +313,29 @@ def bootstrap_ci(
     """Percentile bootstrap interval (lo, hi) of ``fn(y, p, groups)`` over resampled requests (rows when
     ``groups`` is None); see :func:`bootstrap_intervals`. ``y``, ``p``, ``groups``: (N,)."""
     return bootstrap_intervals({"m": fn}, y, p, groups, n_boot, seed, alpha, max_rows)["m"]
+
+
+def lift_interval(
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    y: np.ndarray,
+    p_base: np.ndarray,
+    p_model: np.ndarray,
+    groups: np.ndarray | None,
+    n_boot: int = 200,
+    seed: int = 0,
+    alpha: float = 0.05,
+    max_rows: int | None = None,
+) -> tuple[float, float]:
+    """Paired percentile bootstrap interval of the lift in percent, ``100 (fn(y, p_model) - fn(y, p_base)) /
+    fn(y, p_base)``: both models are scored on the same resampled requests (rows when ``groups`` is None),
+    so the interval reflects the difference, not each model's own spread. ``y``, ``p_base``, ``p_model``,
+    ``groups``: (N,) over the same rows."""
+    p_base, p_model = np.asarray(p_base, np.float64), np.asarray(p_model, np.float64)
+
+    def lift(y_b: np.ndarray, idx_b: np.ndarray, _groups: np.ndarray | None) -> float:
+        rows = idx_b.astype(np.int64)  # the resample's rows, carried through as the "scores"
+        base = fn(y_b, p_base[rows])
+        return 100.0 * (fn(y_b, p_model[rows]) - base) / base if base else float("nan")
+
+    index = np.arange(np.asarray(y).size, dtype=np.float64)
+    return bootstrap_ci(lift, y, index, groups, n_boot, seed, alpha, max_rows)
