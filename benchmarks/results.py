@@ -1,6 +1,8 @@
 """Regenerate the ablation tables of ``docs/results.md`` on real data and on the simulator.
 
     python benchmarks/results.py --shared ../shared/data [--seeds 3] [--only trivago-ctr,taobao-ctr,...]
+    python benchmarks/results.py --shared ../shared/data --suite comparison [--seeds 3] [--set threads=1]
+    python benchmarks/results.py --suite comparison --render-only --work DIR   # tables from finished runs
 
 For each experiment it prepares the dataset (``adsformer prepare ...``), learns skip-gram listing vectors from
 the sessions before the test period (``adsformer represent skipgram``, ADPM component 2), runs
@@ -59,6 +61,20 @@ EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
+#: ``--suite comparison`` (issue 15): the default adSformer (ADPM with the target-aware touch signals),
+#: the touch signals alone, the two no-learning rules and FuxiCTR's DIN and TransAct (when installed), with
+#: the library's defaults (pairs auto, batch size auto, early stopping) and epochs capped at 3.
+COMPARISON: dict[str, tuple[str, str, str]] = {
+    "trivago-ctr": ("trivago", "trivago/trivago_val_100k.parquet", "ctr"),
+    "taobao-ctr": ("taobao-userbehavior", "taobao_userbehavior/UserBehavior.csv", "ctr"),
+    "taobao-pccvr": ("taobao-userbehavior", "taobao_userbehavior/UserBehavior.csv", "pccvr"),
+    "sim-demo-ctr": ("simulate", "demo", "ctr"),
+    "sim-demo-pccvr": ("simulate", "demo", "pccvr"),
+}
+COMPARISON_ROWS = ("adSformer", "[Touch]", "rule-touch", "rule-touch+position", "DIN", "TransAct")
+COMPARISON_SETS = ["epochs=3"]
+CBEGIN, CEND = "<!-- comparison:begin -->", "<!-- comparison:end -->"
+
 
 def prepare(source: str, where: str, shared: Path, data_dir: Path) -> Path:
     if (data_dir / "dataset.json").exists():
@@ -72,13 +88,23 @@ def prepare(source: str, where: str, shared: Path, data_dir: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", type=Path, required=True, help="the public datasets folder (shared/data)")
+    ap.add_argument("--shared", type=Path, default=Path("../shared/data"), help="the public datasets folder")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated experiment names (default: all)")
     ap.add_argument("--work", type=Path, default=Path("bench_out/results"))
     ap.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra overrides, e.g. threads=1")
+    ap.add_argument("--suite", choices=("paper", "comparison"), default="paper")
+    ap.add_argument("--render-only", action="store_true", help="only rewrite the doc from --work")
     args = ap.parse_args()
+    if args.suite == "comparison":
+        if not args.render_only:
+            run_comparison(args)
+        write_comparison(args.work, args.doc)
+        return
+    if args.render_only:
+        write_doc(args.work, args.doc)
+        return
     names = [n for n in args.only.split(",") if n] or list(EXPERIMENTS)
     for name in names:
         source, where, task, sets = EXPERIMENTS[name]
@@ -93,6 +119,32 @@ def main() -> None:
         run_ablation(data, cfg, "paper", args.seeds, args.work / name, only=rows)
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     write_doc(args.work, args.doc)
+
+
+def run_comparison(args: argparse.Namespace) -> None:
+    names = [n for n in args.only.split(",") if n] or list(COMPARISON)
+    for name in names:
+        source, where, task = COMPARISON[name]
+        data = prepare(source, where, args.shared, args.work / "data" / f"{source}-{where.split('/')[-1]}")
+        cfg = load_experiment(None, [*COMPARISON_SETS, *args.sets], extra={"task": task})
+        start = time.perf_counter()
+        run_ablation(data, cfg, "paper", args.seeds, args.work / name, only=COMPARISON_ROWS)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def write_comparison(work: Path, doc: Path) -> None:
+    blocks = []
+    for name in COMPARISON:
+        path = work / name / "ablation.json"
+        if path.exists():
+            body = ablation_markdown(json.loads(path.read_text())).split("\n", 2)[2]
+            blocks.append(f"### {name}\n\n`--set {' --set '.join(COMPARISON_SETS)}`\n\n{body}")
+    text = doc.read_text() if doc.exists() else f"# Results\n\n{CBEGIN}\n{CEND}\n"
+    generated = f"{CBEGIN}\n\n" + "\n".join(blocks) + f"\n{CEND}"
+    doc.write_text(
+        re.sub(re.escape(CBEGIN) + ".*?" + re.escape(CEND), lambda _m: generated, text, flags=re.S)
+    )
+    print(f"wrote {doc}")
 
 
 def write_doc(work: Path, doc: Path) -> None:
