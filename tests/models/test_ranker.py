@@ -54,3 +54,29 @@ def test_baseline_ignores_sequences(fs):
     for n in batch.seq_len.values():
         n.zero_()
     assert torch.equal(forward(model, batch), forward(model, make_batch(fs, np.arange(6))))
+
+
+@torch.no_grad()
+def test_golden_logits_with_seed(fs):
+    """Pinned logits of the default ranker (ADPM with every component the data allows, touch signals on)
+    and of the baseline for the tiny dataset's first rows, as torchrec's test_dlrm pins DLRM's: catches
+    silent changes to initialization, feature layout, masking or pooling (torch 2.13, CPU)."""
+    batch = make_batch(fs, np.arange(8))
+    got = {}
+    for user in ("adsformer", "baseline"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(user=user), spec_from_features(fs)).eval()
+        with (
+            torch.no_grad()
+        ):  # embeddings of realistic size (the default init is tiny), so the user part counts
+            for name, p in model.named_parameters():
+                if "emb" in name or "embed" in name:
+                    p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        got[user] = forward(model, batch)
+    assert [round(float(x), 4) for x in got["adsformer"]] == pytest.approx(GOLDEN_ADSFORMER, abs=2e-3)
+    assert [round(float(x), 4) for x in got["baseline"]] == pytest.approx(GOLDEN_BASELINE, abs=2e-3)
+    assert not torch.allclose(got["adsformer"], got["baseline"])  # the user vector changes the logits
+
+
+GOLDEN_ADSFORMER = [-0.1701, 0.0036, 0.1169, 0.1559, 0.1956, -0.1701, 0.0036, 0.1169]
+GOLDEN_BASELINE = [-0.4806, -0.0581, 0.3518, 0.3095, -0.1216, -0.4806, -0.0581, 0.3518]
