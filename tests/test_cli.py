@@ -321,3 +321,10 @@ def test_more_hostile_inputs_are_one_line(trained, tmp_path):
         runner.invoke(app, ["predict", str(run), "--data", str(data), "--out", str(tmp_path)]),
         "is a directory; choose a file path",
     )
+
+
+def test_prepare_simulate_bad_scale(tmp_path):
+    one_error(
+        runner.invoke(app, ["prepare", "simulate", "--scale", "huge", "--out", str(tmp_path / "s")]),
+        "--scale: unknown simulator scale 'huge'",
+    )

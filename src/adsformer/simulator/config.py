@@ -160,7 +160,11 @@ class SimulatorConfig:
     def preset(cls, scale: str) -> SimulatorConfig:
         """``tiny`` (tests, ~5k impressions), ``demo`` (~150k), ``medium`` (~1.5M), ``large`` (>= 10M)."""
         if scale not in PRESETS:
-            raise ValueError(f"unknown simulator scale {scale!r}; expected one of {sorted(PRESETS)}")
+            from adsformer.config import ConfigError
+
+            raise ConfigError(
+                f"--scale: unknown simulator scale {scale!r}; expected one of {sorted(PRESETS)}"
+            )
         return cls(name=f"simulated-{scale}", **PRESETS[scale])
 
     def with_overrides(self, **kw: Any) -> SimulatorConfig:
