@@ -76,6 +76,7 @@ app.add_typer(prepare_app, name="prepare")
 
 
 def _add_subcommands() -> None:
+    from adsformer.cli_abtest import abtest_cmd
     from adsformer.cli_features import features_cmd
     from adsformer.cli_index import index_app, retrieve_cmd
     from adsformer.cli_represent import represent_app
@@ -89,6 +90,7 @@ def _add_subcommands() -> None:
     app.add_typer(index_app, name="index")
     app.command("retrieve")(retrieve_cmd)
     app.add_typer(stats_app, name="stats")
+    app.command("abtest")(abtest_cmd)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]

@@ -14,6 +14,11 @@ the user touched while browsing (in the query's top-level category), and the cli
 ``w_touch x recency`` (``pw_touch``) for an ad of a touched listing and ``w_shop_touch x recency``
 (``pw_shop_touch``) for an ad of another listing of a touched shop, where recency is
 ``exp(-age / touch_decay_s)`` of the newest such touch among the user's last ``touch_lookback``.
+
+:func:`impression_truth` is that click and purchase model for any (user state, listing, position): the
+session's intent, the query and the user's touches against each ad shown; :func:`followup_times` draws when
+the events a click causes happen. :func:`serve` draws the dataset's clicks from them, and ``adsformer
+abtest`` (:mod:`adsformer.experiments.abtest`) the clicks on the ads a ranking service shows.
 """
 
 from __future__ import annotations
@@ -145,44 +150,66 @@ def rank_candidates(
     return shown, valid
 
 
-def serve(
+@dataclass
+class ImpressionTruth:
+    """The ground-truth click and purchase model's terms for impressions (one row each)."""
+
+    match_leaf: np.ndarray
+    match_top: np.ndarray
+    match_color: np.ndarray
+    match_band: np.ndarray
+    match_query: np.ndarray
+    touch_age_s: np.ndarray  # int64, -1 = the listing is not among the user's touches
+    touch_recency: np.ndarray  # float32
+    shop_touch_age_s: np.ndarray  # int64, -1 = no other listing of its shop among the touches
+    shop_touch_recency: np.ndarray  # float32
+    p_examine: np.ndarray  # float32 P(looked at | position)
+    p_relevant: np.ndarray  # float32 P(click | looked at)
+    p_purchase: np.ndarray  # float32 P(purchase | click)
+
+    @property
+    def p_click(self) -> np.ndarray:
+        return self.p_examine * self.p_relevant
+
+
+def impression_truth(
     cfg: SimulatorConfig,
     world: World,
-    s: Sessions,
-    req: Requests,
-    rng: np.random.Generator,
-    browsing: Events,
-) -> tuple[Impressions, Events]:
-    """Show ads for every request, draw clicks and purchases, and the events they cause.
-
-    ``browsing`` (the users' browsing events) gives each request the user's recent touches: they join the
-    candidates and earn the touch terms of the click and purchase models."""
-    touches = recent_touches(cfg, browsing, s.user[req.session], req.ts)
-    shown, valid = rank_candidates(cfg, world, req, rng, touches)
-    request = np.repeat(np.arange(req.ts.size, dtype=np.int32), cfg.slots).reshape(shown.shape)[valid]
-    position = np.broadcast_to(np.arange(1, cfg.slots + 1, dtype=np.int32), shown.shape)[valid]
-    listing = shown[valid]
-    n = listing.size
-    sess = req.session[request]
-    ts = req.ts[request]
-    day = ((ts - cfg.start_ts) // 86_400).clip(0, cfg.days - 1)
+    *,
+    listing: np.ndarray,
+    position: np.ndarray,
+    intent_leaf: np.ndarray,
+    intent_color: np.ndarray,
+    intent_band: np.ndarray,
+    query_node: np.ndarray,
+    touch_listing: np.ndarray,
+    touch_age: np.ndarray,
+    touch_recency: np.ndarray,
+    noise: np.ndarray | float = 0.0,
+) -> ImpressionTruth:
+    """The click and purchase probabilities of showing ``listing`` at ``position`` (1-based) to a user in a
+    state: the session's hidden intent (leaf, color, price band), the request's query node and the user's
+    recent touches (rows of :class:`Touches`: ``(n, K)`` listing, age, recency). ``noise`` is the click
+    logit's per-impression draw ``N(0, click_noise)`` (0: the expected user). Arrays of one row per
+    impression; this is the model :func:`serve` draws clicks and purchases from (see the module docstring
+    and :mod:`adsformer.simulator.config` for the formulas)."""
     a_leaf = world.leaf[listing]
-    m_leaf = a_leaf == s.leaf[sess]
-    m_top = world.tax.top_of(a_leaf) == world.tax.top_of(s.leaf[sess])
-    m_color = world.color[listing] == s.color[sess]
-    m_band = world.band[listing] == s.band[sess]
-    m_query = a_leaf == req.node[request]
+    m_leaf = a_leaf == intent_leaf
+    m_top = world.tax.top_of(a_leaf) == world.tax.top_of(intent_leaf)
+    m_color = world.color[listing] == intent_color
+    m_band = world.band[listing] == intent_band
+    m_query = a_leaf == query_node
     quality = world.quality[listing]
     # touch terms: recency of the newest touch of this listing, and of another listing of its shop
-    tl, rec = touches.listing[request], touches.recency[request]  # (n, K)
+    tl, rec, ages = touch_listing, touch_recency, touch_age  # (n, K)
     same = tl == listing[:, None]
     same_shop = (tl >= 0) & ~same & (world.shop[np.maximum(tl, 0)] == world.shop[listing][:, None])
     touch_rec = np.where(same, rec, 0).max(axis=1, initial=0.0)
     shop_rec = np.where(same_shop, rec, 0).max(axis=1, initial=0.0)
-    ages = touches.age[request]
-    touch_age = np.where(same, ages, -1).max(axis=1, initial=-1)  # one entry per listing: its newest touch
-    shop_age = np.where(same_shop, ages, np.iinfo(np.int64).max).min(axis=1, initial=np.iinfo(np.int64).max)
-    shop_age = np.where(shop_age == np.iinfo(np.int64).max, -1, shop_age)
+    touch_age_s = np.where(same, ages, -1).max(axis=1, initial=-1)  # one entry per listing: its newest touch
+    big = np.iinfo(np.int64).max
+    shop_age = np.where(same_shop, ages, big).min(axis=1, initial=big)
+    shop_age = np.where(shop_age == big, -1, shop_age)
     f32 = np.float32
     logit = (
         cfg.click_bias
@@ -194,11 +221,8 @@ def serve(
         + cfg.w_quality * quality
         + cfg.w_touch * touch_rec
         + cfg.w_shop_touch * shop_rec
-        + rng.normal(0.0, cfg.click_noise, n)
+        + noise
     ).astype(f32)
-    p_examine = examination(cfg, position)
-    p_relevant = sigmoid(logit).astype(f32)
-    clicked = rng.random(n, dtype=f32) < p_examine * p_relevant
     p_purchase = sigmoid(
         cfg.purchase_bias
         + cfg.pw_leaf * m_leaf
@@ -208,33 +232,31 @@ def serve(
         + cfg.pw_touch * touch_rec
         + cfg.pw_shop_touch * shop_rec
     ).astype(f32)
-    purchased = clicked & (rng.random(n, dtype=f32) < p_purchase)
-    imps = Impressions(
-        request,
-        position,
-        listing,
-        world.bid_by_day[listing, day],
-        clicked.astype(np.int8),
-        purchased.astype(np.int8),
+    return ImpressionTruth(
         m_leaf,
         m_top,
         m_color,
         m_band,
         m_query,
-        touch_age.astype(np.int64),
+        touch_age_s.astype(np.int64),
         touch_rec.astype(f32),
         shop_age.astype(np.int64),
         shop_rec.astype(f32),
-        p_examine,
-        p_relevant,
+        examination(cfg, position),
+        sigmoid(logit).astype(f32),
         p_purchase,
     )
 
-    # follow-up events: the click's view, and for purchases a cart_add and a purchase minutes later
-    c = np.nonzero(clicked)[0]
-    view_ts = ts[c] + rng.integers(1, cfg.click_delay_max_s + 1, c.size)
-    b = purchased[c]
-    cart_ts = view_ts[b] + rng.integers(20, 300, int(b.sum()))
+
+def followup_times(
+    cfg: SimulatorConfig, rng: np.random.Generator, ts: np.ndarray, purchased: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times of the events clicks cause: for clicks at ``ts`` (impression times), the click's ``view``
+    1..``click_delay_max_s`` s later; for the clicks that are ``purchased``, a ``cart_add`` minutes later and
+    a ``purchase`` minutes later still, or (``purchase_later_share``) hours later from the cart, within the
+    simulated days. Returns (view_ts (c,), cart_ts (b,), buy_ts (b,))."""
+    view_ts = ts + rng.integers(1, cfg.click_delay_max_s + 1, ts.size)
+    cart_ts = view_ts[purchased] + rng.integers(20, 300, int(purchased.sum()))
     later = rng.random(cart_ts.size) < cfg.purchase_later_share  # bought later from the cart
     later_ts = cart_ts + 600 + rng.exponential(cfg.purchase_later_mean_s, cart_ts.size).astype(np.int64)
     end_ts = cfg.start_ts + cfg.days * 86_400 - 1
@@ -243,6 +265,72 @@ def serve(
         np.maximum(np.minimum(later_ts, end_ts), cart_ts),
         cart_ts + rng.integers(20, 600, cart_ts.size),
     )
+    return view_ts, cart_ts, buy_ts
+
+
+def serve(
+    cfg: SimulatorConfig,
+    world: World,
+    s: Sessions,
+    req: Requests,
+    rng: np.random.Generator,
+    browsing: Events,
+) -> tuple[Impressions, Events]:
+    """Show ads for every request, draw clicks and purchases, and the events they cause.
+
+    ``browsing`` (the users' browsing events) gives each request the user's recent touches: they join the
+    candidates and earn the touch terms of the click and purchase models (:func:`impression_truth`)."""
+    touches = recent_touches(cfg, browsing, s.user[req.session], req.ts)
+    shown, valid = rank_candidates(cfg, world, req, rng, touches)
+    request = np.repeat(np.arange(req.ts.size, dtype=np.int32), cfg.slots).reshape(shown.shape)[valid]
+    position = np.broadcast_to(np.arange(1, cfg.slots + 1, dtype=np.int32), shown.shape)[valid]
+    listing = shown[valid]
+    n = listing.size
+    sess = req.session[request]
+    ts = req.ts[request]
+    day = ((ts - cfg.start_ts) // 86_400).clip(0, cfg.days - 1)
+    t = impression_truth(
+        cfg,
+        world,
+        listing=listing,
+        position=position,
+        intent_leaf=s.leaf[sess],
+        intent_color=s.color[sess],
+        intent_band=s.band[sess],
+        query_node=req.node[request],
+        touch_listing=touches.listing[request],
+        touch_age=touches.age[request],
+        touch_recency=touches.recency[request],
+        noise=rng.normal(0.0, cfg.click_noise, n),
+    )
+    f32 = np.float32
+    clicked = rng.random(n, dtype=f32) < t.p_examine * t.p_relevant
+    purchased = clicked & (rng.random(n, dtype=f32) < t.p_purchase)
+    imps = Impressions(
+        request,
+        position,
+        listing,
+        world.bid_by_day[listing, day],
+        clicked.astype(np.int8),
+        purchased.astype(np.int8),
+        t.match_leaf,
+        t.match_top,
+        t.match_color,
+        t.match_band,
+        t.match_query,
+        t.touch_age_s,
+        t.touch_recency,
+        t.shop_touch_age_s,
+        t.shop_touch_recency,
+        t.p_examine,
+        t.p_relevant,
+        t.p_purchase,
+    )
+
+    # follow-up events: the click's view, and for purchases a cart_add and a purchase minutes later
+    c = np.nonzero(clicked)[0]
+    b = purchased[c]
+    view_ts, cart_ts, buy_ts = followup_times(cfg, rng, ts[c], b)
     user = s.user[sess]
     none = np.full(c.size + 2 * cart_ts.size, -1, np.int32)
     events = Events(

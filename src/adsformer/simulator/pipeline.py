@@ -7,13 +7,18 @@ string ids are built with vectorized polars expressions.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from adsformer.data.schema import Dataset, DatasetMeta, write_tables
+from adsformer.errors import UserError
 from adsformer.io import atomic_dir
 from adsformer.simulator.ads import Impressions, serve
 from adsformer.simulator.behaviour import (
@@ -30,7 +35,7 @@ from adsformer.simulator.behaviour import (
 )
 from adsformer.simulator.config import SimulatorConfig
 from adsformer.simulator.images import write_images
-from adsformer.simulator.truth import Truth, band_names, signal_report, truth_params
+from adsformer.simulator.truth import TRUTH_DIR, Truth, band_names, signal_report, truth_params
 from adsformer.simulator.world import World, build_world, id_series
 
 Progress = Callable[[str, float], None]
@@ -203,6 +208,99 @@ def _truth_tables(
     }
 
 
+@dataclass
+class Behaviour:
+    """The simulation before any ad is served: the world, users, sessions (with their hidden intents), the
+    users' browsing events and their ad requests (arrays; see :mod:`adsformer.simulator.behaviour`).
+    Browsing does not depend on the ads, so this is also what a closed-loop experiment replays
+    (``adsformer abtest``), showing its own ads where :func:`generate` shows the simulated platform's."""
+
+    config: SimulatorConfig
+    world: World
+    users: Users
+    sessions: Sessions
+    browsing: Events
+    requests: Requests
+
+    def user_ids(self) -> pl.Series:
+        """``u_<i>`` (logged in) / ``b_<i>`` (browsers), as in the dataset."""
+        return _user_ids(self.users)
+
+
+def simulate_behaviour(
+    config: SimulatorConfig,
+    *,
+    streams: dict[str, np.random.Generator] | None = None,
+    tick: Callable[[str, float], None] | None = None,
+) -> Behaviour:
+    """The stages before ads are served (world, users, sessions, browsing, requests), from ``streams``
+    (default: the seed's own; :func:`generate` passes them on to serve the ads)."""
+    rng = streams or _streams(config.seed)
+    if tick is not None:
+        tick("world", 0.0)
+    world = build_world(config, rng["world"])
+    users = draw_users(config, world, rng["users"])
+    sessions = draw_sessions(config, world, users, rng["sessions"])
+    if tick is not None:
+        tick("browsing", 0.15)
+    events, slots = browse(config, world, sessions, rng["browsing"])
+    req = make_requests(config, world, sessions, slots, rng["requests"])
+    return Behaviour(config, world, users, sessions, events, req)
+
+
+class ReplayError(UserError):
+    """A dataset directory whose world cannot be rebuilt as it was generated."""
+
+
+def load_behaviour(directory: str | Path) -> Behaviour:
+    """Rebuild the :class:`Behaviour` of a simulated dataset from its ``truth.json`` (seed and every knob)
+    and check it against the truth files (the requests' times, the listings' hidden quality): the same
+    world, users, sessions, browsing and requests as when the dataset was written."""
+    directory = Path(directory)
+    truth_file = directory / "truth.json"
+    if not truth_file.exists():
+        raise ReplayError(f"{directory}: no truth.json; give a dataset written by adsformer prepare simulate")
+    params = json.loads(truth_file.read_text())
+    known = {f.name: f for f in dataclasses.fields(SimulatorConfig)}
+    values: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in params.get("config", {}).items()
+    }
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ReplayError(
+            f"{truth_file}: simulator settings {unknown} are unknown to this version of the simulator; "
+            "regenerate the dataset with adsformer prepare simulate"
+        )
+    config = SimulatorConfig(**values)
+    behaviour = simulate_behaviour(config)
+    _check_replay(directory, behaviour)
+    return behaviour
+
+
+def _check_replay(directory: Path, b: Behaviour) -> None:
+    fix = "regenerate it with this version (adsformer prepare simulate)"
+    req_file, lst_file = (
+        directory / TRUTH_DIR / "requests.parquet",
+        directory / TRUTH_DIR / "listings.parquet",
+    )
+    for file in (req_file, lst_file):
+        if not file.exists():
+            raise ReplayError(f"{file}: missing; the world's truth files are needed to check the replay")
+    ts = pl.read_parquet(req_file, columns=["ts"])["ts"].to_numpy()
+    quality = pl.read_parquet(lst_file, columns=["quality"])["quality"].to_numpy()
+    same = (
+        ts.size == b.requests.ts.size
+        and bool(np.array_equal(ts, b.requests.ts))
+        and quality.size == b.world.quality.size
+        and bool(np.allclose(quality, b.world.quality, atol=1e-6))
+    )
+    if not same:
+        raise ReplayError(
+            f"{directory}: rebuilding its world from truth.json does not give the same requests and "
+            f"listings (another simulator version wrote it); {fix}"
+        )
+
+
 def generate(config: SimulatorConfig, *, progress: Progress | None = None) -> tuple[Dataset, Truth]:
     """Simulate in memory: the canonical dataset and its ground truth (no disk access)."""
 
@@ -211,13 +309,8 @@ def generate(config: SimulatorConfig, *, progress: Progress | None = None) -> tu
             progress(stage, frac)
 
     rng = _streams(config.seed)
-    tick("world", 0.0)
-    world = build_world(config, rng["world"])
-    users = draw_users(config, world, rng["users"])
-    sessions = draw_sessions(config, world, users, rng["sessions"])
-    tick("browsing", 0.15)
-    events, slots = browse(config, world, sessions, rng["browsing"])
-    req = make_requests(config, world, sessions, slots, rng["requests"])
+    b = simulate_behaviour(config, streams=rng, tick=tick)
+    world, users, sessions, events, req = b.world, b.users, b.sessions, b.browsing, b.requests
     tick("ads", 0.4)
     imp, click_events = serve(config, world, sessions, req, rng["ads"], events)
     tick("frames", 0.6)
