@@ -485,7 +485,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['name']} | {cell(r['roc_auc'])} | {cell(r['pr_auc'])} | {cell(r['log_loss'])} | "
             f"{cell(r.get('gauc'))} | {cell(r.get('roc_auc_logged'))} | {cell(r['roc_auc_lift'], True)} | "
-            f"{interval(r.get('roc_auc_lift_ci'))} | {cell(r['pr_auc_lift'], True)} |"
+            f"{'—' if r['name'] == 'baseline' else interval(r.get('roc_auc_lift_ci'))} | "
+            f"{cell(r['pr_auc_lift'], True)} |"
         )
     lines += [
         "",
