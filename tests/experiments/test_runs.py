@@ -225,6 +225,11 @@ def test_demo_end_to_end_on_tiny_scale(tmp_path):
     out = " ".join(res.output.split())
     assert "CTR adsformer vs baseline: ROC-AUC" in out and "PCCVR adsformer vs baseline" in out
     assert "Offline lifts" in (report / "report.md").read_text()
+    # the online A/B of baseline vs adSformer through the ranking service, beside the paper's figures
+    ab = json.loads((tmp_path / "demo" / "abtest" / "abtest.json").read_text())
+    assert [a["name"] for a in ab["arms"]] == ["baseline", "adsformer"] and ab["setup"]["requests"] > 0
+    assert [a["name"] for a in summary["abtest"]["arms"]] == ["baseline", "adsformer"]
+    assert "online A/B" in out and "paper (Etsy" in out and "Online A/B" in (report / "report.md").read_text()
 
 
 def test_pretrained_table_feeds_component_2_and_travels_with_the_run(sim_dir, tmp_path):

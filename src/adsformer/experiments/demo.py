@@ -3,8 +3,10 @@
 simulate -> validate -> split, vocabularies, sequences -> skip-gram listing vectors from the sessions before
 the test day (ADPM component 2) -> train the non-personalized baseline and the adSformer (all three ADPM
 components) for CTR and PCCVR, test them on the last day at the natural rate -> a report (Markdown + plots)
-with the lifts -> the ranking service started in-process on the adSformer runs, a few simulated users'
-actions replayed through it, their ads printed before and after (:func:`adsformer.serving.demo.replay`).
+with the lifts (paired bootstrap intervals) -> the ranking service started in-process on the adSformer runs,
+a few simulated users' actions replayed through it, their ads printed before and after
+(:func:`adsformer.serving.demo.replay`) -> the online A/B of baseline vs adSformer through the service, with
+the simulator's users clicking and buying on what they were shown (:mod:`adsformer.experiments.abtest`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import read_dataset
 from adsformer.data.stats import ctr_by_sequence_presence, sequence_stats, split_stats
 from adsformer.data.validate import DatasetError, validate_dataset
+from adsformer.experiments.abtest import (
+    LABELS,
+    PAPER_ONLINE,
+    AbtestConfig,
+    ArmSpec,
+    lifts_table,
+    run_abtest,
+)
 from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import fit, write_evaluation, write_run
 from adsformer.io import atomic_dir
@@ -46,6 +56,10 @@ class DemoResult:
     summary: dict[str, Any]
 
 
+#: users in the demo's online A/B (a stable hash sample; about a minute on 2 cores at demo scale)
+DEMO_AB_USERS = 1200
+
+
 #: Demo training settings: small batches and a few epochs suit the demo's ~100k training impressions.
 DEMO_TRAIN = ["epochs=3", "batch_size=512", "model.ranker.deep=[128,64]"]
 
@@ -57,6 +71,7 @@ def run_demo(
     seed: int = 0,
     data_cfg: DataConfig | None = None,
     train_overrides: list[str] | None = None,
+    ab_users: int | None = DEMO_AB_USERS,
 ) -> DemoResult:
     """Run the demo pipeline into ``out`` (``out/data`` the dataset, ``out/report`` the report)."""
     data_cfg = data_cfg or DataConfig()
@@ -113,6 +128,10 @@ def run_demo(
     replay(runs_dir / "ctr-adsformer", data_dir, pccvr_run=runs_dir / "pccvr-adsformer", users=3)
     timings["serving_replay_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    ab = _online_ab(data_dir, runs_dir, out / "abtest", seed, ab_users)
+    timings["abtest_s"] = time.perf_counter() - t
+
     summary = {
         "dataset": ds.summary(),
         "models": models,
@@ -123,6 +142,7 @@ def run_demo(
         if "listing:view" in fs.sequences
         else None,
         "skipgram": {k: v for k, v in quality.items() if k != "examples"},
+        "abtest": {k: ab[k] for k in ("setup", "arms", "paper_online_lift", "timing")},
         "timings": timings,
         "config": to_dict(data_cfg),
         "info": {k: v for k, v in fs.info.items() if k != "dense_stats"},
@@ -132,7 +152,8 @@ def run_demo(
         write_report([runs_dir], tmp / "report.html", title=f"adsformer demo (simulator, scale {scale})")
     console.print(
         f"\n[bold]dataset[/]: {data_dir}\n[bold]runs[/]:    {runs_dir}\n"
-        f"[bold]report[/]:  {report_dir / 'report.html'}  (data summary: {report_dir / 'report.md'})"
+        f"[bold]report[/]:  {report_dir / 'report.html'}  (data summary: {report_dir / 'report.md'})\n"
+        f"[bold]online A/B[/]: {out / 'abtest' / 'abtest.md'}"
     )
     return DemoResult(data_dir, report_dir, summary)
 
@@ -214,6 +235,27 @@ def lift_lines(models: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _online_ab(data_dir: Path, runs_dir: Path, out: Path, seed: int, users: int | None) -> dict[str, Any]:
+    """Baseline vs adSformer (CTR + PCCVR runs each) as a closed-loop A/B through the ranking service on
+    the simulated users (:mod:`adsformer.experiments.abtest`); prints the lifts beside the paper's."""
+    arms = [
+        ArmSpec(name, runs_dir / f"ctr-{name}", runs_dir / f"pccvr-{name}")
+        for name in ("baseline", "adsformer")
+    ]
+    with stage(f"online A/B: baseline vs adSformer through the ranking service ({users or 'all'} users)"):
+        result = run_abtest(data_dir, arms, out, AbtestConfig(seed=seed, users=users, workers=2))
+    summary = result.summary
+    console.print(
+        f"[bold]online A/B[/] ({summary['setup']['requests']:,} ad requests, {summary['setup']['users']:,} "
+        f"users, {summary['setup']['days']} simulated days; 95% intervals over users, (n.s.) crosses 0):"
+    )
+    for line in lifts_table(summary["arms"]):
+        console.print(line, markup=False)
+    paper = ", ".join(f"{LABELS[k]} {v:+.2f}%" for k, v in PAPER_ONLINE.items())
+    console.print(f"paper (Etsy, online A/B vs its production ranker): {paper}")
+    return summary
+
+
 def _shown(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The console table's columns: short headers, lifts in percent (intervals are printed below it)."""
     return [
@@ -246,6 +288,16 @@ def _write_report(directory: Path, fs: FeatureSet, summary: dict[str, Any]) -> N
         "## Offline lifts (test split, paired 95% bootstrap over test requests)",
         "",
         *[f"- {line}" for line in lift_lines(summary["models"])],
+        "",
+        "## Online A/B (closed loop through the ranking service, simulated users)",
+        "",
+        *lifts_table(summary["abtest"]["arms"]),
+        "",
+        "Paper (Etsy, online A/B vs its production ranker): "
+        + ", ".join(f"{LABELS[k]} {v:+.2f}%" for k, v in PAPER_ONLINE.items())
+        + ". The full table: `../abtest/abtest.md`.",
+        "",
+        "![cumulative lifts](../abtest/abtest_lifts.png)",
         "",
         "## Splits",
         "",
