@@ -18,6 +18,7 @@ from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.learned import LearnedComponent
 from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
 from adsformer.adpm.touch import TouchComponent
+from adsformer.config import ConfigError
 from adsformer.data.features import MERGED_PAIR, choose_listing_pair
 
 
@@ -27,8 +28,9 @@ def select_pairs(patterns: tuple[str, ...], available: list[str], *, merged: boo
     the expansions and refused by name."""
     out: list[str] = []
     if not merged and MERGED_PAIR in patterns:
-        raise ValueError(
-            f"{MERGED_PAIR} packs actions into its ids: only the encoder and touch signals read it"
+        raise ConfigError(
+            f"{MERGED_PAIR} packs actions into its ids: only the encoder and touch signals read it; "
+            f"take it out of model.adpm.learned.pairs / model.adpm.pretrained.pairs"
         )
     available = [p for p in available if merged or p != MERGED_PAIR]
     for pattern in patterns:
@@ -39,8 +41,9 @@ def select_pairs(patterns: tuple[str, ...], available: list[str], *, merged: boo
         elif pattern in available:
             matches = [pattern]
         else:
-            raise ValueError(
-                f"sequence pair {pattern!r} is not built for this dataset; available: {available}"
+            raise ConfigError(
+                f"sequence pair {pattern!r} is not built for this dataset; use one of {available} "
+                f"(or add it to data.sequences.pairs)"
             )
         out += [m for m in matches if m not in out]
     return out
@@ -71,9 +74,9 @@ class ADPM(nn.Module):
             (self.encoder_pair,) = select_pairs((requested,), pairs)
             entity = self.encoder_pair.split(":", 1)[0]
             if entity != "listing":
-                raise ValueError(
-                    f"the encoder puts the target listing at position 0, so it needs a listing "
-                    f"sequence, got {cfg.encoder.pair!r}"
+                raise ConfigError(
+                    f"model.adpm.encoder.pair: the encoder puts the target listing at position 0, so it "
+                    f"needs a listing sequence (or auto), got {cfg.encoder.pair!r}"
                 )
             n_actions = vocab_sizes.get("action", 0) if self.encoder_pair == MERGED_PAIR else 0
             if self.encoder_pair == MERGED_PAIR and not n_actions:
@@ -82,8 +85,9 @@ class ADPM(nn.Module):
         if cfg.pretrained.enabled:
             comp2_pairs = select_pairs(cfg.pretrained.pairs, pairs, merged=False)
             if any(not p.startswith("listing:") for p in comp2_pairs):
-                raise ValueError(
-                    f"pretrained tables are per listing; pairs must be listing pairs, got {comp2_pairs}"
+                raise ConfigError(
+                    f"model.adpm.pretrained.pairs: tables are per listing, so the pairs must be listing "
+                    f"pairs, got {comp2_pairs}"
                 )
             if len(tables or []) != len(cfg.pretrained.tables):
                 raise ValueError(

@@ -97,9 +97,15 @@ class FeatureSet:
         return choose_listing_pair(requested, {p: c.values.shape[0] for p, c in self.sequences.items()})
 
     def touch_count(self, entity: str = "listing") -> np.ndarray:
-        """(N,) the user's touches of the target's ``entity`` over every pair of that entity (e.g. how
-        often the user viewed, favorited, carted or bought the target listing in the window)."""
-        cols = [i for i, p in enumerate(self.touch_pairs) if p.split(":", 1)[0] == entity]
+        """(N,) the user's touches of the target's ``entity`` in the window: the merged listing sequence's
+        count where it is built (every listing interaction once), else the sum over every pair of that
+        entity (e.g. how often the user viewed, favorited, carted or bought the target listing)."""
+        merged = entity == "listing" and MERGED_PAIR in self.touch_pairs
+        cols = [
+            i
+            for i, p in enumerate(self.touch_pairs)
+            if (p == MERGED_PAIR if merged else p.split(":", 1)[0] == entity and p != MERGED_PAIR)
+        ]
         if not cols or self.touch.shape[0] != self.n:
             return np.zeros(self.n, np.float32)
         return self.touch[:, cols, 0].sum(axis=1)
@@ -329,7 +335,7 @@ def build_features(
     # vocabulary indices for the model and to raw-id codes and times for the touch signals.
     positions: dict[str, SequenceColumn] = {}
     spark_inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    pair_events: dict[str, tuple[np.ndarray, pl.Series, np.ndarray]] = {}  # vocab ids, raw ids, ts
+    pair_events: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # vocab ids, the pair's events mask
     actions = events["action"].to_numpy()
     for pair in pairs:
         col = pair.column
@@ -343,8 +349,7 @@ def build_features(
             continue
         merged = pair.name == MERGED_PAIR
         mask = (merged | (actions == pair.action)) & events[col].is_not_null().to_numpy()
-        raw = events[col].filter(pl.Series(mask))
-        ids = vocabs[pair.entity].encode(raw)
+        ids = vocabs[pair.entity].encode(events[col].filter(pl.Series(mask)))
         if merged:
             if "action" not in vocabs.by_name:
                 raise ValueError(
@@ -352,7 +357,7 @@ def build_features(
                 )
             act = vocabs["action"].encode(events["action"].filter(pl.Series(mask)))
             ids = pack_actions(ids, act, vocabs["action"].size)
-        pair_events[pair.name] = (ids, raw, ev_ts_all[mask])
+        pair_events[pair.name] = (ids, mask)
         where = np.arange(int(mask.sum()), dtype=np.int32)
         if engine == "spark":
             spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], where)
@@ -371,11 +376,17 @@ def build_features(
     # every pair gets touch signals; a pair without events or a target without that column never matches
     touch = np.zeros((imps.height, len(pairs), 2), np.float32)
     touch[:, :, 1] = NEVER
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # column -> raw-id codes of targets, of all events
     for j, pair in enumerate(pairs):
         if pair.name in positions and pair.column in wide.columns:
-            ts = pair_events[pair.name][2]
-            target_codes, event_codes = raw_codes(wide[pair.column], pair_events[pair.name][1])
-            touch[:, j] = _touch_column(positions[pair.name], target_codes, event_codes, ts, imp_ts)
+            if pair.column not in codes:  # one shared dictionary per column, for every pair reading it
+                target_codes, event_codes = raw_codes(wide[pair.column], events[pair.column])
+                codes[pair.column] = (target_codes, event_codes)
+            target_codes, event_codes = codes[pair.column]
+            mask = pair_events[pair.name][1]
+            touch[:, j] = _touch_column(
+                positions[pair.name], target_codes, event_codes[mask], ev_ts_all[mask], imp_ts
+            )
 
     keep = (
         np.ones(imps.height, bool) if score_all else downsample_negatives(clicked, split.split, cfg.sampling)

@@ -31,7 +31,7 @@ import polars as pl
 
 NEVER = -1.0  # age_s when the target was not touched in the window
 NO_MATCH = -2  # code of a missing target value: matches no sequence entry (entries are coded >= 0)
-PAD_CODE = -3  # code of a padded sequence position
+NOT_A_TARGET = -1  # code of a sequence entry no candidate has (online: the table holds the candidates' ids)
 
 
 def touch_signals(
@@ -75,13 +75,16 @@ def raw_codes(*series: pl.Series) -> list[np.ndarray]:
     return out
 
 
-def codes_for(values: Sequence[object | None], table: dict[str, int]) -> np.ndarray:
-    """Codes (n,) of raw ids through ``table`` (grown as new ids come): the online side's shared dictionary
-    for one request. ``None`` gets :data:`NO_MATCH`."""
+def codes_for(values: Sequence[object | None], table: dict[str, int], *, grow: bool = True) -> np.ndarray:
+    """Codes (n,) of raw ids through ``table``: the online side's shared dictionary for one request. With
+    ``grow`` new ids get new codes; without, an id the table lacks gets :data:`NOT_A_TARGET` (the table
+    holds the candidates' ids, so it can match none of them). ``None`` gets :data:`NO_MATCH`."""
     out = np.empty(len(values), dtype=np.int64)
     for i, v in enumerate(values):
         if v is None:
             out[i] = NO_MATCH
-        else:
+        elif grow:
             out[i] = table.setdefault(str(v), len(table))
+        else:
+            out[i] = table.get(str(v), NOT_A_TARGET)
     return out

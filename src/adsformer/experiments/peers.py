@@ -338,8 +338,14 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
 
     from adsformer.console import warn
     from adsformer.training.calibration import Calibrator, fit_platt
-    from adsformer.training.loop import FEW_STEPS, TrainResult, cosine_lr, monitored_score, resolve_batch_size
-    from adsformer.training.metrics import log_loss, roc_auc
+    from adsformer.training.loop import (
+        FEW_STEPS,
+        TrainResult,
+        cosine_lr,
+        epoch_record,
+        monitored_score,
+        resolve_batch_size,
+    )
 
     fs, task, cfg = adapter.fs, adapter.task, train_cfg
     if cfg.threads:
@@ -386,13 +392,7 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
         result.train_examples += seen
         val_logits = peer_logits(model, adapter, val_rows, cfg.eval_batch_size)
         val_pred = Calibrator(keep_rate).uncalibrated(val_logits)
-        record = {
-            "epoch": epoch,
-            "train_loss": running / max(seen, 1),
-            "val_log_loss": log_loss(val_labels, val_pred) if val_labels.size else float("nan"),
-            "val_roc_auc": roc_auc(val_labels, val_pred) if val_labels.size else float("nan"),
-            "step": step,
-        }
+        record = epoch_record(epoch, running / max(seen, 1), val_labels, val_pred, step)
         result.epochs.append(record)
         score = monitored_score(record, cfg.monitor)
         if score > best_score:

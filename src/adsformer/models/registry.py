@@ -11,6 +11,7 @@ from torch import nn
 
 from adsformer.adpm.module import ADPM
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.config import ConfigError
 from adsformer.data.features import MERGED_PAIR, choose_listing_pair
 from adsformer.models.config import ModelConfig
 from adsformer.models.ranker import Ranker, WideSpec
@@ -83,7 +84,7 @@ def _none(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Mo
 
 def _require_pair(pair: str, spec: ModelSpec) -> None:
     if pair not in spec.pairs:
-        raise ValueError(f"sequence pair {pair!r} is not built for this dataset; available: {spec.pairs}")
+        raise ConfigError(f"sequence pair {pair!r} is not built for this dataset; use one of {spec.pairs}")
 
 
 #: ``model.user`` (and ``adsformer train --model``) -> builder. CLI names: adsformer | bst | lastk | baseline.

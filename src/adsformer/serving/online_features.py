@@ -30,7 +30,7 @@ import torch
 
 from adsformer.data.features import LOG_FEATURES, MERGED_PAIR, Pair, pack_actions
 from adsformer.data.schema import ENTITY_COLUMNS
-from adsformer.data.touch import codes_for, touch_signals
+from adsformer.data.touch import NEVER, codes_for, touch_signals
 from adsformer.predict import Predictor
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.encoding import IdEncoder
@@ -197,31 +197,46 @@ class OnlineFeatures:
         pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features)."""
         B = len(listing_ids)
         out = np.zeros((B, len(self.pairs), 2), np.float32)
+        out[:, :, 1] = NEVER
+        coded: dict[str, tuple[dict[str, int], np.ndarray]] = {}  # column -> the candidates' codes, once
         for j, name in enumerate(self.pairs):
-            entity = name.split(":", 1)[0]
-            column = ENTITY_COLUMNS.get(entity, entity)
-            targets: Sequence[object | None]
-            if column == "listing_id":
-                targets = listing_ids
-            elif column == "query":
-                targets = [query] * B
-            elif column in context:  # an impression-level value rules, as in the offline join
-                targets = [_str(context[column])] * B
-            elif column in self._raw:
-                raw = self._raw[column]
-                targets = [raw[int(r)] for r in rows]
-            else:
-                targets = [None] * B
             entries = used[name]
-            if name == MERGED_PAIR:  # entries carry the action: match on the listing
-                entries = [(t, _merged_listing(v)) for t, v in entries]
-            table: dict[str, int] = {}
-            codes = codes_for([v for _, v in entries], table)[None, :]  # (1, n)
-            ts = np.array([[t for t, _ in entries]], np.int64).reshape(1, -1)  # (1, n)
-            out[:, j] = touch_signals(
-                codes_for(targets, table), codes, ts, np.array([len(entries)]), np.array([now])
-            )
+            if not entries:  # nothing in the window: nothing matches (the function would say the same)
+                continue
+            column = ENTITY_COLUMNS.get(name.split(":", 1)[0], name.split(":", 1)[0])
+            if column not in coded:
+                table: dict[str, int] = {}
+                coded[column] = (
+                    table,
+                    codes_for(self._targets(column, listing_ids, rows, query, context), table),
+                )
+            table, target_codes = coded[column]
+            values = [_merged_listing(v) if name == MERGED_PAIR else v for _, v in entries]  # match listings
+            codes = codes_for(values, table, grow=False)[None, :]  # (1, n): ids no candidate has never match
+            ts = np.array([[t for t, _ in entries]], np.int64)  # (1, n)
+            out[:, j] = touch_signals(target_codes, codes, ts, np.array([len(entries)]), np.array([now]))
         return out
+
+    def _targets(
+        self,
+        column: str,
+        listing_ids: Sequence[str],
+        rows: np.ndarray,
+        query: str | None,
+        context: Mapping[str, Any],
+    ) -> Sequence[object | None]:
+        """Each candidate's raw value of ``column`` (B,), as the offline join gives it."""
+        B = len(listing_ids)
+        if column == "listing_id":
+            return listing_ids
+        if column == "query":
+            return [query] * B
+        if column in context:  # an impression-level value rules, as in the offline join
+            return [_str(context[column])] * B
+        if column in self._raw:
+            raw = self._raw[column]
+            return [raw[int(r)] for r in rows]
+        return [None] * B
 
     def _sequences(
         self, state: UserState | None, now: int

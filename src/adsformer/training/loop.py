@@ -330,13 +330,7 @@ def train(
             result.train_examples += int(global_seen)
             val_labels, val_logits = _validation_logits(model, source, task, cfg.eval_batch_size, ctx)
             val_pred = Calibrator(source.keep_rate).uncalibrated(val_logits)
-            record = {
-                "epoch": epoch,
-                "train_loss": running / max(global_seen, 1),
-                "val_log_loss": log_loss(val_labels, val_pred) if val_labels.size else float("nan"),
-                "val_roc_auc": roc_auc(val_labels, val_pred) if val_labels.size else float("nan"),
-                "step": step,
-            }
+            record = epoch_record(epoch, running / max(global_seen, 1), val_labels, val_pred, step)
             result.epochs.append(record)
             if on_epoch:
                 on_epoch(record)
@@ -358,6 +352,21 @@ def train(
     else:
         result.calibrator = Calibrator(source.keep_rate)
     return result
+
+
+def epoch_record(
+    epoch: int, train_loss: float, val_labels: np.ndarray, val_pred: np.ndarray, step: int
+) -> dict[str, Any]:
+    """One row of ``epochs.csv``: the epoch's mean training loss and its validation log loss and ROC-AUC
+    (NaN without validation rows); the peers' training loop writes the same rows."""
+    has_val = bool(val_labels.size)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_log_loss": log_loss(val_labels, val_pred) if has_val else float("nan"),
+        "val_roc_auc": roc_auc(val_labels, val_pred) if has_val else float("nan"),
+        "step": step,
+    }
 
 
 def monitored_score(record: dict[str, Any], monitor: str) -> float:
