@@ -120,7 +120,11 @@ class ADPM(nn.Module):
             parts.append(self.encoder(target, seq_ids[self.encoder_pair], seq_len[self.encoder_pair]))  # o1
         if self.touch is not None:
             if touch is None:
-                raise ValueError("the touch component needs the batch's touch signals (B, P, 2)")
+                raise ConfigError(
+                    "ADPM's touch component needs the touch signals, which these features lack (a feature "
+                    "store written before them): rebuild it with adsformer features, or set "
+                    "model.adpm.touch.enabled=false"
+                )
             parts.append(self.touch(touch))  # o4
         if self.learned is not None and self.learned.attended:
             parts.append(self.learned.attend(target, seq_ids, seq_len))  # o3, target-attended pairs

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from adsformer.data.features import FeatureSet
-from adsformer.data.touch import NEVER
 
 
 @dataclass(frozen=True)
@@ -77,13 +76,12 @@ def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr", *, trim: boo
     )
 
 
-def _touch(fs: FeatureSet, rows: np.ndarray) -> torch.Tensor:
-    """(B, P, 2) touch signals of ``rows``; untouched (count 0, age NEVER) where the set carries none."""
+def _touch(fs: FeatureSet, rows: np.ndarray) -> torch.Tensor | None:
+    """(B, P, 2) touch signals of ``rows``; None where the set carries none (a feature store written before
+    they existed): a model reading them then says so, instead of training on "never touched" everywhere."""
     if fs.touch.shape[0] == fs.n and fs.touch.shape[1] == len(fs.sequences):
         return torch.from_numpy(np.ascontiguousarray(fs.touch[rows]))
-    out = torch.zeros((rows.shape[0], len(fs.sequences), 2))
-    out[:, :, 1] = NEVER
-    return out
+    return None
 
 
 def iterate_batches(
