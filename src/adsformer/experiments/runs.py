@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import polars as pl
 
 from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
-from adsformer.console import console
+from adsformer.console import RUN_LOG, log, log_text, recording, save_log, stage
 from adsformer.data.batching import iterate_batches
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset, read_dataset
@@ -111,9 +112,7 @@ def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = 
         return cfg
     pair = fs.listing_pair("auto")
     if say and pair != "listing:view":
-        console.print(
-            f"note: the data has no listing:view sequence; the encoder reads {pair} (the most frequent)"
-        )
+        log(f"note: the data has no listing:view sequence; the encoder reads {pair} (the most frequent)")
 
     def fix(p: str) -> str:
         return pair if p == "auto" else p
@@ -263,20 +262,28 @@ def train_run(
     """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary.
 
     ``data_dir`` is a canonical dataset, or a feature store (``adsformer features``), which is streamed with
-    bounded memory; the run then takes the store's data settings."""
-    if is_store(data_dir):
-        return _train_streamed(FeatureStore.open(data_dir), cfg, out, show_progress=show_progress)
-    ds = read_dataset(data_dir)
-    check_task(ds, cfg.task)
-    start = time.perf_counter()
-    fs = build_features(ds, cfg.data)
-    features_s = time.perf_counter() - start
-    model, result = fit(cfg, fs, show_progress=show_progress)
-    return finish_run(out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s)
+    bounded memory; the run then takes the store's data settings. The progress lines are kept in the run
+    directory as ``run.log``."""
+    with recording() as lines:
+        log(f"train a {cfg.task} {cfg.model.user} model on {data_dir} into {out}")
+        if is_store(data_dir):
+            store = FeatureStore.open(data_dir)
+            return _train_streamed(store, cfg, out, show_progress=show_progress, log_lines=lines)
+        with stage("read the dataset"):
+            ds = read_dataset(data_dir)
+            check_task(ds, cfg.task)
+        start = time.perf_counter()
+        with stage("build features (split, vocabularies, sequences)"):
+            fs = build_features(ds, cfg.data)
+        features_s = time.perf_counter() - start
+        model, result = fit(cfg, fs, show_progress=show_progress)
+        return finish_run(
+            out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s, log_lines=lines
+        )
 
 
 def _train_streamed(
-    store: FeatureStore, cfg: ExperimentConfig, out: Path, *, show_progress: bool
+    store: FeatureStore, cfg: ExperimentConfig, out: Path, *, show_progress: bool, log_lines: list[str]
 ) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
@@ -284,7 +291,7 @@ def _train_streamed(
     model.set_base_rate(store.base_rate(cfg.task))
     source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
     result = train(model, source, cfg.task, cfg.train, show_progress=show_progress)
-    return finish_run(out, cfg, fs, model, result, dataset=store.meta["dataset"])
+    return finish_run(out, cfg, fs, model, result, dataset=store.meta["dataset"], log_lines=log_lines)
 
 
 def finish_run(
@@ -309,8 +316,10 @@ def write_run(
     *,
     dataset: str,
     features_s: float = 0.0,
+    log_lines: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write a trained model as a self-contained run directory (atomically); returns the training summary."""
+    """Write a trained model as a self-contained run directory (atomically), with ``log_lines`` (the
+    timestamped progress lines of its training) as ``run.log``; returns the training summary."""
     summary = run_summary(cfg, fs, model, result, dataset=dataset, features_s=features_s)
     cfg = resolved(cfg, fs)
     features = {
@@ -325,6 +334,8 @@ def write_run(
         save_artifact(tmp, art)
         (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         _write_history(tmp, result)
+        log(f"write the run directory {out}")
+        (tmp / RUN_LOG).write_text(log_text(log_lines))
     return summary
 
 
@@ -364,8 +375,18 @@ def run_summary(
 
 
 def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
-    """Score the test split of ``data_dir`` with the run's model; writes and returns ``metrics.json``."""
-    art = load_artifact(run_dir)
+    """Score the test split of ``data_dir`` with the run's model; writes and returns ``metrics.json``. The
+    progress lines are appended to the run's ``run.log``."""
+    with recording() as lines:
+        log(f"evaluate {run_dir} on the test split of {data_dir}")
+        metrics = _evaluate(Path(run_dir), Path(data_dir))
+    save_log(run_dir, lines)
+    return metrics
+
+
+def _evaluate(run_dir: Path, data_dir: Path) -> dict[str, Any]:
+    with stage("load the run"):
+        art = load_artifact(run_dir)
     cfg: ExperimentConfig = art.config
     if is_store(data_dir):  # the test split of a feature store built with the run's vocabularies
         store = FeatureStore.open(data_dir)
@@ -376,14 +397,14 @@ def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
                     f"feature store {data_dir} was built with other vocabularies than run {run_dir} "
                     f"({name!r} differs): evaluate on the canonical dataset directory instead"
                 )
-        test = store.load(("test",))
-        return write_evaluation(
-            Path(run_dir), cfg, test, art.model, art.calibrator, dataset=store.meta["dataset"]
-        )
-    ds = read_dataset(data_dir)
-    check_task(ds, cfg.task)
-    fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
-    return write_evaluation(Path(run_dir), cfg, fs, art.model, art.calibrator, dataset=ds.meta.name)
+        with stage("load the test split of the feature store"):
+            test = store.load(("test",))
+        return write_evaluation(run_dir, cfg, test, art.model, art.calibrator, dataset=store.meta["dataset"])
+    with stage("read the dataset and build its features with the run's vocabularies"):
+        ds = read_dataset(data_dir)
+        check_task(ds, cfg.task)
+        fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
+    return write_evaluation(run_dir, cfg, fs, art.model, art.calibrator, dataset=ds.meta.name)
 
 
 def write_evaluation(
@@ -391,13 +412,16 @@ def write_evaluation(
 ) -> dict[str, Any]:
     """Test-split metrics into ``run_dir/metrics.json`` and the predictions (label, p before and after
     Platt scaling) into ``run_dir/test_predictions.parquet`` (for reports); returns the metrics."""
-    y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
-    groups, p_logged = ranking_context(model, fs, cfg, calibrator)
+    with stage(f"score the test split ({cfg.task})"):
+        y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
+        groups, p_logged = ranking_context(model, fs, cfg, calibrator)
+    with stage(f"metrics and bootstrap intervals ({cfg.eval.bootstrap} resamples)"):
+        scores = _calibrated_metrics(y, p_raw, p_cal, cfg, calibrator, groups=groups, p_logged=p_logged)
     metrics = {
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": dataset,
-        **_calibrated_metrics(y, p_raw, p_cal, cfg, calibrator, groups=groups, p_logged=p_logged),
+        **scores,
         "calibration": calibrator.to_dict(),
         "ece_bins": cfg.eval.ece_bins,
     }

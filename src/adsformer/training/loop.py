@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from adsformer.config import ConfigError
-from adsformer.console import console, warn
+from adsformer.console import ProgressBar, log, warn
 from adsformer.data.batching import Batch, iterate_batches, make_batch
 from adsformer.data.features import FeatureSet
 from adsformer.training import distributed
@@ -287,7 +287,13 @@ def train(
         TimeRemainingColumn(),
     ]
     quiet = not show_progress or not ctx.is_main
-    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+    if not quiet:
+        log(
+            f"train {task}: {source.n_train:,} rows, batch {batch_size:,}, {steps_per_epoch:,} steps an "
+            f"epoch, at most {cfg.epochs} epochs (stops after {cfg.patience} without a better val "
+            f"{cfg.monitor})"
+        )
+    with ProgressBar(*columns, disable=quiet) as bar:
         job = bar.add_task(f"train {task}", total=total, loss=float("nan"))
         for epoch in range(cfg.epochs):
             net.train()
@@ -335,7 +341,10 @@ def train(
             if on_epoch:
                 on_epoch(record)
             score = monitored_score(record, cfg.monitor)
-            if score > best_score:
+            improved = score > best_score
+            if not quiet:
+                log(epoch_line(task, record, cfg.epochs, time.perf_counter() - start, best=improved))
+            if improved:
                 best_score, result.best_epoch = score, epoch
                 best_state = _snapshot(model)
                 best_val_logits = val_logits
@@ -367,6 +376,15 @@ def epoch_record(
         "val_roc_auc": roc_auc(val_labels, val_pred) if has_val else float("nan"),
         "step": step,
     }
+
+
+def epoch_line(task: str, record: dict[str, Any], epochs: int, seconds: float, *, best: bool) -> str:
+    """The progress line of a finished epoch: its training loss and validation scores."""
+    return (
+        f"train {task}: epoch {record['epoch'] + 1}/{epochs} done in {seconds:.1f} s: train loss "
+        f"{record['train_loss']:.4f}, val log_loss {record['val_log_loss']:.4f}, val roc_auc "
+        f"{record['val_roc_auc']:.4f}{' (best so far)' if best else ''}"
+    )
 
 
 def monitored_score(record: dict[str, Any], monitor: str) -> float:
