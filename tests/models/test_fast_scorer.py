@@ -13,8 +13,9 @@ from adsformer.adpm import fast as fast_encoder
 from adsformer.adpm.config import ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
 from adsformer.adpm.fast import encode_one_user
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.layers.user import UserModule
 from adsformer.models.config import BSTConfig, LastKConfig, ModelConfig, RankerConfig
-from adsformer.models.fast import USER_SPLITS, FastScorer
+from adsformer.models.fast import FastScorer
 from adsformer.models.registry import USER_MODULES, ModelSpec, build_model
 
 PAIRS = [
@@ -148,9 +149,72 @@ def test_encoder_positions_match_the_padded_block():
     torch.testing.assert_close(got, ref[:, :7], rtol=1e-5, atol=1e-5)
 
 
-def test_every_registered_user_module_has_a_fast_path():
-    built = {type(build_model(ModelConfig(user=u), SPEC).user) for u in USER_MODULES}
-    assert built <= set(USER_SPLITS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_one_user_split_is_the_user_vector(name):
+    """Each user module's own split: per-target columns first, ``shared_dim`` shared columns last, and
+    together the user vector of the plain forward."""
+    model = _model(CONFIGS[name])
+    user = model.user
+    assert isinstance(user, UserModule) and model.in_dim > user.out_dim >= user.shared_dim >= 0
+    target, _, _, seq_ids, seq_len, touch = _inputs({"listing:view": 7, "shop:view": 2}, width=9)
+    with torch.no_grad():
+        split = user.one_user(target["listing"], seq_ids, seq_len, touch)
+        ref = user(
+            target["listing"],
+            {k: v.expand(B, -1) for k, v in seq_ids.items()},
+            {k: v.expand(B) for k, v in seq_len.items()},
+            touch,
+        )
+    assert split.shared.shape == (user.shared_dim,)
+    assert split.per_target.shape == (B, user.out_dim - user.shared_dim)
+    torch.testing.assert_close(split.full(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_every_registered_user_module_meets_the_contract():
+    for name in USER_MODULES:
+        user = build_model(ModelConfig(user=name), SPEC).user
+        assert isinstance(user, UserModule), name
+        assert type(user).one_user is not UserModule.one_user, name  # its own split, not the base's
+
+
+@pytest.mark.parametrize("cfg", ["adpm-default", "adpm-2blocks-mean-2heads", "adpm-3blocks-max-len7"])
+def test_cached_sequence_mode_is_the_target_blind_encoder(cfg):
+    """``cached-sequence`` equals the plain forward of the same model in which the sequence positions may
+    not attend to the target (position 0); it differs from the exact scores, and equals them when there
+    is no sequence."""
+    model = _model(CONFIGS[cfg])
+    args = _inputs({"listing:view": 9}, width=12)
+    cached = FastScorer(model, mode="cached-sequence").logits(*args)
+    exact = FastScorer(model).logits(*args)
+    assert (cached - exact).abs().max() > 1e-4  # the sequence positions' view of the target is gone
+    attention = type(model.user.encoder.blocks[0].attn)
+    original = attention.forward
+
+    def target_blind(self, x, mask):
+        L = x.shape[1]
+        allowed = mask[:, None, :].expand(-1, L, -1).clone()  # (B, L, L): real keys
+        allowed[:, 1:, 0] = False  # sequence queries never see the target key
+        allowed |= torch.eye(L, dtype=torch.bool)
+        B, H, Dh = x.shape[0], self.heads, self.head_dim
+        q, k, v = (t.view(B, L, H, Dh).transpose(1, 2) for t in self.qkv(x).split(H * Dh, dim=-1))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
+        return self.proj(out.transpose(1, 2).reshape(B, L, H * Dh))
+
+    attention.forward = target_blind
+    try:
+        ref = _plain(model, *args)
+    finally:
+        attention.forward = original
+    torch.testing.assert_close(cached, ref, rtol=1e-5, atol=1e-5)
+    empty = _inputs({"listing:view": 0}, width=12)
+    torch.testing.assert_close(
+        FastScorer(model, mode="cached-sequence").logits(*empty), _plain(model, *empty), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="mode"):
+        FastScorer(_model(CONFIGS["baseline"]), mode="fastest")  # type: ignore[arg-type]
 
 
 def test_training_mode_is_refused():

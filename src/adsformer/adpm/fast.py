@@ -125,11 +125,7 @@ def _candidate_chunks(
     encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
 ) -> Iterator[torch.Tensor]:
     """Per chunk of candidates, their per-position outputs (C, L, D): the shared work first, once."""
-    if encoder.training:
-        raise RuntimeError("the one-user encoder path needs eval() mode (dropout would differ per candidate)")
-    if ids.dim() != 1:
-        raise ValueError(f"ids must be one sequence (M,), got shape {tuple(ids.shape)}")
-    n = max(0, min(int(length), ids.shape[0], encoder.cfg.max_len))
+    n = _real_events(encoder, ids, length)
     pos = encoder.position.weight  # (max_len + 1, D)
     x_t = encoder.embed(target) + pos[0]  # (B, D): the target's action slot is 0 (no action embedding)
     x_s = encoder.embed_tokens(ids[:n]) + pos[1 : n + 1]  # (n, D)
@@ -146,6 +142,15 @@ def _candidate_chunks(
             for block in blocks[1:]:
                 x = block(x, mask)
         yield x
+
+
+def _real_events(encoder: AdSformerEncoder, ids: torch.Tensor, length: int) -> int:
+    """The number of real events the encoder reads of one sequence ``ids`` (M,); refuses training mode."""
+    if encoder.training:
+        raise RuntimeError("the one-user encoder path needs eval() mode (dropout would differ per candidate)")
+    if ids.dim() != 1:
+        raise ValueError(f"ids must be one sequence (M,), got shape {tuple(ids.shape)}")
+    return max(0, min(int(length), ids.shape[0], encoder.cfg.max_len))
 
 
 def encode_one_user(
@@ -169,3 +174,49 @@ def pooled_one_user(
         x.amax(dim=1) if use_max else x.mean(dim=1) for x in _candidate_chunks(encoder, target, ids, length)
     ]
     return torch.cat(parts)  # (B, D)
+
+
+def pooled_cached_sequence(
+    encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
+) -> torch.Tensor:
+    """o1 (B, D) for targets (B,) and one sequence, *approximately*: the sequence positions are encoded
+    once and attend only to each other (never to the target); in every block each target's position
+    attends to itself and to the sequence's keys and values of that block (a key/value cache), then
+    pooling over [target, sequence]. Per candidate: one position per block instead of L.
+
+    The target's own row is what the exact encoder computes for a target the sequence positions cannot
+    see; the difference from :func:`pooled_one_user` is only the target's weight in the sequence
+    positions' attention (``benchmarks/scoring.py`` measures it on a test split)."""
+    n = _real_events(encoder, ids, length)
+    pos = encoder.position.weight  # (max_len + 1, D)
+    x_t = encoder.embed(target) + pos[0]  # (B, D)
+    x_s = encoder.embed_tokens(ids[:n]) + pos[1 : n + 1]  # (n, D)
+    for block in encoder.blocks:
+        assert isinstance(block, AdSformerBlock)
+        attn = block.attn
+        H, Dh = attn.heads, attn.head_dim
+        q_t, k_t, v_t = (t.reshape(-1, H, Dh) for t in attn.qkv(x_t).split(H * Dh, dim=-1))  # (B, H, Dh)
+        if n:
+            q_s, k_s, v_s = (t.reshape(n, H, Dh).transpose(0, 1) for t in attn.qkv(x_s).split(H * Dh, dim=-1))
+            scale = Dh**-0.5
+            s_tt = (q_t * k_t).sum(-1, keepdim=True) * scale  # (B, H, 1)
+            s_ts = torch.einsum("bhd,hjd->bhj", q_t, k_s) * scale  # (B, H, n)
+            p = torch.softmax(torch.cat([s_tt, s_ts], dim=-1), dim=-1)  # (B, H, L)
+            o_t = p[..., :1] * v_t + torch.einsum("bhj,hjd->bhd", p[..., 1:], v_s)  # (B, H, Dh)
+            o_s = nn.functional.scaled_dot_product_attention(q_s, k_s, v_s)  # (H, n, Dh)
+            x_s = _block_rest(block, x_s, attn.proj(o_s.transpose(0, 1).reshape(n, H * Dh)))  # (n, D)
+        else:
+            o_t = v_t  # the target attends to itself alone
+        x_t = _block_rest(block, x_t, attn.proj(o_t.reshape(-1, H * Dh)))  # (B, D)
+    if not n:
+        return x_t
+    if encoder.cfg.pooling == "max":
+        return torch.maximum(x_t, x_s.amax(dim=0))  # (B, D)
+    return (x_t + x_s.sum(dim=0)) / (n + 1)  # (B, D)
+
+
+def _block_rest(block: AdSformerBlock, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """The block after its attention: x (N, D) inputs, attended (N, D) the projected attention output
+    -> (N, D) (residual, layer norm, feed-forward, residual, layer norm; no dropout in eval)."""
+    x = block.norm1(x + attended)
+    return block.norm2(x + _ffn(block.ffn, x))

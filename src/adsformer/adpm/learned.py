@@ -89,6 +89,26 @@ class LearnedComponent(nn.Module):
             )  # (B, d_e)
         return torch.cat(parts, dim=1)  # (B, sum d_e)
 
+    def one_user(
+        self, target: torch.Tensor, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For targets (B,) and one user (seq_ids pair -> (1, M), seq_len pair -> (1,)): the attended pairs
+        per target (B, d_attended) and the averaged pairs once (sum d_e of those,), as ``forward`` lays
+        them out for B rows of that user."""
+        B = target.shape[0]
+        ids_b = {p: seq_ids[p].expand(B, -1) for p in self.attended}  # (B, M) the one user's
+        lens_b = {p: seq_len[p].expand(B) for p in self.attended}  # (B,)
+        attended = self.attend(target, ids_b, lens_b) if self.attended else target.new_zeros((B, 0)).float()
+        shared = []
+        for pair in self.pairs:
+            if pair in self.attended:
+                continue
+            n = max(0, min(int(seq_len[pair][0]), seq_ids[pair].shape[1]))
+            ids = seq_ids[pair][0, :n]  # (n,) the real ids
+            weight = cast(nn.Embedding, self.tables[_key(pair)]).weight  # (V, d_e)
+            shared.append(weight[ids].sum(0) / n if n else weight.new_zeros(weight.shape[1]))  # (d_e,)
+        return attended, torch.cat(shared) if shared else attended.new_zeros(0)
+
 
 def _key(pair: str) -> str:
     """ModuleDict keys may not contain '.'; pair names are 'entity:action'."""

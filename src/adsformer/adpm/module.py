@@ -11,15 +11,16 @@ Letters: B batch, M sequence length; ``out_dim`` = width of ``u``.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from adsformer.adpm.config import ADPMConfig
 from adsformer.adpm.encoder import AdSformerEncoder
+from adsformer.adpm.fast import pooled_cached_sequence, pooled_one_user
 from adsformer.adpm.learned import LearnedComponent
 from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
 from adsformer.adpm.touch import TouchComponent
 from adsformer.config import ConfigError
 from adsformer.data.features import MERGED_PAIR, choose_listing_pair
+from adsformer.layers.user import OneUser, OneUserMode, UserModule, no_columns, require_eval
 
 
 def select_pairs(patterns: tuple[str, ...], available: list[str], *, merged: bool = True) -> list[str]:
@@ -49,7 +50,7 @@ def select_pairs(patterns: tuple[str, ...], available: list[str], *, merged: boo
     return out
 
 
-class ADPM(nn.Module):
+class ADPM(UserModule):
     """The adSformer diversifiable personalization module (paper figure 2)."""
 
     def __init__(
@@ -105,6 +106,9 @@ class ADPM(nn.Module):
         if not parts:
             raise ValueError("ADPM needs at least one component enabled (use the baseline model for none)")
         self.out_dim = sum(int(m.out_dim) for m in parts)
+        # o2 and the averaged pairs of o3 read no target: the trailing, shared columns
+        averaged = 0 if self.learned is None else self.learned.out_dim - self.learned.attended_dim
+        self.shared_dim = int(averaged + (0 if self.pretrained is None else self.pretrained.out_dim))
 
     def forward(
         self,
@@ -119,13 +123,7 @@ class ADPM(nn.Module):
         if self.encoder is not None:
             parts.append(self.encoder(target, seq_ids[self.encoder_pair], seq_len[self.encoder_pair]))  # o1
         if self.touch is not None:
-            if touch is None:
-                raise ConfigError(
-                    "ADPM's touch component needs the touch signals, which these features lack (a feature "
-                    "store written before them): rebuild it with adsformer features, or set "
-                    "model.adpm.touch.enabled=false"
-                )
-            parts.append(self.touch(touch))  # o4
+            parts.append(self.touch(_require_touch(touch)))  # o4
         if self.learned is not None and self.learned.attended:
             parts.append(self.learned.attend(target, seq_ids, seq_len))  # o3, target-attended pairs
         if self.pretrained is not None:
@@ -133,3 +131,44 @@ class ADPM(nn.Module):
         if self.learned is not None:
             parts.append(self.learned.averaged(seq_ids, seq_len))  # o3, averaged pairs
         return torch.cat(parts, dim=1)
+
+    def one_user(
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
+        *,
+        mode: OneUserMode = "exact",
+    ) -> OneUser:
+        """B targets (B,) and one user (seq_ids pair -> (1, M), seq_len pair -> (1,)), touch (B, P_all, 2):
+        o1 with the encoder's sequence-side work once (:mod:`adsformer.adpm.fast`; ``cached-sequence``:
+        the sequence encoded once, see :data:`~adsformer.layers.user.OneUserMode`), o4 and attended o3 per
+        target; o2 and averaged o3 once."""
+        require_eval(self)
+        per_target = [no_columns(target)]
+        if self.encoder is not None:
+            ids, length = seq_ids[self.encoder_pair][0], int(seq_len[self.encoder_pair][0])
+            pool = pooled_cached_sequence if mode == "cached-sequence" else pooled_one_user
+            per_target.append(pool(self.encoder, target, ids, length))  # o1 (B, D)
+        if self.touch is not None:
+            per_target.append(self.touch(_require_touch(touch)))  # o4 (B, 3P)
+        shared = [target.new_zeros(0, dtype=torch.float32)]
+        if self.learned is not None:
+            attended, averaged = self.learned.one_user(target, seq_ids, seq_len)
+            per_target.append(attended)  # o3, attended pairs (B, d_attended)
+        if self.pretrained is not None:
+            shared.append(self.pretrained.one_user(seq_ids, seq_len))  # o2
+        if self.learned is not None:
+            shared.append(averaged)  # o3, averaged pairs
+        return OneUser(torch.cat(per_target, dim=1), torch.cat(shared))
+
+
+def _require_touch(touch: torch.Tensor | None) -> torch.Tensor:
+    if touch is None:
+        raise ConfigError(
+            "ADPM's touch component needs the touch signals, which these features lack (a feature "
+            "store written before them): rebuild it with adsformer features, or set "
+            "model.adpm.touch.enabled=false"
+        )
+    return touch

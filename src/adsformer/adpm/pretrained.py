@@ -16,6 +16,7 @@ d2 table width.
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 import numpy as np
 import torch
@@ -63,6 +64,14 @@ class FrozenTable(nn.Module):
         total = vec.new_zeros((ids.shape[0], self.dim)).index_add_(0, owner, vec)  # (B, d2)
         return total / counts.clamp_min(1).unsqueeze(1).to(vec.dtype)  # (B, d2)
 
+    def one_user(self, ids: torch.Tensor, length: int) -> torch.Tensor:
+        """Mean of the present vectors of one sequence ``ids`` (M,) of ``length`` events -> (d2,)."""
+        real = ids[: max(0, min(int(length), ids.shape[0]))]  # (n,)
+        real = real[self.present[real]]  # listings without a vector are left out
+        if real.numel() == 0:
+            return self.vectors.new_zeros(self.dim, dtype=torch.float32)
+        return self.lookup(real).sum(0) / real.numel()  # (d2,)
+
     def lookup(self, ids: torch.Tensor) -> torch.Tensor:
         """Vectors (n, d2) float32 of vocabulary ids (n,), whichever the layout (aligned or indexed)."""
         rows = ids if self.index is None else self.index[ids]
@@ -92,3 +101,12 @@ class PretrainedComponent(nn.Module):
     def forward(self, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [table(seq_ids[p], seq_len[p]) for table in self.tables for p in self.pairs]
         return torch.cat(parts, dim=1)  # (B, T * P * d2)
+
+    def one_user(self, seq_ids: dict[str, torch.Tensor], seq_len: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``forward`` for one user (seq_ids pair -> (1, M), seq_len pair -> (1,)) -> (T * P * d2,)."""
+        parts = [
+            cast(FrozenTable, table).one_user(seq_ids[p][0], int(seq_len[p][0]))
+            for table in self.tables
+            for p in self.pairs
+        ]
+        return torch.cat(parts)

@@ -18,6 +18,7 @@ from torch import nn
 
 from adsformer.layers.dcn import CrossNetwork, DeepTower
 from adsformer.layers.position import PositionTower
+from adsformer.layers.user import OneUserMode, UserModule, require_eval
 from adsformer.models.config import RankerConfig
 
 
@@ -34,7 +35,7 @@ class WideSpec:
 class Ranker(nn.Module):
     """logit = head(concat(cross(x0), deep(x0))), x0 = concat(wide embeddings, dense, u)."""
 
-    def __init__(self, cfg: RankerConfig, wide: WideSpec, user: nn.Module) -> None:
+    def __init__(self, cfg: RankerConfig, wide: WideSpec, user: UserModule) -> None:
         super().__init__()
         self.user = user
         self.target_emb = nn.ModuleDict(
@@ -54,7 +55,7 @@ class Ranker(nn.Module):
                 cfg.query_dim if name == "query" else cfg.categorical_dim for name in wide.categorical_vocab
             )
             + wide.n_dense
-            + int(getattr(user, "out_dim", 0))
+            + int(user.out_dim)
         )
         self.in_dim = in_dim
         self.cross = CrossNetwork(in_dim, cfg.cross_layers)
@@ -93,12 +94,47 @@ class Ranker(nn.Module):
     ) -> torch.Tensor:
         """-> logits (B,). ``position`` (B,) (1 = top, 0 = unknown) only in training; ``touch`` (B, P, 2) the
         raw touch signals of every pair (read by ADPM's touch component)."""
-        parts = [emb(target[e]) for e, emb in self.target_emb.items()]
-        parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
-        parts += [dense, self.user(target["listing"], seq_ids, seq_len, touch)]
-        x0 = torch.cat(parts, dim=1)  # (B, F + U)
+        parts = self._wide(target, categorical, dense)
+        x0 = torch.cat([*parts, self.user(target["listing"], seq_ids, seq_len, touch)], dim=1)  # (B, F + U)
         h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
         logit = self.head(h).squeeze(1)  # (B,)
         if position is not None and self.position_tower is not None:
             logit = logit + self.position_tower(position, categorical)  # (B,)
         return logit
+
+    def one_user_logits(
+        self,
+        target: dict[str, torch.Tensor],
+        categorical: dict[str, torch.Tensor],
+        dense: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
+        *,
+        mode: OneUserMode = "exact",
+    ) -> torch.Tensor:
+        """Logits (B,) of B candidates for *one* user, with the work the candidates share done once:
+        target / categorical name -> (B,), dense (B, F_d), seq_ids pair -> (1, M), seq_len pair -> (1,),
+        touch (B, P, 2). ``mode="exact"`` equals ``forward`` with the user's sequences repeated B times
+        (no position) up to float rounding.
+
+        The user module splits its vector into per-candidate and shared columns
+        (:meth:`~adsformer.layers.user.UserModule.one_user`); the cross network and the deep tower multiply
+        the shared columns once, and the last cross layer folds into the head
+        (:meth:`~adsformer.layers.dcn.CrossNetwork.read_out`). Needs eval mode."""
+        require_eval(self)
+        u = self.user.one_user(target["listing"], seq_ids, seq_len, touch, mode=mode)
+        x_c = torch.cat([*self._wide(target, categorical, dense), u.per_target], dim=1)  # (B, F + Uc)
+        x0 = torch.cat([x_c, u.shared.expand(x_c.shape[0], -1)], dim=1)  # (B, F + U)
+        n_s = u.shared.shape[0]
+        w = self.head.weight[0]  # (F + U + deep_out,)
+        deep = self.deep(x0, shared=n_s)  # (B, deep_out)
+        return self.cross.read_out(x0, w[: self.in_dim], n_s) + deep @ w[self.in_dim :] + self.head.bias
+
+    def _wide(
+        self, target: dict[str, torch.Tensor], categorical: dict[str, torch.Tensor], dense: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The wide input's parts: target and categorical embeddings (B, e each), dense (B, F_d)."""
+        parts = [emb(target[e]) for e, emb in self.target_emb.items()]
+        parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
+        return [*parts, dense]

@@ -13,6 +13,7 @@ from adsformer.adpm.module import ADPM
 from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError
 from adsformer.data.features import MERGED_PAIR, choose_listing_pair
+from adsformer.layers.user import UserModule
 from adsformer.models.config import ModelConfig
 from adsformer.models.ranker import Ranker, WideSpec
 from adsformer.models.user import BST, LastKAverage, NoUser
@@ -48,20 +49,20 @@ class ModelSpec:
         )
 
 
-UserBuilder = Callable[[ModelConfig, ModelSpec, list[FrozenTable]], nn.Module]
+UserBuilder = Callable[[ModelConfig, ModelSpec, list[FrozenTable]], UserModule]
 
 
-def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+def _adpm(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> UserModule:
     return ADPM(cfg.adpm, spec.vocab_sizes, spec.pairs, tables, window_s=spec.window_s)
 
 
-def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+def _bst(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> UserModule:
     bst = dataclasses.replace(cfg.bst, pair=_concrete(cfg.bst.pair, spec))
     _require_pair(bst.pair, spec)
     return BST(bst, spec.vocab_sizes["listing"], _actions(bst.pair, spec))
 
 
-def _lastk(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+def _lastk(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> UserModule:
     lastk = dataclasses.replace(cfg.lastk, pair=_concrete(cfg.lastk.pair, spec))
     _require_pair(lastk.pair, spec)
     return LastKAverage(lastk, spec.vocab_sizes["listing"], _actions(lastk.pair, spec))
@@ -78,7 +79,7 @@ def _concrete(pair: str, spec: ModelSpec) -> str:
     return choose_listing_pair(pair, dict.fromkeys(spec.pairs, 1)) if pair == "auto" else pair
 
 
-def _none(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> nn.Module:
+def _none(cfg: ModelConfig, spec: ModelSpec, tables: list[FrozenTable]) -> UserModule:
     return NoUser()
 
 

@@ -1,9 +1,10 @@
 """User modules other than ADPM: none (non-personalized), last-k average (eBay), BST.
 
-Every user module maps ``(target (B,), seq_ids {pair: (B, M)}, seq_len {pair: (B,)}, touch (B, P, 2))`` to
-``(B, out_dim)``, so the ranker can take any of them (only ADPM reads the touch signals).
+Each is a :class:`~adsformer.layers.user.UserModule`: it maps ``(target (B,), seq_ids {pair: (B, M)},
+seq_len {pair: (B,)}, touch (B, P, 2))`` to ``(B, out_dim)``, so the ranker can take any of them (only ADPM
+reads the touch signals), and splits its one-user form into per-target and shared columns itself.
 
-Letters: B batch, M sequence length, k positions used, D width.
+Letters: B batch (or candidates of one user), M sequence length, k positions used, D width.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from torch import nn
 
 from adsformer.adpm.config import EncoderConfig
 from adsformer.adpm.encoder import AdSformerEncoder
+from adsformer.adpm.fast import encode_one_user
 from adsformer.layers.pooling import lengths_to_mask, masked_mean
+from adsformer.layers.user import OneUser, OneUserMode, UserModule, no_columns, require_eval
 from adsformer.models.config import BSTConfig, LastKConfig
 
 
-class NoUser(nn.Module):
+class NoUser(UserModule):
     """The non-personalized baseline: an empty user vector."""
 
     out_dim = 0
+    shared_dim = 0
 
     def forward(
         self,
@@ -29,10 +33,22 @@ class NoUser(nn.Module):
         seq_len: dict[str, torch.Tensor],
         touch: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return target.new_zeros((target.shape[0], 0), dtype=torch.float32)  # (B, 0)
+        return no_columns(target)  # (B, 0)
+
+    def one_user(
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
+        *,
+        mode: OneUserMode = "exact",
+    ) -> OneUser:
+        empty = no_columns(target)  # (B, 0)
+        return OneUser(empty, empty.new_zeros(0))
 
 
-class LastKAverage(nn.Module):
+class LastKAverage(UserModule):
     """Mean of learned embeddings of the newest k events of one sequence."""
 
     def __init__(self, cfg: LastKConfig, vocab_size: int, n_actions: int = 0) -> None:
@@ -41,6 +57,7 @@ class LastKAverage(nn.Module):
         self.n_actions = int(n_actions)  # > 0: the merged sequence, ids pack listing * A + action
         self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=0)
         self.out_dim = cfg.dim
+        self.shared_dim = cfg.dim  # reads no target: every column is shared
 
     def forward(
         self,
@@ -56,8 +73,20 @@ class LastKAverage(nn.Module):
         mask = lengths_to_mask(seq_len[self.cfg.pair].clamp(max=k), k)  # (B, k)
         return masked_mean(self.embed(ids), mask)  # (B, D)
 
+    def one_user(
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
+        *,
+        mode: OneUserMode = "exact",
+    ) -> OneUser:
+        u = self(target.new_zeros(1), seq_ids, seq_len)[0]  # (D,) computed once: reads no target
+        return OneUser(u.new_zeros((target.shape[0], 0)), u)
 
-class BST(nn.Module):
+
+class BST(UserModule):
     """Transformer over [target, last k]; all k + 1 outputs concatenated (no pooling), padding zeroed."""
 
     def __init__(self, cfg: BSTConfig, vocab_size: int, n_actions: int = 0) -> None:
@@ -74,6 +103,7 @@ class BST(nn.Module):
         )
         self.encoder = AdSformerEncoder(enc, vocab_size, n_actions)
         self.out_dim = (cfg.k + 1) * cfg.dim
+        self.shared_dim = 0  # every position attends to the target
 
     def forward(
         self,
@@ -88,3 +118,19 @@ class BST(nn.Module):
         x, mask = self.encoder.encode(target, ids, lengths)  # (B, k+1, D), (B, k+1)
         x = x * mask.unsqueeze(-1).to(x.dtype)
         return x.flatten(1)  # (B, (k+1) * D)
+
+    def one_user(
+        self,
+        target: torch.Tensor,
+        seq_ids: dict[str, torch.Tensor],
+        seq_len: dict[str, torch.Tensor],
+        touch: torch.Tensor | None = None,
+        *,
+        mode: OneUserMode = "exact",
+    ) -> OneUser:
+        """Exact in either mode: the first block's sequence-side work shared (:mod:`adsformer.adpm.fast`)."""
+        require_eval(self)
+        pair, k = self.cfg.pair, self.cfg.k
+        x = encode_one_user(self.encoder, target, seq_ids[pair][0], int(seq_len[pair][0]))  # (B, L, D)
+        x = nn.functional.pad(x, (0, 0, 0, k + 1 - x.shape[1]))  # (B, k+1, D): padded positions are zero
+        return OneUser(x.flatten(1), x.new_zeros(0))
