@@ -21,7 +21,7 @@ import polars as pl
 
 from adsformer.errors import UserError
 from adsformer.io import atomic_file
-from adsformer.report import plots
+from adsformer.report import checks, plots
 
 MAX_DEPTH = 3
 
@@ -39,6 +39,18 @@ class RunInfo:
     probs_uncalibrated: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)  # train_summary.json ({} when absent)
+
+    @property
+    def best_epoch(self) -> int | None:
+        """Index into ``epochs`` of the restored (best) epoch; None when unknown."""
+        best = self.summary.get("best_epoch")
+        return best if isinstance(best, int) and 0 <= best < len(self.epochs) else None
+
+    @property
+    def positives(self) -> int:
+        """Positive labels in the test split."""
+        return int(np.asarray(self.labels).sum())
 
     @property
     def task(self) -> str:
@@ -70,6 +82,7 @@ def load_run(path: Path) -> RunInfo:
             preds["p_uncalibrated"].to_numpy(),
             _read_csv(path / "history.csv"),
             _read_csv(path / "epochs.csv"),
+            _read_json(path / "train_summary.json") if (path / "train_summary.json").exists() else {},
         )
     except ReportError:
         raise
@@ -92,9 +105,32 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+@dataclass
+class Found:
+    """What a report shows: evaluated runs, ablations and data summaries (``summary.json`` of a demo,
+    with ``path`` the directory of its figures)."""
+
+    runs: list[RunInfo]
+    ablations: list[dict[str, Any]]
+    data: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_data_summary(path: Path) -> bool:
+    return path.is_file() and "splits" in _read_json(path)
+
+
 def discover(paths: list[Path]) -> tuple[list[RunInfo], list[dict[str, Any]]]:
     """Runs (directories with ``model.pt``) and ablations (``ablation.json``) under ``paths``."""
-    runs, ablations = [], []
+    found = find_all(paths)
+    return found.runs, found.ablations
+
+
+def find_all(paths: list[Path]) -> Found:
+    """Runs (directories with ``model.pt``), ablations (``ablation.json``) and data summaries (a demo's
+    ``summary.json``) under ``paths``."""
+    runs: list[RunInfo] = []
+    ablations: list[dict[str, Any]] = []
+    data: list[dict[str, Any]] = []
 
     def visit(d: Path, depth: int) -> None:
         if (d / "model.pt").exists():
@@ -103,6 +139,8 @@ def discover(paths: list[Path]) -> tuple[list[RunInfo], list[dict[str, Any]]]:
             return
         if (d / "ablation.json").exists():
             ablations.append({"path": str(d), **_read_json(d / "ablation.json")})
+        if _is_data_summary(d / "summary.json"):
+            data.append({"path": str(d), **_read_json(d / "summary.json")})
         if depth < MAX_DEPTH:
             for child in sorted(p for p in d.iterdir() if p.is_dir()):
                 visit(child, depth + 1)
@@ -119,7 +157,7 @@ def discover(paths: list[Path]) -> tuple[list[RunInfo], list[dict[str, Any]]]:
             f"no evaluated run (model.pt + metrics.json) or ablation (ablation.json) under "
             f"{', '.join(map(str, paths))}"
         )
-    return runs, ablations
+    return Found(runs, ablations, data)
 
 
 CSS = """
@@ -133,6 +171,9 @@ th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
 td.pos{color:#1a7f37;font-weight:600}td.neg{color:#cf222e}
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{color:#555;font-size:.9em}
+.ci{color:#666;font-size:.85em;white-space:nowrap}
+.warnings{border:1px solid #d4a72c;background:#fff8c5;padding:.4em 1em;margin:1em 0}
+.warnings h2{border:none;margin:.3em 0;font-size:1.15em}
 """
 
 
@@ -147,6 +188,8 @@ def _fmt(v: Any, digits: int = 4) -> str:
         return f"{v:.{digits}f}"
     if isinstance(v, int):
         return f"{v:,}"
+    if isinstance(v, dict):
+        return ", ".join(f"{html.escape(str(k))}={_fmt(x, digits)}" for k, x in v.items())
     return html.escape(str(v))
 
 
@@ -160,12 +203,26 @@ def _td(v: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{_fmt(v)}</td>' if cls else f"<td>{_fmt(v)}</td>"
 
 
-def _runs_section(runs: list[RunInfo]) -> list[str]:
-    out = ["<h2>Test metrics</h2>"]
-    out.append(
-        '<p class="note">Test split = the last period in time at the natural rate. ECE and NCE after Platt '
-        "scaling (fit on the validation split); lifts relative to the baseline of the same task.</p>"
-    )
+def _ci_td(value: Any, interval: Any) -> str:
+    """A metric's cell with its 95% bootstrap interval ``[lo, hi]`` below it (when there is one)."""
+    if not (isinstance(interval, list | tuple) and len(interval) == 2 and None not in interval):
+        return _td(value)
+    lo, hi = (float(x) for x in interval)
+    return f'<td>{_fmt(value)}<br><span class="ci">[{lo:.4f}, {hi:.4f}]</span></td>'
+
+
+def calibration_label(metrics: dict[str, Any]) -> str:
+    """How the served probabilities were calibrated: Platt scaling, or why not."""
+    cal = metrics.get("calibration") or {}
+    if cal.get("method") == "platt":
+        return "Platt"
+    if cal.get("decision") == "skipped":
+        return "none (Platt hurt val ECE)"
+    return "none"
+
+
+def _metric_rows(runs: list[RunInfo]) -> list[list[str]]:
+    """One row of the test-metrics table per run, lifts relative to the baseline of the same task."""
     rows = []
     for task in sorted({r.task for r in runs}):
         group = [r for r in runs if r.task == task]
@@ -181,37 +238,52 @@ def _runs_section(runs: list[RunInfo]) -> list[str]:
                     _td(task.upper()),
                     _td(r.label),
                     _td(m.get("n_test")),
-                    _td(m.get("roc_auc")),
+                    _td(r.positives),
+                    _ci_td(m.get("roc_auc"), m.get("roc_auc_ci")),
                     _td(
                         f"{lift:+.2f}%" if lift is not None else None,
                         "" if lift is None else ("pos" if lift > 0 else "neg"),
                     ),
-                    _td(m.get("pr_auc")),
+                    _ci_td(m.get("pr_auc"), m.get("pr_auc_ci")),
+                    _ci_td(m.get("gauc"), m.get("gauc_ci")),
                     _td(m.get("log_loss")),
+                    _td(calibration_label(m)),
                     _td(before.get("ece")),
                     _td(m.get("ece")),
                     _td(m.get("nce")),
                     _td(f"{m['train_examples_per_s']:,.0f}" if m.get("train_examples_per_s") else None),
                 ]
             )
+    return rows
+
+
+METRIC_HEADER = [
+    "task",
+    "model",
+    "test rows",
+    "test positives",
+    "ROC-AUC [95% CI]",
+    "lift",
+    "PR-AUC [95% CI]",
+    "GAUC [95% CI]",
+    "log loss",
+    "calibration",
+    "ECE before",
+    "ECE",
+    "NCE",
+    "train ex/s",
+]
+
+
+def _runs_section(runs: list[RunInfo]) -> list[str]:
+    out = ["<h2>Test metrics</h2>"]
     out.append(
-        _table(
-            [
-                "task",
-                "model",
-                "test rows",
-                "ROC-AUC",
-                "lift",
-                "PR-AUC",
-                "log loss",
-                "ECE before",
-                "ECE",
-                "NCE",
-                "train ex/s",
-            ],
-            rows,
-        )
+        '<p class="note">Test split = the last period in time at the natural rate. Intervals: 95% percentile '
+        "bootstrap over test requests. ECE and NCE of the served probabilities (after Platt scaling where "
+        "it improved validation ECE; 'ECE before' without it); lifts relative to the baseline of the same "
+        "task.</p>"
     )
+    out.append(_table(METRIC_HEADER, _metric_rows(runs)))
     for task in sorted({r.task for r in runs}):
         group = [r for r in runs if r.task == task]
         out.append(f"<h2>{task.upper()}: ranking</h2>")
@@ -225,7 +297,67 @@ def _runs_section(runs: list[RunInfo]) -> list[str]:
             out.append(_img(plots.reliability_figure(r, int(r.metrics.get("ece_bins", 15))), f"{r.label}"))
         if any(r.history or r.epochs for r in group):
             out.append(f"<h2>{task.upper()}: training</h2>")
+            out.append('<p class="note">The star marks each run\'s best epoch (the state it restored).</p>')
             out.append(_img(plots.training_figure(group), f"{task} training curves"))
+    return out
+
+
+def report_warnings(runs: list[RunInfo]) -> list[str]:
+    """Every figure of ``runs`` that cannot be trusted as it stands (:mod:`adsformer.report.checks`)."""
+    found = []
+    for r in runs:
+        found += checks.run_warnings(f"{r.task.upper()} {r.label}", r.metrics, r.positives)
+    return found
+
+
+def _warnings_section(warnings: list[str]) -> list[str]:
+    if not warnings:
+        return []
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return [f'<div class="warnings"><h2>Warnings</h2><ul>{items}</ul></div>']
+
+
+def _records_table(records: list[dict[str, Any]]) -> str:
+    if not records:
+        return '<p class="note">(none)</p>'
+    keys = list(records[0])
+    return _table(keys, [[_td(rec.get(k)) for k in keys] for rec in records])
+
+
+def _png_file(path: Path, alt: str) -> list[str]:
+    return [_img(path.read_bytes(), alt)] if path.is_file() else []
+
+
+def _data_section(data: dict[str, Any]) -> list[str]:
+    """The dataset a demo trained on: splits, sequence lengths, CTR by position, vocabularies, the quality
+    of the pretrained listing table and the stage timings (the demo's ``summary.json`` and figures)."""
+    directory = Path(data["path"])
+    ds = data.get("dataset") or {}
+    info = data.get("info") or {}
+    out = ["<h2>Data</h2>"]
+    if ds:
+        out.append(_table(["dataset", "value"], [[_td(k), _td(v)] for k, v in ds.items()]))
+    out.append("<h3>Splits (CTR training rows are down-sampled)</h3>")
+    out.append(_records_table(data.get("splits") or []))
+    window, max_len = info.get("window_s"), info.get("max_len")
+    out.append(f"<h3>Sequences (window {_fmt(window)} s, newest first, M = {_fmt(max_len)})</h3>")
+    out.append(_records_table(data.get("sequences") or []))
+    out += _png_file(directory / "sequence_lengths.png", "sequence lengths")
+    out.append("<h3>Clicks by position</h3>")
+    out += _png_file(directory / "ctr_by_position.png", "CTR by position")
+    vocab = data.get("vocab_sizes") or {}
+    if vocab:
+        out.append("<h3>Vocabularies (fit on the training split; 0 = padding, 1 = OOV)</h3>")
+        out.append(_table(["vocabulary", "size"], [[_td(k), _td(v)] for k, v in vocab.items()]))
+    quality = data.get("skipgram") or {}
+    if quality:
+        out.append("<h3>Pretrained listing table (skip-gram) quality</h3>")
+        rows = [[_td(k), _td(v)] for k, v in quality.items() if not isinstance(v, dict | list)]
+        out.append(_table(["measure", "value"], rows))
+    timings = data.get("timings") or {}
+    if timings:
+        out.append("<h3>Timings</h3>")
+        out.append(_table(["stage", "value"], [[_td(k), _td(v)] for k, v in timings.items()]))
     return out
 
 
@@ -262,8 +394,9 @@ def _ablation_section(ab: dict[str, Any]) -> list[str]:
 
 
 def build_report(paths: list[Path], title: str = "adsformer report") -> str:
-    """The report's HTML for the runs and ablations found under ``paths``."""
-    runs, ablations = discover([Path(p) for p in paths])
+    """The report's HTML for the runs, ablations and data summaries found under ``paths``."""
+    found = find_all([Path(p) for p in paths])
+    runs, ablations = found.runs, found.ablations
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     datasets = sorted({str(r.metrics.get("dataset")) for r in runs} | {str(a["dataset"]) for a in ablations})
     parts = [
@@ -273,10 +406,13 @@ def build_report(paths: list[Path], title: str = "adsformer report") -> str:
         f'<p class="meta">{now} · datasets: {html.escape(", ".join(datasets))} · {len(runs)} run(s), '
         f"{len(ablations)} ablation(s)</p>",
     ]
+    parts += _warnings_section(report_warnings(runs))
     if runs:
         parts += _runs_section(runs)
     for ab in ablations:
         parts += _ablation_section(ab)
+    for data in found.data:
+        parts += _data_section(data)
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -70,7 +70,8 @@ def reliability_figure(run: RunInfo, bins: int = 15) -> bytes:
 
 
 def training_figure(runs: Sequence[RunInfo]) -> bytes:
-    """Training loss per logged step and validation ROC-AUC per epoch."""
+    """Training loss per logged step and validation ROC-AUC per epoch; a star marks each run's best epoch
+    (the state it restored)."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, run in enumerate(runs):
         c = COLORS[i % len(COLORS)]
@@ -88,11 +89,25 @@ def training_figure(runs: Sequence[RunInfo]) -> bytes:
                 steps, [e["val_log_loss"] for e in run.epochs], "o--", color=c, ms=4, label=f"{run.label} val"
             )
             b.plot(steps, [e["val_roc_auc"] for e in run.epochs], "o-", color=c, label=run.label)
+            _mark_best(a, b, run, c)
     a.set(xlabel="step", ylabel="log loss", title="Loss (train: down-sampled; val: natural rate)")
-    b.set(xlabel="step", ylabel="ROC-AUC", title="Validation ROC-AUC per epoch")
+    b.set(xlabel="step", ylabel="ROC-AUC", title="Validation ROC-AUC per epoch (★ best epoch)")
     a.legend(fontsize=7)
     b.legend(fontsize=8)
     return _png(fig)
+
+
+def _mark_best(loss_ax: Any, auc_ax: Any, run: RunInfo, color: str) -> None:
+    """A star on both panels at the run's best (restored) epoch, when known."""
+    best = run.best_epoch
+    if best is None:
+        return
+    epoch = run.epochs[best]
+    style = {"marker": "*", "s": 180, "color": color, "edgecolors": "black", "linewidths": 0.6, "zorder": 5}
+    loss_ax.scatter([epoch["step"]], [epoch["val_log_loss"]], **style)
+    auc_ax.scatter(
+        [epoch["step"]], [epoch["val_roc_auc"]], label=f"{run.label} best epoch ({best}, from 0)", **style
+    )
 
 
 def ablation_figure(result: dict[str, Any]) -> bytes:
