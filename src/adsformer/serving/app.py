@@ -1,7 +1,8 @@
 """The FastAPI application factory: :func:`create_app`.
 
-Routes (OpenAPI at ``/docs`` and ``/openapi.json``): ``POST /events`` (API key), ``POST /rank``,
-``GET /healthz``, ``GET /metrics``. Malformed bodies get a 422 whose ``detail`` lists every bad field
+Routes: ``POST /events`` (API key), ``POST /rank``, ``GET /healthz``, ``GET /metrics``; OpenAPI at
+``/openapi.json``, Swagger UI at ``/docs`` and ReDoc at ``/redoc``, their scripts and styles served by the
+app itself under :data:`DOCS_ASSETS` (no CDN: the pages work without internet). Malformed bodies get a 422 whose ``detail`` lists every bad field
 (``loc``, at most 50) and whose ``message`` repeats them in one line; a body over ``max_body_bytes`` gets
 413, a missing or wrong API key 401. Responses carry no internal detail (no store URL, script, path or
 traceback; an unexpected error is a bare 500, logged), and every response is counted in ``/metrics``
@@ -19,6 +20,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from adsformer import __version__
 from adsformer.serving.build import build_service
@@ -26,6 +28,9 @@ from adsformer.serving.guard import RequestGuard, error_message, validation_erro
 from adsformer.serving.ranking import RankingService
 from adsformer.serving.routers import events, health, metrics, rank
 from adsformer.serving.settings import ServingSettings
+
+#: Where the app serves the Swagger UI and ReDoc scripts and styles (no CDN)
+DOCS_ASSETS = "/docs-assets"
 
 
 def create_app(settings: ServingSettings | None = None, *, service: RankingService | None = None) -> FastAPI:
@@ -43,7 +48,8 @@ def create_app(settings: ServingSettings | None = None, *, service: RankingServi
             service.feature_log.close()
         service.store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="adsformer ranking service",
         version=__version__,
         description="Personalized sponsored-search ads: user action streams in, ranked and priced ads out.",
