@@ -13,6 +13,7 @@ from adsformer.adpm import fast as fast_encoder
 from adsformer.adpm.config import ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
 from adsformer.adpm.fast import encode_one_user
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.layers import dcn
 from adsformer.layers.user import UserModule
 from adsformer.models.config import BSTConfig, LastKConfig, ModelConfig, RankerConfig
 from adsformer.models.fast import FastScorer
@@ -221,3 +222,13 @@ def test_training_mode_is_refused():
     model = _model(CONFIGS["adpm-default"]).train()
     with pytest.raises(ValueError, match="eval"):
         FastScorer(model)
+
+
+@pytest.mark.parametrize("name", ["adpm-default", "adpm-target-attention", "lastk"])
+def test_two_layer_quadratic_read_out_in_the_ranker(monkeypatch, name):
+    """The default ranker (two cross layers) reads shared columns through a quadratic form from 128
+    candidates on; forced on at B = 37, it gives the plain forward's logits."""
+    monkeypatch.setattr(dcn, "_QUADRATIC_MIN_ROWS", 1)
+    model = _model(CONFIGS[name])
+    args = _inputs({"listing:view": 6, "shop:view": 3}, width=8)
+    torch.testing.assert_close(FastScorer(model).logits(*args), _plain(model, *args), rtol=1e-5, atol=1e-5)

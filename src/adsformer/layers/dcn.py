@@ -23,22 +23,29 @@ class CrossNetwork(nn.Module):
             x = x0 * layer(x) + x
         return x
 
-    def read_out(self, x0: torch.Tensor, h: torch.Tensor, shared: int = 0) -> torch.Tensor:
-        """``forward(x0) @ h`` (B,) for a read-out vector h (F,) (a linear head), where the last ``shared``
-        columns of x0 (B, F) are the same in every row (one user's shared user columns):
+    def read_out(self, x_c: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``forward(x0) @ h`` (B,) for a read-out vector h (F,) (a linear head) and rows
+        ``x0 = [x_c, broadcast(s)]`` whose last columns s (S,) are the same in every row (one user's
+        shared user columns); x_c (B, F_c). Equal to ``forward(x0) @ h`` up to float rounding:
 
         * the first layer's product with the shared columns is computed once (``W x0 = W_c x_c + W_s s``);
         * the last layer is only read through ``h``, so it folds into it:
           ``h . (x0 * (W x + b) + x) = ((h * x0) W + h) . x + (h * x0) . b``, where ``(h * x0) W`` splits
           into the per-row columns' product ``(h_c * x_c) W_c`` ((B, F_c) x (F_c, F)) and the shared
-          columns' ``(h_s * s) W_s``, once: the (F x F) product per row becomes (F_c x F).
+          columns' ``(h_s * s) W_s``, once: the (F x F) product per row becomes (F_c x F);
+        * with exactly two layers (the default), the shared output columns j of both products enter the
+          read-out only as ``sum_j s_j (g_j)(a_j + 1)``, a quadratic form in x_c: its (F_c x F_c) matrix is
+          built once per call, and no row ever touches the shared columns (see :func:`_two_layer_read_out`).
 
-        Middle layers run as in ``forward``. Equal to ``forward(x0) @ h`` up to float rounding."""
+        Middle layers run as in ``forward``."""
         layers = [layer for layer in self.layers if isinstance(layer, nn.Linear)]  # all of them
-        if not layers or x0.shape[0] == 0:
-            return x0 @ h  # (B,)
-        n_c = x0.shape[1] - shared
-        x_c, s = x0[:, :n_c], x0[0, n_c:]  # (B, F_c), (S,)
+        B, S = x_c.shape[0], s.shape[0]
+        if not layers or B == 0:
+            return torch.cat([x_c, s.expand(B, -1)], dim=1) @ h  # (B,)
+        if len(layers) == 2 and S and B >= _QUADRATIC_MIN_ROWS:
+            return _two_layer_read_out(layers[0], layers[1], x_c, s, h)
+        n_c = x_c.shape[1]
+        x0 = torch.cat([x_c, s.expand(B, -1)], dim=1)  # (B, F)
         x = x0
         if len(layers) > 1:
             x = x0 * _split_linear(layers[0], x_c, s) + x0  # (B, F)
@@ -48,6 +55,43 @@ class CrossNetwork(nn.Module):
         hx_c, hs = h[:n_c] * x_c, h[n_c:] * s  # (B, F_c), (S,)
         g = torch.addmm(hs @ w[n_c:] + h, hx_c, w[:n_c])  # (B, F)
         return (g * x).sum(1) + hx_c @ b[:n_c] + hs @ b[n_c:]  # (B,)
+
+
+#: Below this many rows the quadratic form's (F_c x S) x (S x F_c) matrix costs more than it saves.
+_QUADRATIC_MIN_ROWS = 128
+
+
+def _two_layer_read_out(
+    first: nn.Linear, last: nn.Linear, x_c: torch.Tensor, s: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
+    """``h . cross(x0)`` (B,) for two cross layers, x0 = [x_c (B, F_c), broadcast(s (S,))].
+
+    With ``a = W1 x0 + b1`` and ``x1 = x0 * (a + 1)``, the folded last layer reads
+    ``sum_j g_j x1_j + (h * x0) . b2`` where ``g = (h * x0) W2 + h``. Split the columns j into per-row (C)
+    and shared (S): for j in C everything is per row, (B, F_c) wide; for j in S, ``x0_j = s_j`` and
+    ``g_j``, ``a_j`` are affine in x_c: ``g_j = (h_c * x_c) W2[C, j] + gamma_j``, ``a_j + 1 = W1[j, C] x_c +
+    alpha_j``, so ``sum_{j in S} s_j g_j (a_j + 1)`` = ``x_c' Q x_c`` + linear + constant with
+    ``Q = diag(h_c) W2[C, S] diag(s) W1[S, C]`` (F_c x F_c), built once."""
+    n_c = x_c.shape[1]
+    w1, b1, w2, b2 = first.weight, first.bias, last.weight, last.bias  # (F, F) each, rows = outputs / inputs
+    h_c, h_s = h[:n_c], h[n_c:]
+    hs = h_s * s  # (S,)
+    alpha = w1[:, n_c:] @ s + b1 + 1  # (F,) a + 1 without the x_c part
+    gamma = hs @ w2[n_c:] + h  # (F,) g without the x_c part
+    hx_c = h_c * x_c  # (B, F_c)
+    # per-row output columns C
+    a_c = torch.addmm(alpha[:n_c], x_c, w1[:n_c, :n_c].t())  # (B, F_c) = a_C + 1
+    g_c = torch.addmm(gamma[:n_c], hx_c, w2[:n_c, :n_c])  # (B, F_c)
+    per_row = (g_c * x_c * a_c).sum(1)  # (B,)
+    # shared output columns S: sum_j s_j (hx_c W2[C, j] + gamma_j)(W1[j, C] x_c + alpha_j)
+    w2_s, w1_s = w2[:n_c, n_c:], w1[n_c:, :n_c]  # (F_c, S), (S, F_c)
+    q = (w2_s * s) @ w1_s  # (F_c, F_c): hx_c Q x_c'
+    a_s, g_s = alpha[n_c:], gamma[n_c:]  # (S,)
+    lin_hx = w2_s @ (s * a_s)  # (F_c,) coefficient of hx_c
+    lin_x = (s * g_s) @ w1_s  # (F_c,) coefficient of x_c
+    quad = ((hx_c @ q) * x_c).sum(1)  # (B,)
+    const = (s * g_s * a_s).sum() + hs @ b2[n_c:]
+    return per_row + quad + hx_c @ (lin_hx + b2[:n_c]) + x_c @ lin_x + const  # (B,)
 
 
 class DeepTower(nn.Module):
@@ -62,14 +106,17 @@ class DeepTower(nn.Module):
         self.net = nn.Sequential(*blocks)
         self.out_dim = dim
 
-    def forward(self, x: torch.Tensor, shared: int = 0) -> torch.Tensor:
-        """x (B, F) -> (B, hidden[-1]). ``shared``: the last columns of x that are the same in every row (one
-        user's shared user columns): the first layer multiplies them once (``W x = W_c x_c + W_s s``)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, F) -> (B, hidden[-1])."""
+        return self.net(x)
+
+    def forward_shared(self, x_c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``forward(concat(x_c, broadcast(s)))`` (B, hidden[-1]) for rows x_c (B, F_c) that share their last
+        columns s (S,) (one user's shared user columns): the first layer multiplies s once."""
         first = self.net[0] if len(self.net) else None
-        if not shared or not isinstance(first, nn.Linear) or x.shape[0] == 0:
-            return self.net(x)
-        n_c = x.shape[1] - shared
-        h = _split_linear(first, x[:, :n_c], x[0, n_c:])  # (B, hidden[0])
+        if not isinstance(first, nn.Linear) or x_c.shape[0] == 0:
+            return self.net(torch.cat([x_c, s.expand(x_c.shape[0], -1)], dim=1))
+        h = _split_linear(first, x_c, s)  # (B, hidden[0])
         for module in list(self.net)[1:]:
             h = module(h)
         return h

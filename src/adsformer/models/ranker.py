@@ -125,11 +125,9 @@ class Ranker(nn.Module):
         require_eval(self)
         u = self.user.one_user(target["listing"], seq_ids, seq_len, touch, mode=mode)
         x_c = torch.cat([*self._wide(target, categorical, dense), u.per_target], dim=1)  # (B, F + Uc)
-        x0 = torch.cat([x_c, u.shared.expand(x_c.shape[0], -1)], dim=1)  # (B, F + U)
-        n_s = u.shared.shape[0]
         w = self.head.weight[0]  # (F + U + deep_out,)
-        deep = self.deep(x0, shared=n_s)  # (B, deep_out)
-        return self.cross.read_out(x0, w[: self.in_dim], n_s) + deep @ w[self.in_dim :] + self.head.bias
+        deep = self.deep.forward_shared(x_c, u.shared)  # (B, deep_out)
+        return self.cross.read_out(x_c, u.shared, w[: self.in_dim]) + deep @ w[self.in_dim :] + self.head.bias
 
     def _wide(
         self, target: dict[str, torch.Tensor], categorical: dict[str, torch.Tensor], dense: torch.Tensor
