@@ -76,9 +76,9 @@ def child(table_dir: str, vocab_size: int, steps: int, batch_size: int, max_len:
     torch.set_num_threads(1)
     from adsformer.adpm.pretrained import FrozenTable
     from adsformer.data.vocab import Vocabulary
-    from adsformer.experiments.config import load_experiment
     from adsformer.models.registry import ModelSpec, build_model
     from adsformer.representations.table import RepresentationTable, align_to_vocabulary, vocabulary_rows
+    from adsformer.run.config import load_experiment
     from adsformer.training.loop import make_optimizers
 
     stages: dict[str, Any] = {"imports": memory()}

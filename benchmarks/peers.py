@@ -50,7 +50,7 @@ Protocol (identical for every model)
   gradients cannot go through fuxictr's clipping). ``--set train.sparse_embeddings=false`` gives ours
   dense Adam too.
 * Test on ``fs.rows("test")`` at the natural click rate; every model's predicted CTR goes through
-  :func:`~adsformer.training.calibration.correct_downsampling` with the training keep rate, then
+  :func:`~adsformer.run.calibration.correct_downsampling` with the training keep rate, then
   :func:`~adsformer.training.metrics.all_metrics`.
 * Training examples/s = training rows processed / wall time of the training epochs (batch building,
   forward, backward and optimizer steps; validation excluded), as ``adsformer.training.loop.train`` does.
@@ -143,7 +143,7 @@ def import_fuxictr() -> dict[str, Any]:
 
 def score(fs: Any, p_raw: np.ndarray, ece_bins: int) -> dict[str, Any]:
     """Test metrics at the natural rate: every model's CTR goes through the same correction."""
-    from adsformer.training.calibration import correct_downsampling
+    from adsformer.run.calibration import correct_downsampling
     from adsformer.training.metrics import all_metrics
 
     rows = fs.rows("test", "ctr")
@@ -152,9 +152,9 @@ def score(fs: Any, p_raw: np.ndarray, ece_bins: int) -> dict[str, Any]:
 
 
 def run_ours(entry: ModelEntry, fs: Any, base: list[str], seed: int) -> dict[str, Any]:
-    from adsformer.experiments.config import load_experiment
     from adsformer.experiments.runs import fit
-    from adsformer.training.loop import predict
+    from adsformer.run.config import load_experiment
+    from adsformer.run.scoring import predict
 
     cfg = load_experiment(
         None, [*base, *entry.overrides, f"seed={seed}"], extra={"task": "ctr", "model": entry.user}
@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from adsformer.data.features import build_features
-    from adsformer.data.schema import read_dataset
-    from adsformer.experiments.config import load_experiment
+    from adsformer.data.validate import read_dataset
     from adsformer.io import atomic_file, write_json
+    from adsformer.run.config import load_experiment
 
     # every epoch, as the peers run them: no early stopping (patience = epochs)
     base = [

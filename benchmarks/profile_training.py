@@ -28,10 +28,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import adsformer
 from adsformer.data.batching import Batch, make_batch
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import load_experiment
-from adsformer.experiments.runs import _seeded_model
-from adsformer.training.loop import forward, make_optimizers
+from adsformer.data.validate import read_dataset
+from adsformer.run.config import load_experiment
+from adsformer.run.model import seeded_model
+from adsformer.run.scoring import forward
+from adsformer.training.loop import make_optimizers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,7 @@ def main() -> None:
 
     cfg = load_experiment(args.config, [f"batch_size={args.batch_size}", *args.overrides])
     fs = build_features(read_dataset(args.data), cfg.data)
-    model = _seeded_model(cfg, fs)
+    model = seeded_model(cfg, fs)
     model.train()
     optimizers = make_optimizers(model, cfg.train)
     loss_fn = torch.nn.BCEWithLogitsLoss()

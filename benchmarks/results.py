@@ -21,8 +21,8 @@ from pathlib import Path
 
 from adsformer.data.adapters import ADAPTERS
 from adsformer.experiments.ablation import PAPER_SUITE, ablation_markdown, run_ablation
-from adsformer.experiments.config import load_experiment
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
+from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
 
 #: Rows left out per experiment (named in the generated section): BST's (k + 1) x 32 concatenated outputs

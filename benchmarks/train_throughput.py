@@ -40,11 +40,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adsformer.data.batching import make_batch
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import load_experiment
-from adsformer.experiments.runs import _seeded_model
+from adsformer.data.validate import read_dataset
 from adsformer.io import atomic_file, write_json
-from adsformer.training.loop import forward, make_optimizers
+from adsformer.run.config import load_experiment
+from adsformer.run.model import seeded_model
+from adsformer.run.scoring import forward
+from adsformer.training.loop import make_optimizers
 from peers import MODELS, FuxiAdapter, build_peer, import_fuxictr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def ours(name: str, fs: Any, base: list[str]) -> tuple[torch.nn.Module, Callable
     cfg = load_experiment(
         ROOT / "configs" / "ctr.yaml", [*base, *entry.overrides], extra={"model": entry.user}
     )
-    model = _seeded_model(cfg, fs)
+    model = seeded_model(cfg, fs)
     model.train()
     optimizers = make_optimizers(model, cfg.train)
     loss_fn = torch.nn.BCEWithLogitsLoss()

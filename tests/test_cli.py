@@ -256,7 +256,7 @@ def test_pickled_objects_in_model_pt_are_refused_not_run(trained, tmp_path):
         "holds pickled objects other than tensors and plain data",
     )
     assert not marker.exists()  # the payload never ran
-    from adsformer.training.artifact import load_artifact
+    from adsformer.run.artifact import load_artifact
 
     assert load_artifact(run).config.task == "ctr"  # a run as train writes it loads with weights_only=True
 

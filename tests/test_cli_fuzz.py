@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from adsformer.cli import app
 from adsformer.data.schema import write_dataset
-from adsformer.experiments.config import RUN_SHORT_KEYS
+from adsformer.run.config import RUN_SHORT_KEYS
 from tinydata import make_tiny_dataset
 
 runner = CliRunner()

@@ -33,7 +33,7 @@ def test_yaml_round_trip(tmp_path):
 
 def test_exponent_without_a_dot_is_a_number():
     # YAML 1.1 reads "1e-4" as a string; a float field must still take it, and refuse real text
-    from adsformer.training.loop import TrainConfig
+    from adsformer.run.config import TrainConfig
 
     assert apply_overrides(TrainConfig(), parse_overrides(["lr=1e-4"])).lr == pytest.approx(1e-4)
     with pytest.raises(ConfigError, match="expected a number"):
@@ -77,7 +77,7 @@ def test_exponent_without_a_dot_is_a_number():
     ],
 )
 def test_every_value_is_range_checked_when_built(item, message):
-    from adsformer.experiments.config import load_experiment
+    from adsformer.run.config import load_experiment
 
     with pytest.raises(ConfigError) as info:
         load_experiment(None, [item])
@@ -85,9 +85,9 @@ def test_every_value_is_range_checked_when_built(item, message):
 
 
 def test_batch_size_zero_is_auto_and_user_names_match_the_registry():
-    from adsformer.experiments.config import load_experiment
     from adsformer.models.config import USER_NAMES
     from adsformer.models.registry import USER_MODULES
+    from adsformer.run.config import load_experiment
 
     assert load_experiment(None, ["batch_size=0"]).train.batch_size == 0
     assert set(USER_NAMES) == set(USER_MODULES)

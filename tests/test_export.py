@@ -11,9 +11,11 @@ import torch
 
 from adsformer.data.batching import make_batch
 from adsformer.data.schema import write_dataset
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import train_run
-from adsformer.export import (
+from adsformer.models.registry import ModelSpec, build_model
+from adsformer.run.calibration import correct_downsampling
+from adsformer.run.config import load_experiment
+from adsformer.run.export import (
     INPUT_NAMES,
     TRACE_BATCH,
     ScoringModule,
@@ -24,9 +26,7 @@ from adsformer.export import (
     stack_inputs,
     trace_model,
 )
-from adsformer.models.registry import ModelSpec, build_model
-from adsformer.predict import Predictor
-from adsformer.training.calibration import correct_downsampling
+from adsformer.run.predictor import Predictor
 from tinydata import make_tiny_dataset
 
 TOL = 1e-5

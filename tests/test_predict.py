@@ -12,12 +12,12 @@ import torch
 from adsformer.data.features import build_features
 from adsformer.data.schema import write_dataset
 from adsformer.data.validate import DatasetError
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import test_metrics as run_test_metrics
 from adsformer.experiments.runs import train_run
-from adsformer.predict import Predictor, predict_run
 from adsformer.representations.table import RepresentationTable
-from adsformer.training.loop import predict_logits
+from adsformer.run.config import load_experiment
+from adsformer.run.predictor import Predictor, predict_run
+from adsformer.run.scoring import predict_logits
 from adsformer.training.metrics import all_metrics
 from tinydata import make_tiny_dataset
 

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from adsformer.data.schema import read_dataset, write_dataset
-from adsformer.data.validate import DatasetError, validate_dataset
+from adsformer.data.schema import write_dataset
+from adsformer.data.validate import DatasetError, read_dataset, validate_dataset
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from adsformer.experiments.abtest import (
     run_abtest,
     with_urls,
 )
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import train_run
+from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

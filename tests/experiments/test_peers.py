@@ -83,9 +83,9 @@ def test_peer_training_mirrors_the_loop(sim_dir):
     """Up to `epochs` epochs with early stopping on the validation monitor, the resolved batch size, the
     best epoch restored and Platt fit on validation."""
     from adsformer.data.features import build_features
-    from adsformer.data.schema import read_dataset
-    from adsformer.experiments.config import load_experiment
+    from adsformer.data.validate import read_dataset
     from adsformer.experiments.peers import fit_peer, peer_logits
+    from adsformer.run.config import load_experiment
 
     cfg = load_experiment(CONFIGS / "ctr_test.yaml", ["epochs=3", "patience=0", "batch_size=0", "max_len=5"])
     fs = build_features(read_dataset(sim_dir), cfg.data)

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from adsformer.cli import app
 from adsformer.config import ConfigError
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import load_experiment
+from adsformer.data.validate import read_dataset
+from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
 from adsformer.training.metrics import roc_auc
 
@@ -238,7 +238,7 @@ def test_pretrained_table_feeds_component_2_and_travels_with_the_run(sim_dir, tm
     import torch
 
     from adsformer.representations.table import RepresentationTable
-    from adsformer.training.artifact import load_artifact
+    from adsformer.run.artifact import load_artifact
 
     ids = pl.read_parquet(sim_dir / "listings.parquet")["listing_id"].to_list()
     vectors = np.random.default_rng(0).normal(size=(len(ids), 6)).astype(np.float32)
@@ -297,8 +297,8 @@ def test_ablate_pretrained_suite_runs_every_subset_of_the_tables(sim_dir, tmp_pa
 
     from adsformer.experiments import ablation
     from adsformer.experiments.ablation import pretrained_suite
-    from adsformer.experiments.config import load_experiment
     from adsformer.representations.table import RepresentationTable
+    from adsformer.run.config import load_experiment
 
     monkeypatch.setattr(ablation, "peers_unavailable", lambda: "needs fuxictr")  # see test_peers.py
 
@@ -479,9 +479,9 @@ def test_ranking_fields_are_null_where_the_data_or_the_model_cannot_give_them(si
     import dataclasses
 
     from adsformer.data.features import build_features
-    from adsformer.data.schema import read_dataset
+    from adsformer.data.validate import read_dataset
     from adsformer.experiments.runs import write_evaluation
-    from adsformer.training.artifact import load_artifact
+    from adsformer.run.artifact import load_artifact
 
     run = tmp_path / "run"
     cfg = ["--config", str(CONFIGS / "ctr_test.yaml"), "--set", "model.ranker.position_bias=false"]

@@ -5,10 +5,10 @@ import torch
 from adsformer.config import DataConfig, SplitConfig
 from adsformer.data.batching import make_batch
 from adsformer.data.features import build_features
-from adsformer.experiments.runs import spec_from_features
 from adsformer.models.config import ModelConfig
 from adsformer.models.registry import USER_MODULES, build_model
-from adsformer.training.loop import forward, predict
+from adsformer.run.model import spec_from_features
+from adsformer.run.scoring import forward, predict
 
 
 @pytest.fixture

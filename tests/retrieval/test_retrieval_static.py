@@ -5,11 +5,11 @@ import polars as pl
 import pytest
 
 from adsformer.data.schema import write_dataset
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import train_run
-from adsformer.predict import Predictor
 from adsformer.retrieval.config import RetrievalError, StaticConfig
 from adsformer.retrieval.static import StaticScores, historical, static_scores
+from adsformer.run.config import load_experiment
+from adsformer.run.predictor import Predictor
 from tinydata import make_tiny_dataset
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import train_run
+from adsformer.run.config import load_experiment
 from adsformer.serving.build import build_service
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.settings import ServingSettings

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from adsformer.data.schema import TABLES, read_dataset
-from adsformer.data.validate import validate_dataset
+from adsformer.data.schema import TABLES
+from adsformer.data.validate import read_dataset, validate_dataset
 from adsformer.simulator import PRESETS, SimulatorConfig, Truth, generate, history_empty, simulate
 
 TINY = SimulatorConfig.preset("tiny")

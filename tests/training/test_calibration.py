@@ -6,11 +6,11 @@ import polars as pl
 import pytest
 
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import load_experiment
+from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import fit, score_test_split
+from adsformer.run.calibration import Calibrator, fit_platt, sigmoid
+from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
-from adsformer.training.calibration import Calibrator, fit_platt, sigmoid
 from adsformer.training.metrics import expected_calibration_error, pr_auc, roc_auc
 
 

@@ -16,12 +16,12 @@ from adsformer.cli import app
 from adsformer.config import ConfigError
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import write_dataset
-from adsformer.experiments.config import ExperimentConfig, load_experiment
-from adsformer.experiments.runs import spec_from_features
 from adsformer.models.registry import build_model
+from adsformer.run.calibration import Calibrator
+from adsformer.run.config import ExperimentConfig, TrainConfig, load_experiment
+from adsformer.run.model import spec_from_features
 from adsformer.training import loop
-from adsformer.training.calibration import Calibrator
-from adsformer.training.loop import TrainConfig, TrainResult, auto_batch_size, resolve_batch_size, train
+from adsformer.training.loop import TrainResult, auto_batch_size, resolve_batch_size, train
 from adsformer.training.metrics import log_loss
 from tinydata import make_tiny_dataset
 

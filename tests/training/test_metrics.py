@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from adsformer.training.calibration import correct_downsampling
+from adsformer.run.calibration import correct_downsampling
 from adsformer.training.metrics import (
     bootstrap_ci,
     bootstrap_intervals,

@@ -22,7 +22,8 @@ from typing import Any
 
 import polars as pl
 
-from adsformer.data.schema import Dataset, read_dataset
+from adsformer.data.schema import Dataset
+from adsformer.data.validate import read_dataset
 
 DEFAULT_WINDOW_S = 3600
 #: kind -> (table, filter); the order of the report

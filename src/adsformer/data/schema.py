@@ -9,7 +9,7 @@ A dataset directory holds::
 
 Ids are strings (integer ids are read as their decimal text), times are integer Unix seconds (UTC). Columns named ``f_*`` are numeric features,
 ``c_*`` categorical (string) features. The Arrow types below are what :func:`write_dataset` writes and what
-:func:`read_dataset` returns; :mod:`adsformer.data.validate` checks a directory against them.
+:func:`adsformer.data.validate.read_dataset` returns, after checking the directory against them.
 """
 
 from __future__ import annotations
@@ -322,25 +322,3 @@ def read_meta(directory: str | Path) -> DatasetMeta:
         return DatasetMeta.from_json(obj)
     except ManifestError as exc:
         raise ManifestError(f"{Path(directory)}/{exc}") from None
-
-
-def read_dataset(directory: str | Path, *, validate: bool = True) -> Dataset:
-    """Load a dataset directory. With ``validate`` (default) a broken dataset raises
-    :class:`adsformer.data.validate.DatasetError` naming every problem."""
-    from adsformer.data.validate import DatasetError, validate_dataset
-
-    directory = Path(directory)
-    if validate:
-        report = validate_dataset(directory)
-        if not report.ok:
-            raise DatasetError(report)
-    tables = {}
-    for name in TABLES:
-        arrow = pq.read_table(directory / f"{name}.parquet")
-        tables[name] = pl.from_arrow(conform_table(name, arrow))
-    return Dataset(
-        listings=tables[LISTINGS],  # type: ignore[arg-type]
-        events=tables[EVENTS],  # type: ignore[arg-type]
-        impressions=tables[IMPRESSIONS],  # type: ignore[arg-type]
-        meta=read_meta(directory),
-    )

@@ -1,11 +1,10 @@
-"""Check a dataset directory against the data contract and name every problem.
+"""Check a dataset directory against the data contract and name every problem; read it once it passes.
 
 Each :class:`Problem` says which file, which column, which rows (0-based, the first few plus a count)
 and what was expected. ``adsformer validate DIR`` prints them and exits non-zero when any is an error.
 
 Beyond the column types the contract promises what training relies on, so a dataset that validates also
-trains: integer ids are accepted (read as their decimal text, as :func:`adsformer.data.schema.read_dataset`
-does), float ids are refused by name; times are Unix *seconds* in [0, 2100-01-01) (values that look like
+trains: integer ids are accepted (read as their decimal text, as :func:`read_dataset` does), float ids are refused by name; times are Unix *seconds* in [0, 2100-01-01) (values that look like
 milliseconds, microseconds or nanoseconds are said to be); numbers are finite; every value fits its contract
 type; there are events, some of them on listings; ``dataset.json`` has the right types.
 """
@@ -28,13 +27,16 @@ from adsformer.data.schema import (
     IMPRESSIONS,
     LISTINGS,
     MANIFEST,
+    TABLES,
     ColumnSpec,
+    Dataset,
     DatasetMeta,
     column_spec,
     conform_column,
     conform_table,
     id_like,
     manifest_problems,
+    read_meta,
 )
 from adsformer.errors import UserError
 
@@ -511,3 +513,23 @@ def read_listings(directory: str | Path) -> pl.DataFrame:
     out = pl.from_arrow(conform_table(LISTINGS, arrow))
     assert isinstance(out, pl.DataFrame)
     return out
+
+
+def read_dataset(directory: str | Path, *, validate: bool = True) -> Dataset:
+    """Load a dataset directory. With ``validate`` (default) a broken dataset raises
+    :class:`DatasetError` naming every problem."""
+    directory = Path(directory)
+    if validate:
+        report = validate_dataset(directory)
+        if not report.ok:
+            raise DatasetError(report)
+    tables = {}
+    for name in TABLES:
+        arrow = pq.read_table(directory / f"{name}.parquet")
+        tables[name] = pl.from_arrow(conform_table(name, arrow))
+    return Dataset(
+        listings=tables[LISTINGS],  # type: ignore[arg-type]
+        events=tables[EVENTS],  # type: ignore[arg-type]
+        impressions=tables[IMPRESSIONS],  # type: ignore[arg-type]
+        meta=read_meta(directory),
+    )

@@ -1,1 +1,1 @@
-"""Experiments: configurations of whole runs, the train / evaluate / ablate pipelines and the demo."""
+"""Experiments: the train / evaluate pipelines, ablations, the daily and position studies, the A/B test and the demo."""

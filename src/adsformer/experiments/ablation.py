@@ -32,8 +32,7 @@ from adsformer.adpm.config import ADPMConfig
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import console
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import ExperimentConfig
+from adsformer.data.validate import read_dataset
 from adsformer.experiments.peers import FUXICTR_VERSION, PEERS, peer_logits, peer_pair, peers_unavailable
 from adsformer.experiments.rules import RULES, rule_scores
 from adsformer.experiments.runs import (
@@ -46,7 +45,8 @@ from adsformer.experiments.runs import (
 )
 from adsformer.io import atomic_dir
 from adsformer.representations.skipgram import SkipGramConfig, train_skipgram
-from adsformer.training.calibration import Calibrator
+from adsformer.run.calibration import Calibrator
+from adsformer.run.config import ExperimentConfig
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "gauc", "ndcg_at_10", "mrr", "roc_auc_logged")
 #: metrics a run may lack (null: no request ids, no position tower, older runs): their mean/std is null

@@ -24,10 +24,10 @@ import numpy as np
 from adsformer.config import ConfigError
 from adsformer.console import console
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import ExperimentConfig
+from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task, fit, test_metrics
 from adsformer.io import atomic_dir
+from adsformer.run.config import ExperimentConfig
 
 MODELS = ("baseline", "adsformer")
 

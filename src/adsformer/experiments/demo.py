@@ -28,9 +28,8 @@ import polars as pl
 from adsformer.config import DataConfig, to_dict
 from adsformer.console import console, kv_table, records_table, stage
 from adsformer.data.features import FeatureSet, build_features
-from adsformer.data.schema import read_dataset
 from adsformer.data.stats import ctr_by_sequence_presence, sequence_stats, split_stats
-from adsformer.data.validate import DatasetError, validate_dataset
+from adsformer.data.validate import DatasetError, read_dataset, validate_dataset
 from adsformer.experiments.abtest import (
     LABELS,
     PAPER_ONLINE,
@@ -39,11 +38,11 @@ from adsformer.experiments.abtest import (
     lifts_table,
     run_abtest,
 )
-from adsformer.experiments.config import load_experiment
 from adsformer.experiments.runs import fit, write_evaluation, write_run
 from adsformer.io import atomic_dir
 from adsformer.report import write_report
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
+from adsformer.run.config import load_experiment
 from adsformer.serving.demo import replay
 from adsformer.simulator import SimulatorConfig, simulate
 from adsformer.training.metrics import lift_interval, pr_auc, roc_auc

@@ -16,8 +16,8 @@ import yaml
 
 from adsformer.config import ConfigError, DataConfig, apply_overrides, from_dict, parse_overrides
 from adsformer.data.features import build_features
-from adsformer.data.schema import read_dataset
 from adsformer.data.stream import write_store
+from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task
 
 

@@ -337,7 +337,7 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
     import torch
 
     from adsformer.console import warn
-    from adsformer.training.calibration import Calibrator, fit_platt
+    from adsformer.run.calibration import Calibrator, fit_platt
     from adsformer.training.loop import (
         FEW_STEPS,
         TrainResult,

@@ -32,12 +32,12 @@ from adsformer.config import ConfigError
 from adsformer.console import console
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet, build_features
-from adsformer.data.schema import read_dataset
-from adsformer.experiments.config import ExperimentConfig
+from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task, fit, test_metrics
 from adsformer.io import atomic_dir
 from adsformer.layers.position import PositionTower
-from adsformer.training.loop import predict_logits
+from adsformer.run.config import ExperimentConfig
+from adsformer.run.scoring import predict_logits
 from adsformer.training.metrics import relevance_auc
 
 ARMS = (("without tower", False), ("with tower", True))

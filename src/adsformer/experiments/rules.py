@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from adsformer.data.features import FeatureSet
-from adsformer.training.calibration import fit_platt
+from adsformer.run.calibration import fit_platt
 
 CAP = 1_000  # positions and price ranks beyond share the last value
 

@@ -22,21 +22,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from adsformer.adpm.pretrained import FrozenTable
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import RUN_LOG, log, log_text, recording, save_log, stage
 from adsformer.data.batching import iterate_batches
 from adsformer.data.features import FeatureSet, build_features
-from adsformer.data.schema import Dataset, read_dataset
+from adsformer.data.schema import Dataset
 from adsformer.data.stream import FeatureStore, StreamSource, is_store
-from adsformer.experiments.config import ExperimentConfig
+from adsformer.data.validate import read_dataset
 from adsformer.io import atomic_dir, atomic_file, write_json
-from adsformer.models.registry import ModelSpec, build_model
-from adsformer.representations.table import RepresentationTable, align_to_vocabulary, vocabulary_rows
+from adsformer.run.artifact import RunArtifact, load_artifact, save_artifact
+from adsformer.run.calibration import Calibrator
+from adsformer.run.config import ExperimentConfig
+from adsformer.run.model import seeded_model, spec_from_features
+from adsformer.run.scoring import forward, predict_logits
 from adsformer.training import distributed
-from adsformer.training.artifact import RunArtifact, load_artifact, save_artifact
-from adsformer.training.calibration import Calibrator
-from adsformer.training.loop import TrainResult, forward, predict_logits, train
+from adsformer.training.loop import TrainResult, train
 from adsformer.training.metrics import (
     all_metrics,
     bootstrap_intervals,
@@ -52,19 +52,6 @@ from adsformer.training.metrics import (
 BOOTSTRAP_MAX_ROWS = 100_000
 
 
-def spec_from_features(fs: FeatureSet) -> ModelSpec:
-    entities = {"listing", "shop", "taxonomy", "query"} | {p.split(":", 1)[0] for p in fs.sequences}
-    entities |= {"action"} & set(fs.vocabs.by_name)  # the merged listing sequence's action tokens
-    sizes = {e: fs.vocabs[e].size for e in sorted(entities)}
-    return ModelSpec(
-        sizes,
-        {k: fs.vocabs[k].size for k in fs.categorical},
-        int(fs.dense.shape[1]),
-        list(fs.sequences),
-        int(fs.info.get("window_s", 3600)),
-    )
-
-
 def check_task(ds: Dataset, task: str) -> None:
     if ds.meta.protocol.get("catalog_only"):
         raise ConfigError(
@@ -76,23 +63,6 @@ def check_task(ds: Dataset, task: str) -> None:
             f"dataset {ds.meta.name!r} has no conversions (purchased): PCCVR cannot be trained or "
             f"evaluated on it"
         )
-
-
-def pretrained_tables(cfg: ExperimentConfig, fs: FeatureSet) -> list[FrozenTable]:
-    """Load and align the configured representation tables (only when the model uses component 2)."""
-    adpm = cfg.model.adpm
-    if cfg.model.user != "adsformer" or not adpm.pretrained.enabled:
-        return []
-    tables = []
-    for path in adpm.pretrained.tables:
-        table = RepresentationTable.load(path)
-        if table.memory_mapped:  # a big npy table is read in place through a row index, never copied
-            rows = vocabulary_rows(table, fs.vocabs["listing"])
-            tables.append(FrozenTable(table.name, table.vectors, rows >= 0, index=rows))
-            continue
-        vectors, present = align_to_vocabulary(table, fs.vocabs["listing"])
-        tables.append(FrozenTable(table.name, vectors, present))
-    return tables
 
 
 def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
@@ -132,16 +102,9 @@ def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = 
 def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) -> tuple[Any, TrainResult]:
     """Build the configured model for ``fs`` and train it; returns (model, result)."""
     cfg = resolve_listing_pairs(cfg, fs, say=show_progress)
-    model = _seeded_model(cfg, fs)
+    model = seeded_model(cfg, fs)
     model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
     return model, train(model, fs, cfg.task, cfg.train, show_progress=show_progress)
-
-
-def _seeded_model(cfg: ExperimentConfig, fs: FeatureSet):
-    import torch
-
-    torch.manual_seed(cfg.train.seed)
-    return build_model(cfg.model, spec_from_features(fs), pretrained_tables(cfg, fs))
 
 
 def score_test_split(
@@ -287,7 +250,7 @@ def _train_streamed(
 ) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
-    model = _seeded_model(cfg, fs)
+    model = seeded_model(cfg, fs)
     model.set_base_rate(store.base_rate(cfg.task))
     source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
     result = train(model, source, cfg.task, cfg.train, show_progress=show_progress)

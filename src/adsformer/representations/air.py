@@ -268,7 +268,7 @@ def train_air(
 def represent_air(data_dir: Path, out: Path, cfg: AIRConfig) -> dict[str, Any]:
     """``adsformer represent air``: train on ``data_dir`` with the content tables; write the table, its
     quality report and ``recall.json`` in one atomic write."""
-    from adsformer.data.schema import read_dataset
+    from adsformer.data.validate import read_dataset
     from adsformer.representations.quality import quality_report, write_report
 
     ds = read_dataset(data_dir)

@@ -148,7 +148,7 @@ def train_skipgram(ds: Dataset, cfg: SkipGramConfig) -> RepresentationTable:
 
 def represent_skipgram(data_dir: Path, out: Path, cfg: SkipGramConfig) -> dict[str, Any]:
     """``adsformer represent skipgram``: train on ``data_dir``, write the table and its quality report."""
-    from adsformer.data.schema import read_dataset
+    from adsformer.data.validate import read_dataset
     from adsformer.representations.quality import save_with_report
 
     ds = read_dataset(data_dir)

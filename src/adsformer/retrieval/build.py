@@ -94,7 +94,7 @@ def _build(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from adsformer.console import console
-    from adsformer.data.schema import read_dataset
+    from adsformer.data.validate import read_dataset
     from adsformer.retrieval.evaluate import heldout_recall, image_coherence, neighbour_coherence
 
     timings: dict[str, float] = {}

@@ -4,7 +4,7 @@ Two sources, recorded in the index manifest:
 
 * ``run`` — a trained run (``adsformer train``; a non-personalized ``baseline`` run is the paper's
   "static" model) scores every listing with no user history and no query at the build's reference time,
-  through its :class:`~adsformer.predict.Predictor` (calibrated probabilities). A CTR run gives pCTR, a
+  through its :class:`~adsformer.run.predictor.Predictor` (calibrated probabilities). A CTR run gives pCTR, a
   PCCVR run gives pCCVR.
 * ``historical`` — for a factor no run gives: the impressions before the test period, smoothed toward the
   global rate, ``pCTR = (clicks + m * ctr) / (impressions + m)`` and ``pCCVR = (purchases + m' * cvr) /
@@ -72,7 +72,7 @@ def from_run(
     run_dir: Path, listings: pl.DataFrame, listing_ids: Sequence[str], ts: int
 ) -> tuple[str, np.ndarray]:
     """``(task, probabilities (N,))`` of a trained run for each listing, no user history, no query."""
-    from adsformer.predict import Predictor
+    from adsformer.run.predictor import Predictor
 
     predictor = Predictor.load(run_dir)
     frame = pl.DataFrame(

@@ -12,7 +12,7 @@ Three tables, each a folder of rotated, atomically written files ``DIR/TABLE/par
   ids and times, newest first), the candidate count, the flags and the latency: the audit trail.
 
 The events and impressions of the log plus the catalog form a canonical dataset whose features, rebuilt
-offline by :meth:`adsformer.predict.Predictor.features`, equal the served ones (tested). Rows are buffered
+offline by :meth:`adsformer.run.predictor.Predictor.features`, equal the served ones (tested). Rows are buffered
 and written by one background thread when a table holds ``rotate_rows`` rows or ``rotate_s`` seconds have
 passed since its last file; :meth:`flush` writes everything now and waits. A file appears whole or not at
 all (written under a temporary name, then renamed).

@@ -1,7 +1,7 @@
 """Model inputs for one ranking request, built online with the offline builder's semantics.
 
 Two halves, both mirroring :mod:`adsformer.data.features` (the parity test compares them with
-:meth:`adsformer.predict.Predictor.features` on the same events and candidates):
+:meth:`adsformer.run.predictor.Predictor.features` on the same events and candidates):
 
 * :func:`sequence_items` turns a batch of events into the store's entries: each event is enriched from its
   listing (shop, taxonomy and ``c_*`` attributes where the event lacks them, as ``enrich_events`` does) and
@@ -31,7 +31,7 @@ import torch
 from adsformer.data.features import LOG_FEATURES, MERGED_PAIR, Pair, pack_actions
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.touch import NEVER, codes_for, touch_signals
-from adsformer.predict import Predictor
+from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.encoding import IdEncoder
 from adsformer.serving.store import SequenceItem, UserState

@@ -1,6 +1,6 @@
 """A trained run ready to serve: :class:`ServingModel`.
 
-It holds the run's :class:`~adsformer.predict.Predictor` (model, vocabularies, dense statistics, the
+It holds the run's :class:`~adsformer.run.predictor.Predictor` (model, vocabularies, dense statistics, the
 calibration saved with the run), an :class:`~adsformer.serving.online_features.OnlineFeatures` over the
 catalog, and a :class:`~adsformer.models.fast.FastScorer`. Probabilities are the calibrated ones, as
 ``adsformer predict`` and ``evaluate`` give: CTR at the natural click rate, PCCVR as P(purchase | click).
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from adsformer.models.fast import FastScorer
-from adsformer.predict import Predictor
+from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.online_features import OnlineFeatures, RequestFeatures
 from adsformer.serving.store import UserState

@@ -1,1 +1,1 @@
-"""Training and evaluation: metrics, the training loop, runs on disk."""
+"""Training: the loop, its batch sources, data-parallel training over processes, and the evaluation metrics."""

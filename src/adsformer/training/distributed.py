@@ -215,12 +215,17 @@ def unsync_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def frozen_state_keys(model: nn.Module) -> set[str]:
+    """State-dict keys of modules marked ``frozen`` (pretrained tables): never changed by training, so never
+    broadcast between ranks nor copied into the best-epoch snapshot."""
+    prefixes = [f"{name}." for name, m in model.named_modules() if getattr(m, "frozen", False)]
+    return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
+
+
 def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     """The model as trained on this rank: DDP with global batch norm when distributed, else itself."""
     if not ctx.distributed:
         return model
-    from adsformer.training.loop import frozen_state_keys
-
     # pretrained tables are identical on every rank and never change: not broadcast (nor written into)
     ignore = sorted(frozen_state_keys(model))
     nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignore)

@@ -24,7 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +33,12 @@ from torch import nn
 
 from adsformer.config import ConfigError
 from adsformer.console import ProgressBar, log, warn
-from adsformer.data.batching import Batch, iterate_batches, make_batch
+from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet
+from adsformer.run.calibration import Calibrator, fit_platt
+from adsformer.run.config import TrainConfig
+from adsformer.run.scoring import forward, predict_logits
 from adsformer.training import distributed
-from adsformer.training.calibration import Calibrator, fit_platt, sigmoid
 from adsformer.training.distributed import DistContext
 from adsformer.training.metrics import log_loss, roc_auc
 from adsformer.training.sources import BatchSource, InMemorySource
@@ -46,46 +48,6 @@ from adsformer.training.sources import BatchSource, InMemorySource
 AUTO_BATCH_MIN, AUTO_BATCH_MAX, AUTO_MIN_STEPS = 256, 8192, 200
 #: An epoch of fewer optimizer steps than this is warned about: the model will barely move from its start.
 FEW_STEPS = 50
-
-Monitor = Literal["roc_auc", "log_loss"]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    batch_size: int = 0  # rows per (global) optimizer step; 0 = auto from the training rows (auto_batch_size)
-    eval_batch_size: int = 32768
-    epochs: int = 10  # the most epochs to run (short keys epochs / max_epochs); early stopping may end sooner
-    patience: int = 2  # stop after this many epochs in a row without a better validation `monitor`
-    monitor: Monitor = "roc_auc"  # the validation metric that picks the best epoch and stops early
-    lr: float = 0.002
-    min_lr_ratio: float = 0.0  # cosine decays from lr to lr * min_lr_ratio over `epochs` epochs
-    weight_decay: float = 0.0
-    seed: int = 0
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    log_every: int = 20  # steps between recorded training-loss points
-    sparse_embeddings: bool = True  # id tables get sparse gradients and lazy Adam (SparseAdam)
-    device: str = "cpu"  # cpu | cuda | auto; under torchrun, cuda is each rank's own GPU
-    stream_buffer_rows: int = 262_144  # training from a feature store: rows shuffled together in memory
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
-            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
-            ("epochs", self.epochs >= 1, "(the most epochs to run) must be >= 1"),
-            ("patience", self.patience >= 0, "must be >= 0"),
-            ("monitor", self.monitor in ("roc_auc", "log_loss"), "must be roc_auc or log_loss"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "must be a finite number > 0"),
-            ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
-            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be >= 0"),
-            ("threads", self.threads >= 0, "must be >= 0 (0 = torch's default)"),
-            ("log_every", self.log_every >= 1, "must be >= 1"),
-            ("stream_buffer_rows", self.stream_buffer_rows >= 1, "must be >= 1"),
-            ("seed", 0 <= self.seed < 2**63, "must be an integer >= 0"),
-            ("device", self.device in ("cpu", "cuda", "auto"), "must be cpu, cuda or auto"),
-        ]
-        for key, ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"train.{key} {rule}, got {getattr(self, key)!r}")
 
 
 def auto_batch_size(n_train: int) -> int:
@@ -135,37 +97,6 @@ class TrainResult:
     def best(self) -> dict[str, Any]:
         """The best epoch's record (train loss, validation metrics, step); empty before any epoch."""
         return self.epochs[self.best_epoch] if self.epochs else {}
-
-
-def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> torch.Tensor:
-    """The model's logits (B,) for a batch; the position tower only ``with_position`` (training)."""
-    position = batch.position if with_position else None
-    return model(
-        batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len, position, batch.touch
-    )
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
-) -> np.ndarray:
-    """The model's logits (N,) float32 for ``rows`` (in order), without the position tower."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [
-        forward(model, b if device.type == "cpu" else b.to(device)).cpu().numpy()
-        for b in iterate_batches(fs, rows, batch_size, task=task)
-    ]
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def predict(
-    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
-) -> np.ndarray:
-    """The model's probabilities (N,) for ``rows`` (in order): before down-sampling correction."""
-    return sigmoid(predict_logits(model, fs, rows, task=task, batch_size=batch_size)).astype(np.float32)
 
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -396,15 +327,9 @@ def monitored_score(record: dict[str, Any], monitor: str) -> float:
     return -loss if np.isfinite(loss) else -float("inf")
 
 
-def frozen_state_keys(model: nn.Module) -> set[str]:
-    """State-dict keys of modules marked ``frozen`` (pretrained tables): never changed by training."""
-    prefixes = [f"{name}." for name, m in model.named_modules() if getattr(m, "frozen", False)]
-    return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
-
-
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the trainable state (frozen tables -- possibly gigabytes, memory-mapped -- left out)."""
-    frozen = frozen_state_keys(model)
+    frozen = distributed.frozen_state_keys(model)
     return {k: copy.deepcopy(v) for k, v in model.state_dict().items() if k not in frozen}
 
 

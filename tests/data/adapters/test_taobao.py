@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 
 from adsformer.data.adapters import ADAPTERS, AdapterError
 from adsformer.data.adapters.taobao import prepare_taobao, sample_negatives
-from adsformer.data.schema import read_dataset
+from adsformer.data.validate import read_dataset
 
 DAY = 86_400
 

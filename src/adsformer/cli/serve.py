@@ -51,7 +51,7 @@ def serve_cmd(
     import torch
     import uvicorn
 
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli.main import _friendly_errors
     from adsformer.errors import UserError
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
@@ -114,7 +114,7 @@ def serve_demo_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """Start the service in-process, replay simulated users' actions, print their ads before and after."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli.main import _friendly_errors
     from adsformer.serving.demo import replay
 
     with _friendly_errors():

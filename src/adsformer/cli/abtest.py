@@ -106,7 +106,7 @@ def abtest_cmd(
     """Closed-loop online A/B test: simulated users act, send their events to the ranking service, are shown
     its ads and click and buy by the simulator's ground truth; per-arm CTR, conversion, revenue, ROAS, GMS,
     CPC and lifts against the first arm with 95% intervals -> abtest.json, abtest.md, a plot."""
-    from adsformer.cli import _friendly_errors, _output_dir
+    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.experiments.abtest import (
         LABELS,
         METRICS,

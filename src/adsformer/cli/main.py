@@ -76,12 +76,12 @@ app.add_typer(prepare_app, name="prepare")
 
 
 def _add_subcommands() -> None:
-    from adsformer.cli_abtest import abtest_cmd
-    from adsformer.cli_features import features_cmd
-    from adsformer.cli_index import index_app, retrieve_cmd
-    from adsformer.cli_represent import represent_app
-    from adsformer.cli_serve import serve_cmd, serve_demo_cmd
-    from adsformer.cli_stats import stats_app
+    from adsformer.cli.abtest import abtest_cmd
+    from adsformer.cli.features import features_cmd
+    from adsformer.cli.index import index_app, retrieve_cmd
+    from adsformer.cli.represent import represent_app
+    from adsformer.cli.serve import serve_cmd, serve_demo_cmd
+    from adsformer.cli.stats import stats_app
 
     app.add_typer(represent_app, name="represent")
     app.command("serve")(serve_cmd)
@@ -342,8 +342,7 @@ def prepare_fashion(
 @app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="Canonical dataset directory.")]) -> None:
     """Check a dataset directory; name every problem (file, column, rows, what was expected)."""
-    from adsformer.data.schema import read_dataset
-    from adsformer.data.validate import validate_dataset
+    from adsformer.data.validate import read_dataset, validate_dataset
 
     report = validate_dataset(directory)
     for problem in report.problems:
@@ -367,8 +366,8 @@ def sequences(
 ) -> None:
     """Split, fit vocabularies and build the windowed sequences; print what they hold."""
     from adsformer.data.features import build_features
-    from adsformer.data.schema import read_dataset
     from adsformer.data.stats import sequence_stats, split_stats
+    from adsformer.data.validate import read_dataset
 
     with _friendly_errors():
         cfg = _data_config(config, set_)
@@ -413,8 +412,8 @@ def train_cmd(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a CTR or PCCVR model; write a self-contained run directory."""
-    from adsformer.experiments.config import load_experiment
     from adsformer.experiments.runs import train_run
+    from adsformer.run.config import load_experiment
 
     with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task=task, model=model))
@@ -496,7 +495,7 @@ def ablate_cmd(
     installed. Spread seeds over processes: run ``--seeds 1 --set seed=N`` each, then ``adsformer
     ablate-merge``."""
     from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
-    from adsformer.experiments.config import load_experiment
+    from adsformer.run.config import load_experiment
 
     with _friendly_errors(), _output_dir(out, overwrite):
         if suite not in SUITES:
@@ -554,8 +553,8 @@ def daily_cmd(
 ) -> None:
     """The daily protocol: for each of the last N days, train on the days before, test on that day;
     baseline vs adSformer lifts per day (daily.json, daily.md, daily_lift.png)."""
-    from adsformer.experiments.config import load_experiment
     from adsformer.experiments.daily import daily_markdown, run_daily
+    from adsformer.run.config import load_experiment
 
     with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task=task))
@@ -578,8 +577,8 @@ def position_cmd(
 ) -> None:
     """The position study: train with and without the position tower on the same split; learned vs naive
     (and, on the simulator, true) position curves and ranking of true relevance (position.json, .md, .png)."""
-    from adsformer.experiments.config import load_experiment
     from adsformer.experiments.position import position_markdown, run_position_study
+    from adsformer.run.config import load_experiment
 
     with _friendly_errors(), _output_dir(out, overwrite):
         cfg = load_experiment(config, set_, extra=_given(task="ctr"))
@@ -596,7 +595,7 @@ def predict_cmd(
     batch_size: Annotated[int | None, typer.Option(help="Scoring batch size.")] = None,
 ) -> None:
     """Score every impression of a dataset (unseen ids -> OOV); write ids + p_ctr / p_pccvr to Parquet."""
-    from adsformer.predict import predict_run
+    from adsformer.run.predictor import predict_run
 
     with _friendly_errors():
         summary = predict_run(run_dir, data, out, batch_size=batch_size)
@@ -609,7 +608,7 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="TorchScript file, e.g. model.pt.")],
 ) -> None:
     """Export the run's model as TorchScript (plus FILE.pt.json describing the inputs); parity-checked."""
-    from adsformer.export import export_torchscript, sidecar_path
+    from adsformer.run.export import export_torchscript, sidecar_path
 
     with _friendly_errors():
         path = export_torchscript(run_dir, out)

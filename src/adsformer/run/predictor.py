@@ -9,7 +9,7 @@ impressions exactly as evaluation does:
   simply gets the sequences of its own events (none: empty sequences);
 * numeric features are standardized with the training statistics (a missing feature is 0);
 * sequences are rebuilt from the given events with the run's pairs, window and maximum length;
-* probabilities go through the run's :class:`~adsformer.training.calibration.Calibrator`, as evaluation
+* probabilities go through the run's :class:`~adsformer.run.calibration.Calibrator`, as evaluation
   does: CTR is mapped back to the natural click rate (the training split's negatives were down-sampled),
   then Platt scaling fit on the validation split; PCCVR (P(purchase | click)) gets Platt scaling only.
 
@@ -31,19 +31,11 @@ import polars as pl
 import pyarrow as pa
 
 from adsformer.data.features import FeatureSet, build_features
-from adsformer.data.schema import (
-    EVENTS,
-    IMPRESSIONS,
-    LISTINGS,
-    Dataset,
-    DatasetMeta,
-    column_spec,
-    read_dataset,
-)
-from adsformer.data.validate import MAX_ROWS_SHOWN, DatasetError, Problem, ValidationReport
+from adsformer.data.schema import EVENTS, IMPRESSIONS, LISTINGS, Dataset, DatasetMeta, column_spec
+from adsformer.data.validate import MAX_ROWS_SHOWN, DatasetError, Problem, ValidationReport, read_dataset
 from adsformer.io import atomic_file
-from adsformer.training.artifact import RunArtifact, load_artifact
-from adsformer.training.loop import predict_logits
+from adsformer.run.artifact import RunArtifact, load_artifact
+from adsformer.run.scoring import predict_logits
 
 #: Columns scoring needs in each table (labels and request ids are optional: they are not model inputs).
 SCORING_REQUIRED: dict[str, tuple[str, ...]] = {

@@ -38,7 +38,7 @@ def features_cmd(
 ) -> None:
     """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
     with bounded memory."""
-    from adsformer.cli import _friendly_errors, _output_dir
+    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.config import ConfigError
     from adsformer.experiments.feature_job import data_config, run_feature_job
 

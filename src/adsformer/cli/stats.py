@@ -29,7 +29,7 @@ def reengagement_cmd(
 
     Clicks are impressions with clicked = 1, views and purchases are events; a touch is any event of the
     user on that listing, strictly before the row."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli.main import _friendly_errors
     from adsformer.config import ConfigError
     from adsformer.data.reengagement import reengagement_for_dir
 

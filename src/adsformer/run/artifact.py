@@ -33,14 +33,15 @@ from adsformer.data.vocab import Vocabularies
 from adsformer.errors import ArtifactError
 from adsformer.models.ranker import Ranker
 from adsformer.models.registry import ModelSpec, build_model
-from adsformer.training.calibration import Calibrator
+from adsformer.run.calibration import Calibrator
+from adsformer.run.config import ExperimentConfig
 
 FORMAT_VERSION = 1
 
 
 @dataclass
 class RunArtifact:
-    config: Any  # ExperimentConfig
+    config: ExperimentConfig
     spec: ModelSpec
     model: Ranker
     vocabs: Vocabularies
@@ -71,8 +72,6 @@ def save_artifact(directory: Path, art: RunArtifact) -> None:
 
 def load_artifact(run_dir: str | Path) -> RunArtifact:
     """The run in ``run_dir``; :class:`ArtifactError` names the file that is corrupt or not a run's."""
-    from adsformer.experiments.config import ExperimentConfig
-
     run_dir = Path(run_dir)
     path = run_dir / "model.pt"
     if not path.is_file():

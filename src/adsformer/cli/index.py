@@ -60,7 +60,7 @@ def build_cmd(
 ) -> None:
     """Build the lexical index (tantivy, sharded), the two-tower model and its IVF index, and one IVF index
     per table; evaluate on held-out clicks; write INDEX_DIR with manifest.json."""
-    from adsformer.cli import _friendly_errors, _output_dir
+    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.config import apply_overrides, parse_overrides
     from adsformer.retrieval import IndexConfig, build_index
     from adsformer.retrieval.config import SHORT_KEYS
@@ -121,7 +121,7 @@ def _print_manifest(m: dict[str, Any]) -> None:
 @index_app.command("info")
 def info_cmd(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's sources, settings and evaluation."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli.main import _friendly_errors
     from adsformer.retrieval.retriever import read_manifest
 
     with _friendly_errors():
@@ -151,7 +151,7 @@ def retrieve_cmd(
     ] = None,
 ) -> None:
     """Candidates for a query text, a listing id or an image: merged, de-duplicated, capped, in budget."""
-    from adsformer.cli import _friendly_errors
+    from adsformer.cli.main import _friendly_errors
     from adsformer.retrieval import Retriever
 
     with _friendly_errors():

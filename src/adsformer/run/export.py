@@ -1,7 +1,7 @@
 """Export a trained run as a TorchScript module: ``adsformer export RUN_DIR --out FILE.pt``.
 
 The exported module takes plain tensors (no dicts, no strings) and returns calibrated probabilities (B,)
-at the natural rate: the run's :class:`~adsformer.training.calibration.Calibrator` is inside the module, as
+at the natural rate: the run's :class:`~adsformer.run.calibration.Calibrator` is inside the module, as
 ``sigmoid(scale * (logit + log keep_rate) + bias)`` (CTR: the training split's negative down-sampling undone,
 then Platt scaling; PCCVR: Platt scaling)::
 
@@ -17,7 +17,7 @@ then Platt scaling; PCCVR: Platt scaling)::
 ``M`` is the run's ``max_len``, always the full width (the module is traced on untrimmed blocks). The
 sidecar ``FILE.pt.json`` (also embedded in the module as the extra file ``adsformer.json``) names the
 inputs, their order, the dense statistics and the vocabulary sizes; the run's ``vocab/`` maps ids to
-indices (or use :class:`adsformer.predict.Predictor` to build inputs, then :func:`stack_inputs`).
+indices (or use :class:`adsformer.run.predictor.Predictor` to build inputs, then :func:`stack_inputs`).
 
 The module is traced with ``torch.jit.trace`` on a synthetic batch whose sequences have many different
 lengths (0, 1, a few, M - 1 and M), then checked against the eager model on other batch sizes.
@@ -44,6 +44,7 @@ from adsformer.data.batching import Batch
 from adsformer.io import atomic_file
 from adsformer.models.ranker import Ranker
 from adsformer.models.registry import ModelSpec
+from adsformer.run.predictor import Predictor
 
 EXPORT_FORMAT = "adsformer-torchscript"
 EXPORT_FORMAT_VERSION = 2  # 2: the touch input
@@ -213,8 +214,6 @@ def sidecar_path(out_path: str | Path) -> Path:
 def export_torchscript(run_dir: str | Path, out_path: str | Path) -> Path:
     """Trace the run's model to TorchScript at ``out_path`` (atomically) plus the sidecar JSON; returns
     ``out_path``. Load with ``torch.jit.load(out_path)``; the run directory is not needed to serve it."""
-    from adsformer.predict import Predictor
-
     out_path = Path(out_path)
     if out_path.suffix == ".json":
         raise ValueError(f"{out_path}: the module is not JSON; use e.g. model.pt (the sidecar is .pt.json)")
