@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from adsformer.cli.common import friendly_errors, output_dir
 from adsformer.console import console, records_table
 
 
@@ -106,7 +107,6 @@ def abtest_cmd(
     """Closed-loop online A/B test: simulated users act, send their events to the ranking service, are shown
     its ads and click and buy by the simulator's ground truth; per-arm CTR, conversion, revenue, ROAS, GMS,
     CPC and lifts against the first arm with 95% intervals -> abtest.json, abtest.md, a plot."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.experiments.abtest import (
         LABELS,
         METRICS,
@@ -118,7 +118,7 @@ def abtest_cmd(
         with_urls,
     )
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         arms = with_urls([parse_arm(a) for a in arm], url or [])
         check_arms(arms)
         if not data.is_dir():

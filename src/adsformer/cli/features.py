@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from adsformer.cli.common import friendly_errors, output_dir
 from adsformer.console import console, kv_table
 
 
@@ -38,11 +39,10 @@ def features_cmd(
 ) -> None:
     """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
     with bounded memory."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.config import ConfigError
     from adsformer.experiments.feature_job import data_config, run_feature_job
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         if engine not in ("local", "spark"):
             raise ConfigError(f"--engine must be local or spark, got {engine!r}")
         summary = run_feature_job(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from adsformer.cli.common import friendly_errors, output_dir
 from adsformer.console import console, kv_table, records_table
 
 index_app = typer.Typer(
@@ -60,12 +61,11 @@ def build_cmd(
 ) -> None:
     """Build the lexical index (tantivy, sharded), the two-tower model and its IVF index, and one IVF index
     per table; evaluate on held-out clicks; write INDEX_DIR with manifest.json."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.config import apply_overrides, parse_overrides
     from adsformer.retrieval import IndexConfig, build_index
     from adsformer.retrieval.config import SHORT_KEYS
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         cfg = apply_overrides(IndexConfig(), parse_overrides(set_), short_keys=SHORT_KEYS)
         manifest = build_index(
             data,
@@ -121,10 +121,9 @@ def _print_manifest(m: dict[str, Any]) -> None:
 @index_app.command("info")
 def info_cmd(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's sources, settings and evaluation."""
-    from adsformer.cli.main import _friendly_errors
     from adsformer.retrieval.retriever import read_manifest
 
-    with _friendly_errors():
+    with friendly_errors():
         manifest = read_manifest(index)
     _print_manifest(manifest)
 
@@ -151,10 +150,9 @@ def retrieve_cmd(
     ] = None,
 ) -> None:
     """Candidates for a query text, a listing id or an image: merged, de-duplicated, capped, in budget."""
-    from adsformer.cli.main import _friendly_errors
     from adsformer.retrieval import Retriever
 
-    with _friendly_errors():
+    with friendly_errors():
         start = time.perf_counter()
         retriever = Retriever.load(index)
         loaded = time.perf_counter() - start

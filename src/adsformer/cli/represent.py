@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from adsformer.cli.common import friendly_errors, output_dir
 from adsformer.config import apply_overrides, parse_overrides
 from adsformer.console import console, kv_table, records_table
 
@@ -49,10 +50,9 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
 def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
     sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         cfg = apply_overrides(SkipGramConfig(), parse_overrides(set_), short_keys={})
         report = represent_skipgram(data, out, cfg)
     s = report["settings"]
@@ -68,10 +68,9 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwri
     """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
     window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
     of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.representations.text import TextConfig, represent_text
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         cfg = apply_overrides(TextConfig(), parse_overrides(set_), short_keys={})
         report = represent_text(data, out, cfg)
     s = report["settings"]
@@ -90,10 +89,9 @@ def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwrit
     """AIR listing vectors (d=256): one shared tower over content tables (--set tables=[TEXT,VISUAL]) and
     numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
     softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.representations.air import AIRConfig, represent_air
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         cfg = apply_overrides(AIRConfig(), parse_overrides(set_), short_keys={})
         report = represent_air(data, out, cfg)
     r = report["retrieval"]
@@ -114,11 +112,10 @@ def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overw
     fine-tunes the last blocks on augmented images). About 25 ms an image at 224 px on one CPU thread
     (--set image_size=128 is ~4x faster). Also writes heads.json (held-out accuracy per head) and
     neighbours.png."""
-    from adsformer.cli.main import _friendly_errors, _output_dir
     from adsformer.console import records_table
     from adsformer.representations.visual import VisualConfig, represent_visual
 
-    with _friendly_errors(), _output_dir(out, overwrite):
+    with friendly_errors(), output_dir(out, overwrite):
         cfg = apply_overrides(VisualConfig(), parse_overrides(set_), short_keys={})
         report = represent_visual(data, out, cfg, say=lambda m: console.print(f"[yellow]note:[/] {m}"))
     s, h = report["settings"], report["heads"]

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from adsformer.cli.common import friendly_errors
 from adsformer.console import console, kv_table
 
 RunOpt = Annotated[Path, typer.Option("--run", help="CTR run directory (adsformer train --task ctr).")]
@@ -51,7 +52,6 @@ def serve_cmd(
     import torch
     import uvicorn
 
-    from adsformer.cli.main import _friendly_errors
     from adsformer.errors import UserError
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
@@ -68,7 +68,7 @@ def serve_cmd(
         "torch_threads": threads,
         "cache_ttl_s": cache_ttl,
     }
-    with _friendly_errors():
+    with friendly_errors():
         try:
             settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
             if settings.torch_threads > 0:
@@ -114,8 +114,7 @@ def serve_demo_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """Start the service in-process, replay simulated users' actions, print their ads before and after."""
-    from adsformer.cli.main import _friendly_errors
     from adsformer.serving.demo import replay
 
-    with _friendly_errors():
+    with friendly_errors():
         replay(run, data, pccvr_run=pccvr_run, users=users, n_ads=n, redis_url=redis_url)

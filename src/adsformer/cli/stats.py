@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from adsformer.cli.common import friendly_errors
 from adsformer.console import console, records_table
 
 stats_app = typer.Typer(help="Descriptive statistics of a canonical dataset directory.", no_args_is_help=True)
@@ -29,11 +30,10 @@ def reengagement_cmd(
 
     Clicks are impressions with clicked = 1, views and purchases are events; a touch is any event of the
     user on that listing, strictly before the row."""
-    from adsformer.cli.main import _friendly_errors
     from adsformer.config import ConfigError
     from adsformer.data.reengagement import reengagement_for_dir
 
-    with _friendly_errors():
+    with friendly_errors():
         if window < 1:
             raise ConfigError("--window must be >= 1 second")
         if not directory.is_dir():

@@ -1,0 +1,121 @@
+"""What every command shares: the common options, one-line errors and the ``--out`` check.
+
+An error that escapes a command is printed as the one line :func:`adsformer.errors.error_line` words it,
+with its exit code; ``--debug`` (:func:`set_debug`) raises it with its traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.markup import escape
+
+from adsformer.config import DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.console import console, err_console
+from adsformer.errors import error_line
+
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML config file.", exists=True, dir_okay=False)
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Write into --out even when it holds files adsformer did not write: same-named entries are "
+        "replaced, every other file is kept.",
+    ),
+]
+DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")]
+TaskOpt = Annotated[str | None, typer.Option("--task", help="ctr | pccvr (default: the config's, else ctr)")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="adsformer | baseline | bst | lastk (default: the config's)")
+]
+
+#: Set by ``--debug`` (or ADSFORMER_DEBUG=1): errors are raised with their traceback instead of one line
+_DEBUG = False
+
+
+def set_debug(debug: bool) -> None:
+    """``--debug``: errors are raised with their traceback instead of printed as one line."""
+    global _DEBUG
+    _DEBUG = debug
+
+
+def _control_flow() -> tuple[type[BaseException], ...]:
+    """Exceptions the command-line framework uses for control flow (exit, abort, usage errors): passed on.
+    typer >= 0.24 carries its own copy of click; older ones use click itself."""
+    found: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(mod, n) for n in ("ClickException", "Exit", "Abort") if hasattr(mod, n)]
+    return tuple(found)
+
+
+CONTROL_FLOW = _control_flow()
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Print ``exc`` as one ``error:`` line on stderr and exit (1: user error, 2: bug); with ``--debug``,
+    raise it with its traceback."""
+    if _DEBUG:
+        raise exc
+    text, code = error_line(exc)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
+    raise typer.Exit(code) from None
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Errors raised in the block end as one ``error:`` line (the root command does the same for every
+    command; this keeps commands that catch nothing else self-contained)."""
+    try:
+        yield
+    except CONTROL_FLOW:
+        raise
+    except Exception as exc:
+        fail(exc)
+
+
+@contextmanager
+def output_dir(out: Path, overwrite: bool) -> Iterator[None]:
+    """Check ``--out`` before any work (a refusal comes first, not after training) and let the block's
+    writes overwrite with ``--overwrite``."""
+    from adsformer.io import allow_overwrite, check_output_dir
+
+    check_output_dir(out, overwrite=overwrite)
+    with allow_overwrite(overwrite):
+        yield
+
+
+def data_config(config: Path | None, overrides: list[str] | None) -> DataConfig:
+    """The data config: defaults, then the YAML file, then ``--set`` overrides."""
+    cfg = load_yaml(DataConfig, config) if config else DataConfig()
+    return apply_overrides(cfg, parse_overrides(overrides))
+
+
+def progress_printer() -> Callable[..., None]:
+    """A progress callback printing each message with the seconds since it was made."""
+    start = time.perf_counter()
+
+    def report(message: str, *_fraction: float) -> None:
+        console.print(f"[dim]{time.perf_counter() - start:6.1f} s[/] {message}")
+
+    return report
+
+
+def given(**kwargs: str | None) -> dict[str, str]:
+    """Command-line options that were actually given (they override the config file)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
