@@ -40,7 +40,9 @@ class MultiHeadSelfAttention(nn.Module):
             return self.proj(v)  # (B, 1, D), exactly what the attention below returns
         q, k, v = (t.view(B, L, H, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         # a query may attend to real keys, and always to itself (keeps all-padding rows finite)
-        eye = torch.eye(L, dtype=torch.bool, device=x.device)
+        eye = (
+            torch.eye(L, device=x.device) > 0
+        )  # (L, L); a float eye exports to ONNX (EyeLike has no bool kernel)
         allowed = mask[:, None, None, :] | eye  # (B, 1, L, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, L, Dh)
         out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)

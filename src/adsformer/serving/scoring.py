@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adsformer.layers.user import OneUserMode
 from adsformer.models.fast import FastScorer
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
@@ -27,16 +28,26 @@ from adsformer.serving.store import UserState
 class ServingModel:
     """One run (CTR or PCCVR) over one catalog."""
 
-    def __init__(self, predictor: Predictor, catalog: Catalog, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        catalog: Catalog,
+        *,
+        name: str | None = None,
+        mode: OneUserMode = "exact",
+    ) -> None:
+        """``mode``: how the fast path scores (:data:`~adsformer.layers.user.OneUserMode`): ``exact`` (the
+        plain forward's scores) or ``cached-sequence`` (the sequence encoded once: several times cheaper on
+        long windows, an approximation; ``benchmarks/scoring.py`` measures its cost and accuracy)."""
         self.predictor = predictor
         self.task = predictor.task
         self.name = name or (predictor.run_dir.name if predictor.run_dir is not None else self.task)
         self.online = OnlineFeatures(predictor, catalog)
-        self.scorer = FastScorer(predictor.model)
+        self.scorer = FastScorer(predictor.model, mode=mode)
 
     @classmethod
-    def load(cls, run_dir: str | Path, catalog: Catalog) -> ServingModel:
-        return cls(Predictor.load(run_dir), catalog)
+    def load(cls, run_dir: str | Path, catalog: Catalog, *, mode: OneUserMode = "exact") -> ServingModel:
+        return cls(Predictor.load(run_dir), catalog, mode=mode)
 
     @property
     def pairs(self) -> list[str]:
@@ -55,7 +66,8 @@ class ServingModel:
         return self.online.build(listing_ids, query=query, state=state, now=now, bids=bids, context=context)
 
     def logits(self, feats: RequestFeatures, *, fast: bool = True) -> torch.Tensor:
-        """Model logits (B,): the fast path, or the plain batched forward (sequences repeated B times)."""
+        """Model logits (B,): the fast path (in the model's ``mode``), or the plain batched forward (sequences
+        repeated B times)."""
         if not feats.listing_ids:
             return torch.zeros(0)
         if fast:

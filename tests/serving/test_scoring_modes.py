@@ -1,0 +1,34 @@
+"""A served run scores in the mode it is given: exact (the plain forward's probabilities) or the cached
+sequence (the same for a user without history; close, not equal, for a long window)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adsformer.serving.scoring import ServingModel
+from adsformer.serving.store import UserState
+
+
+def _request(model: ServingModel, catalog, history: int):
+    ids = catalog.ids[:40]
+    bids = catalog.bids[[catalog.row[i] for i in ids]]
+    now = 2_000_000_000
+    views = [(now - 1 - i, ids[(7 * i) % len(ids)]) for i in range(history)]
+    state = UserState(1, {p: views for p in model.pairs if p.startswith("listing:view")})
+    return model.features(ids, query=None, state=state, now=now, bids=bids)
+
+
+def test_exact_and_cached_sequence_modes(ctr_run, catalog):
+    exact = ServingModel.load(ctr_run, catalog)
+    cached = ServingModel.load(ctr_run, catalog, mode="cached-sequence")
+    assert cached.scorer.mode == "cached-sequence" and exact.scorer.mode == "exact"
+    new_user, busy = _request(exact, catalog, 0), _request(exact, catalog, 12)
+    assert int(busy.seq_len["listing:view"][0]) == min(12, exact.online.max_len) > 1
+    plain = exact.probabilities(busy, fast=False)
+    np.testing.assert_allclose(exact.probabilities(busy), plain, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(cached.probabilities(new_user), exact.probabilities(new_user), atol=1e-6)
+    delta = np.abs(cached.probabilities(busy) - plain)
+    assert 0 < delta.max() < 0.05  # the sequence no longer sees each target: close, not equal
+    with pytest.raises(ValueError, match="mode"):
+        ServingModel.load(ctr_run, catalog, mode="int4")  # type: ignore[arg-type]
