@@ -79,16 +79,61 @@ def make_service(make_settings, catalog):
 # -- redis ------------------------------------------------------------------------------------------------
 @dataclass
 class RedisServer:
+    """A ``redis-server`` on a loopback port. With a ``directory`` it persists as the README runs it: an
+    append-only file there, fsynced every second (no RDB snapshots); without one it keeps nothing.
+    :meth:`kill` then :meth:`start` restart it on the same port and directory."""
+
     port: int
-    process: subprocess.Popen
+    directory: Path | None = None
+    process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "the server is not started"
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.skip(
+                "redis-server is not installed (apt-get install redis-server); real-Redis tests skipped"
+            )
+        cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if self.directory is None:
+            return [*cmd, "--appendonly", "no"]
+        return [*cmd, "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.directory)]
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start it and wait until it answers (after loading its append-only file)."""
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:  # not listening yet, or still loading (BusyLoadingError)
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
     def stop(self) -> None:
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final write (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(timeout=10)
 
 
@@ -98,35 +143,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis() -> RedisServer:
-    """A throw-away redis-server on a free loopback port, no persistence."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); real-Redis tests skipped")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = RedisServer(port, proc)
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if client.ping():
-                client.close()
-                return server
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
+def start_redis(directory: Path | None) -> RedisServer:
+    """A throw-away redis-server on a free loopback port; persistent (AOF) in ``directory`` when given."""
+    server = RedisServer(_free_port(), directory)
+    server.start()
+    return server
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A fresh server per test (tests may stop it)."""
-    server = start_redis()
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A fresh server per test (tests may stop it), with its append-only file in the test's tmp dir."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = start_redis(directory)
     yield server
     server.stop()

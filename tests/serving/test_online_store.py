@@ -3,18 +3,27 @@ the event stream, and agreement with the offline sequence builder on random even
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from adsformer.data.sequences import reference_sequences
 from adsformer.serving.redis_store import RedisStore
-from adsformer.serving.store import InMemoryStore, OnlineStore, SequenceItem, StoreSpec, StoreUnavailableError
+from adsformer.serving.store import (
+    InMemoryStore,
+    OnlineStore,
+    SequenceItem,
+    StoreSpec,
+    StoreUnavailableError,
+    VersionStamp,
+)
 
 PAIR = "listing:view"
 
 
 @pytest.fixture(params=["memory", "redis"])
-def make_store(request):
+def make_store(request, tmp_path):
     servers = []
 
     def make(spec: StoreSpec) -> OnlineStore:
@@ -23,7 +32,7 @@ def make_store(request):
         if not servers:
             from conftest import start_redis
 
-            servers.append(start_redis())
+            servers.append(start_redis(tmp_path))
         return RedisStore(servers[0].url, spec, prefix=f"t{len(servers)}", timeout_s=1.0)
 
     yield make
@@ -238,3 +247,65 @@ def test_store_errors_never_show_the_password():
     with pytest.raises(StoreUnavailableError) as err:
         store.version("user:a")
     assert "hunter2" not in str(err.value) and "127.0.0.1:1/0" in str(err.value)
+
+
+def _vanish(store: OnlineStore, key: str, clock: list[float]) -> None:
+    """Make ``key``'s keys vanish as expiry does: on Redis, expire them now; in process, move the clock."""
+    if isinstance(store, RedisStore):
+        for k in store.client.keys(f"{store.prefix}:{{{key}}}:*"):
+            store.client.pexpire(k, 1)
+        time.sleep(0.01)
+    else:
+        clock[0] += store.spec.ttl_s + 1
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "redis"])
+def test_a_counter_that_starts_again_comes_with_a_new_epoch(store_kind, tmp_path):
+    """Versions count writes; the epoch names the keys' lifetime: after the keys vanish (TTL here; a restart
+    without persistence is the same for the store) the counter is back at 1 but the stamp differs."""
+    clock = [1000.0]
+    spec = StoreSpec(window_s=100, max_len=10, ttl_s=60)
+    server = None
+    if store_kind == "redis":
+        from conftest import start_redis
+
+        server = start_redis(tmp_path)
+        store: OnlineStore = RedisStore(server.url, spec, timeout_s=1.0)
+    else:
+        store = InMemoryStore(spec, clock=lambda: clock[0])
+    try:
+        assert store.stamp("user:a") == VersionStamp("", 0)
+        event = {"ts": 5, "action": "view", "event_id": "e1"}
+        store.append("user:a", _event_items([(PAIR, 5, "l1", 0)]), [event], now=6)
+        first = store.stamp("user:a")
+        assert first.version == 1 and len(first.epoch) == 16
+        store.append("user:a", _items([(PAIR, 6, "l2")]), [], now=7)
+        second = store.stamp("user:a")
+        assert second == VersionStamp(first.epoch, 2) == store.read("user:a", [PAIR], now=8).stamp
+        store.append("user:a", _event_items([(PAIR, 5, "l1", 0)]), [event], now=8)  # a duplicate: no write
+        assert store.stamp("user:a") == second
+        assert store.stamp("user:b") == VersionStamp("", 0)  # epochs are per user
+
+        _vanish(store, "user:a", clock)
+        assert store.stamp("user:a") == VersionStamp("", 0)
+        store.append("user:a", _items([(PAIR, 9, "l3")]), [], now=10)
+        third = store.stamp("user:a")
+        assert third.version == 1 and third.epoch not in ("", first.epoch)
+        assert store.read("user:a", [PAIR], now=11).sequences[PAIR] == [(9, "l3")]
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def test_a_counter_without_an_epoch_gets_one_on_its_next_write(redis_server):
+    """Keys written before epochs existed (a counter alone): the next write sets an epoch, keeps counting."""
+    store = RedisStore(redis_server.url, StoreSpec(window_s=100, max_len=10, ttl_s=60), timeout_s=1.0)
+    store.append("user:a", _items([(PAIR, 5, "l1")]), [], now=6)
+    store.client.delete(store.epoch_key("user:a"))
+    assert store.stamp("user:a") == VersionStamp("", 1)
+    store.append("user:a", _items([(PAIR, 6, "l2")]), [], now=7)
+    stamp = store.stamp("user:a")
+    assert stamp.version == 2 and stamp.epoch != ""
+    assert 0 < store.client.ttl(store.epoch_key("user:a")) <= 60
+    store.append("user:a", _items([(PAIR, 7, "l3")]), [], now=8)
+    assert store.stamp("user:a") == VersionStamp(stamp.epoch, 3)  # kept while the counter lives

@@ -1,9 +1,11 @@
 """A short-lived cache of ranking results: :class:`ScoreCache`.
 
-Keys hold the user (or browser) key, the user's store **version**, and everything else the result depends
+Keys hold the user (or browser) key, the user's store **version stamp** (the version counter and the epoch
+of the user's keys, :class:`~adsformer.serving.store.VersionStamp`), and everything else the result depends
 on (query, context listing, number of ads, context features). A write to the user's sequences bumps the
 version, so the next request misses and is scored afresh: the cache is bypassed exactly when the user's
-sequences changed. Entries also expire after ``ttl_s`` seconds, which bounds how stale a ranking can be
+sequences changed -- also when the counter started again from 0 (the keys expired, Redis restarted
+without persistence), since that comes with a new epoch. Entries also expire after ``ttl_s`` seconds, which bounds how stale a ranking can be
 when time alone moves a window or budgets change.
 
 Memory is bounded whatever the requests: at most ``max_entries`` entries and ``max_bytes`` (an estimate of

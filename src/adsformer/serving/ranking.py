@@ -9,8 +9,11 @@ already stored, and bumps the user's version), log the events stored.
 
 ``rank(request)``:
 
-1. the user's store version (a store failure -> the non-personalized path, flagged);
-2. the score cache, keyed by user, version, query, context listing, ads wanted and context features;
+1. the user's version stamp in the store (epoch and version; a store failure -> the non-personalized path,
+   flagged);
+2. the score cache, keyed by user, version stamp, query, context listing, ads wanted and context features
+   (the epoch changes whenever the version counter could have started again: a ranking cached for the
+   user's old sequences is never served for new ones);
 3. retrieval: up to ``max_candidates`` listings with budget (the context listing itself excluded);
 4. the user's sequences from the store, cut to each model's window at the request time;
 5. features and calibrated probabilities of the CTR model and, when given, the PCCVR model (fast path;
@@ -54,6 +57,7 @@ from adsformer.serving.store import (
     StoreSpec,
     StoreUnavailableError,
     UserState,
+    VersionStamp,
 )
 
 NO_ID = "no user or browser id"
@@ -256,14 +260,16 @@ class RankingService:
         now = int(q.ts) if q.ts is not None else int(self.clock())
         if not 0 <= now <= MAX_TS:
             raise ValueError(f"request time {now} is outside [0, {MAX_TS}]")
-        personalized, reason, version = q.user_key is not None, None if q.user_key else NO_ID, 0
+        personalized, reason = q.user_key is not None, None if q.user_key else NO_ID
+        stamp = VersionStamp("", 0)
         if q.user_key is not None:
             try:
-                version = self.store.version(q.user_key)
+                stamp = self.store.stamp(q.user_key)
             except StoreUnavailableError:
                 personalized, reason = False, STORE_DOWN
                 self.metrics.store_errors.labels("version").inc()
-        key = self._cache_key(q, version if personalized else -1)
+        version = stamp.version
+        key = self._cache_key(q, stamp if personalized else VersionStamp("", -1))
         hit = self.cache.get(key) if personalized or q.user_key is None else None
         if hit is not None:
             self.metrics.cache.labels("hit").inc()
@@ -369,9 +375,9 @@ class RankingService:
         bids = self.catalog.bids
         return np.array([bids[rows[i]] if i in rows else self.default_bid for i in ids], np.float64)
 
-    def _cache_key(self, q: RankQuery, version: int) -> tuple:
+    def _cache_key(self, q: RankQuery, stamp: VersionStamp) -> tuple:
         context = tuple(sorted((k, str(v)) for k, v in q.context.items()))
-        return (q.user_key, version, q.query, q.listing_id, q.n, context, q.ts)
+        return (q.user_key, stamp.epoch, stamp.version, q.query, q.listing_id, q.n, context, q.ts)
 
     def _stage(self, stage: str, t: float) -> float:
         seconds = time.perf_counter() - t

@@ -6,8 +6,11 @@ user's keys share a cluster slot):
 * ``P:events`` -- a Redis Stream: every stored event (``XADD ... MAXLEN ~ stream_maxlen``), the log other
   consumers (training-data jobs, a second region) can read; as durable as the server's persistence
   settings make it (see the README);
-* ``P:{K}:v`` -- the user's version counter (``INCR`` on every write that stores something; the score cache
-  keys on it);
+* ``P:{K}:v`` -- the user's version counter (``INCR`` on every write that stores something);
+* ``P:{K}:e`` -- the user's epoch: a random token the client sends with every write, set by the write that
+  creates the counter (and by any write that finds it missing), with the counter's TTL. The counter and the
+  epoch vanish together (TTL, a restart without persistence, a flush), so a counter that starts again at
+  0 comes with a new epoch: the score cache keys on both (:class:`~adsformer.serving.store.VersionStamp`);
 * ``P:{K}:s:PAIR`` -- a sorted set per (entity, action) pair: score = event time, member =
   ``VERSION:INDEX:VALUE`` with zero-padded version and batch index, so entries of the same second sort by
   arrival (lexicographic order of members breaks score ties);
@@ -17,9 +20,10 @@ user's keys share a cluster slot):
 
 One Lua script applies a batch atomically (one round trip): skip the events whose ``event_id`` is in the
 user's id set (and their entries), append the others to the stream and their ids to the set, bump the
-version, add the members, trim each touched set against the server time ``now`` passed in (older than
+version (a new epoch when the counter is new), add the members, trim each touched set against the server time ``now`` passed in (older than
 ``now - window``; the newest ``max_len + extra_len`` before ``now`` and as many at or after it, see
-:mod:`adsformer.serving.store`), and refresh the TTLs. A read is one pipeline: the version and, per pair,
+:mod:`adsformer.serving.store`), and refresh the TTLs. A read is one pipeline: the version and epoch
+(``MGET``) and, per pair,
 ``ZREVRANGEBYSCORE key (now now-window LIMIT 0 max_len`` (newest first; ties in reverse arrival order).
 
 Inputs are checked before they reach Redis (times are integers within ``[0, MAX_TS]``), so a client cannot
@@ -47,8 +51,10 @@ from adsformer.serving.store import (
     StoreSpec,
     StoreUnavailableError,
     UserState,
+    VersionStamp,
     check_append,
     check_now,
+    new_epoch,
 )
 
 _APPEND = """
@@ -61,10 +67,11 @@ local dedupe_ttl = tonumber(ARGV[6])
 local dedupe_max = tonumber(ARGV[7])
 local n_events = tonumber(ARGV[8])
 local n_items = tonumber(ARGV[9])
+local epoch = ARGV[10]
 local ids = KEYS[3]
 redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. (now - dedupe_ttl))
 -- which events are duplicates (an id stored before, or twice in this batch)
-local at = 10
+local at = 11
 local starts, dup, seen, duplicates = {}, {}, {}, {}
 local fresh = 0
 for e = 0, n_events - 1 do
@@ -104,6 +111,12 @@ redis.call('ZREMRANGEBYRANK', ids, 0, -(dedupe_max + 1))
 redis.call('EXPIRE', ids, dedupe_ttl)
 local version = redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ttl)
+if version == 1 then  -- a new counter: a new epoch, whatever the old key says
+  redis.call('SET', KEYS[4], epoch, 'EX', ttl)
+else
+  redis.call('SET', KEYS[4], epoch, 'EX', ttl, 'NX')
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
 local touched = {}
 local n = 0
 for i = 0, n_items - 1 do
@@ -111,13 +124,13 @@ for i = 0, n_items - 1 do
   local ev = tonumber(ARGV[b + 3])
   if ev < 0 or not dup[ev] then
     local k = tonumber(ARGV[b])
-    redis.call('ZADD', KEYS[4 + k], ARGV[b + 1], string.format('%012d:%06d:', version, i) .. ARGV[b + 2])
+    redis.call('ZADD', KEYS[5 + k], ARGV[b + 1], string.format('%012d:%06d:', version, i) .. ARGV[b + 2])
     touched[k] = true
     n = n + 1
   end
 end
 for k, _ in pairs(touched) do
-  local key = KEYS[4 + k]
+  local key = KEYS[5 + k]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - window))
   local before = redis.call('ZCOUNT', key, '-inf', '(' .. now)
   if before > cap then
@@ -175,6 +188,9 @@ class RedisStore:
     def version_key(self, key: str) -> str:
         return f"{self.prefix}:{{{key}}}:v"
 
+    def epoch_key(self, key: str) -> str:
+        return f"{self.prefix}:{{{key}}}:e"
+
     def sequence_key(self, key: str, pair: str) -> str:
         return f"{self.prefix}:{{{key}}}:s:{pair}"
 
@@ -209,6 +225,7 @@ class RedisStore:
             spec.dedupe_max_ids,
             len(events),
             len(items),
+            new_epoch(),
         ]
         for event in events:
             fields = [(k, str(v)) for k, v in {"key": key, **event}.items() if v is not None]
@@ -222,21 +239,25 @@ class RedisStore:
             self.version_key(key),
             self.stream_key,
             self.ids_key(key),
+            self.epoch_key(key),
             *(self.sequence_key(key, p) for p in pairs),
         ]
         version, stored, entries, duplicates = self._call(lambda: self._append(keys=keys, args=args))
         return Appended(int(version), int(stored), int(entries), tuple(int(i) for i in duplicates))
 
     def version(self, key: str) -> int:
-        value = self._call(lambda: self.client.get(self.version_key(key)))
-        return int(value) if value is not None else 0
+        return self.stamp(key).version
+
+    def stamp(self, key: str) -> VersionStamp:
+        version, epoch = self._call(lambda: self.client.mget(self.version_key(key), self.epoch_key(key)))
+        return VersionStamp(epoch or "", int(version) if version is not None else 0)
 
     def read(self, key: str, pairs: Sequence[str], now: int) -> UserState:
         check_now(int(now))
 
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(self.version_key(key))
+            pipe.mget(self.version_key(key), self.epoch_key(key))
             for pair in pairs:
                 pipe.zrevrangebyscore(
                     self.sequence_key(key, pair),
@@ -248,12 +269,12 @@ class RedisStore:
                 )
             return pipe.execute()
 
-        version, *seqs = self._call(run)
+        (version, epoch), *seqs = self._call(run)
         out = {
             pair: [(int(score), member.split(":", 2)[2]) for member, score in entries]
             for pair, entries in zip(pairs, seqs, strict=True)
         }
-        return UserState(int(version) if version is not None else 0, out)
+        return UserState(int(version) if version is not None else 0, out, epoch or "")
 
     def ping(self) -> bool:
         try:

@@ -11,7 +11,10 @@ window_s`` can never enter a future window) and by length, separately before and
 ``max_len + extra_len`` entries dated before ``now`` stay, and at most as many dated at or after it (a
 client's clock ahead of the server's, events of this very second). A write also sets a TTL on the user's
 keys and bumps the user's **version** (a counter), which the score cache uses to bypass entries computed
-before the user's sequences changed. Reads return the entries with ``now - window_s <= ts < now``, newest
+before the user's sequences changed. The write that creates a user's keys also gives them a new **epoch**
+(a random token): when the keys vanish (their TTL, a Redis restart without persistence, a flush) the
+counter starts again at 0, but under another epoch, so the pair (:class:`VersionStamp`) never names two
+different states of a user's sequences. Reads return the entries with ``now - window_s <= ts < now``, newest
 first, at most ``max_len`` per pair: the windows of :mod:`adsformer.data.sequences` for a request at
 ``now`` (exact while no more than ``max_len + extra_len`` entries of a pair were at or after a write's
 ``now``).
@@ -28,6 +31,7 @@ process, the demo without Redis) implement the same protocol and are tested agai
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -96,15 +100,36 @@ class Appended:
 
 
 @dataclass(frozen=True)
+class VersionStamp:
+    """Names one state of a user's sequences (the score cache keys on it): ``version`` counts the writes that
+    stored something since the user's keys were created, ``epoch`` names that creation ("" while the user
+    has no keys). Equal stamps of a user mean equal sequences, across expiries and store restarts."""
+
+    epoch: str
+    version: int
+
+
+@dataclass(frozen=True)
 class UserState:
-    """A user's version and sequences: pair -> [(ts, value), ...] newest first (pairs asked for only)."""
+    """A user's version and sequences: pair -> [(ts, value), ...] newest first (pairs asked for only), and
+    the epoch of the user's keys (see :class:`VersionStamp`)."""
 
     version: int
     sequences: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    epoch: str = ""
 
     @property
     def n_events(self) -> int:
         return sum(len(v) for v in self.sequences.values())
+
+    @property
+    def stamp(self) -> VersionStamp:
+        return VersionStamp(self.epoch, self.version)
+
+
+def new_epoch() -> str:
+    """A fresh epoch token (64 random bits, hex)."""
+    return secrets.token_hex(8)
 
 
 def check_now(now: int) -> None:
@@ -149,8 +174,12 @@ class OnlineStore(Protocol):
         """The user's version (0 for a user never seen or expired)."""
         ...
 
+    def stamp(self, key: str) -> VersionStamp:
+        """The user's epoch and version, in one look-up."""
+        ...
+
     def read(self, key: str, pairs: Sequence[str], now: int) -> UserState:
-        """The user's version and sequences of ``pairs`` for a request at ``now``."""
+        """The user's version, epoch and sequences of ``pairs`` for a request at ``now``."""
         ...
 
     def ping(self) -> bool: ...
@@ -169,6 +198,7 @@ class InMemoryStore:
         self._lock = threading.Lock()
         self._seqs: dict[str, dict[str, list[tuple[int, int, str]]]] = {}  # key -> pair -> (ts, seq, value)
         self._versions: dict[str, int] = {}
+        self._epochs: dict[str, str] = {}  # key -> epoch of its current keys (set with its first version)
         self._expires: dict[str, float] = {}
         self._ids: dict[str, dict[str, int]] = {}  # key -> event_id -> when stored (insertion order)
         self._arrivals = 0
@@ -224,15 +254,20 @@ class InMemoryStore:
                 before = [e for e in entries if e[0] < now][-keep:]
                 after = [e for e in entries if e[0] >= now][-keep:]
                 seqs[pair] = before + after
+            if key not in self._versions:  # the write that creates the user's keys: a new epoch
+                self._epochs[key] = new_epoch()
             self._versions[key] = self._versions.get(key, 0) + 1
             self._expires[key] = self._clock() + self.spec.ttl_s
             self.stream.extend({"key": key, **e} for e in fresh)
             return Appended(self._versions[key], len(fresh), len(kept), tuple(duplicates))
 
     def version(self, key: str) -> int:
+        return self.stamp(key).version
+
+    def stamp(self, key: str) -> VersionStamp:
         with self._lock:
             self._expire(key)
-            return self._versions.get(key, 0)
+            return VersionStamp(self._epochs.get(key, ""), self._versions.get(key, 0))
 
     def read(self, key: str, pairs: Sequence[str], now: int) -> UserState:
         check_now(now)
@@ -247,7 +282,7 @@ class InMemoryStore:
                     if now - self.spec.window_s <= ts < now
                 ]
                 out[pair] = window[: self.spec.max_len]
-            return UserState(self._versions.get(key, 0), out)
+            return UserState(self._versions.get(key, 0), out, self._epochs.get(key, ""))
 
     def ping(self) -> bool:
         return True
@@ -267,4 +302,5 @@ class InMemoryStore:
         if key in self._expires and self._expires[key] <= self._clock():
             self._seqs.pop(key, None)
             self._versions.pop(key, None)
+            self._epochs.pop(key, None)
             self._expires.pop(key, None)
