@@ -4,8 +4,10 @@ What the answers mean:
 
 * **2xx**: the batch was applied, atomically: every event is in the online store (``stored``) or was
   there already (``duplicates``: an ``event_id`` stored before, within the server's ``dedupe_ttl_s``). How
-  durable that is depends on the Redis server's persistence settings (with the in-process store: until the
-  process ends).
+  durable that is depends on the Redis server's persistence settings: with an append-only file fsynced every
+  second it survives a Redis restart and, normally, a crash of the Redis process, and a host crash loses at
+  most about the last second; without persistence a Redis restart loses it (with the in-process store: it
+  lasts until the process ends).
 * **4xx**: nothing was stored. 401: a missing or wrong ``X-API-Key``; 413: a body over ``max_body_bytes`` or
   more than ``max_events_per_batch`` events; 422: ``detail`` names every bad field (``loc`` such as
   ``["body", "events", 3, "ts"]``), e.g. a time outside ``event_max_age_s`` before / ``event_max_future_s``
