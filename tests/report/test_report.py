@@ -4,7 +4,8 @@ from typer.testing import CliRunner
 
 from adsformer.cli import app
 from adsformer.report.curves import pr_curve, reliability, roc_curve
-from adsformer.report.html import ReportError, build_report
+from adsformer.report.html import build_report
+from adsformer.report.inputs import ReportError
 from adsformer.training.metrics import pr_auc, roc_auc
 
 

@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from adsformer.report import checks, plots
-from adsformer.report.html import build_report, load_run
+from adsformer.report.html import build_report
+from adsformer.report.inputs import load_run
 
 PLATT_HURT_VAL = {
     "method": "downsampling",

@@ -15,7 +15,7 @@ from adsformer.report.curves import pr_curve, reliability, roc_curve
 from adsformer.training.metrics import pr_auc, roc_auc
 
 if TYPE_CHECKING:
-    from adsformer.report.html import RunInfo
+    from adsformer.report.inputs import RunInfo
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"]
 
