@@ -72,7 +72,7 @@ def main() -> None:
     batches: list[Batch] = []
     for i, r in enumerate(chunks[: args.steps + 3]):
         t0 = time.process_time()
-        batch = make_batch(fs, r, "ctr")
+        batch = make_batch(fs, r, "ctr", pairs=model.pairs)
         t1 = time.process_time()
         loss = loss_fn(forward(model, batch, with_position=True), batch.label)
         t2 = time.process_time()
@@ -121,7 +121,7 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for r in chunks[-4:]:
             with record_function("make_batch"):
-                batch = make_batch(fs, r, "ctr")
+                batch = make_batch(fs, r, "ctr", pairs=model.pairs)
             loss = loss_fn(forward(model, batch, with_position=True), batch.label)
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)

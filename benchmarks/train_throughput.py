@@ -82,7 +82,7 @@ def ours(name: str, fs: Any, base: list[str]) -> tuple[torch.nn.Module, Callable
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step(rows: np.ndarray) -> None:
-        batch = make_batch(fs, rows, "ctr")
+        batch = make_batch(fs, rows, "ctr", pairs=model.pairs)  # as the training loop: the sequences read
         loss = loss_fn(forward(model, batch, with_position=True), batch.label)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)

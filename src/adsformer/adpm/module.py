@@ -109,6 +109,10 @@ class ADPM(UserModule):
         # o2 and the averaged pairs of o3 read no target: the trailing, shared columns
         averaged = 0 if self.learned is None else self.learned.out_dim - self.learned.attended_dim
         self.shared_dim = int(averaged + (0 if self.pretrained is None else self.pretrained.out_dim))
+        read = [self.encoder_pair] if self.encoder is not None else []
+        read += self.pretrained.pairs if self.pretrained is not None else []
+        read += self.learned.pairs if self.learned is not None else []
+        self.pairs = tuple(dict.fromkeys(read))  # the sequences read (touch reads the touch block)
 
     def forward(
         self,

@@ -8,7 +8,7 @@ Letters: B batch size, M max sequence length, F numeric features.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,15 +51,26 @@ class Batch:
         )
 
 
-def make_batch(fs: FeatureSet, rows: np.ndarray, task: str = "ctr", *, trim: bool = True) -> Batch:
+def make_batch(
+    fs: FeatureSet,
+    rows: np.ndarray,
+    task: str = "ctr",
+    *,
+    trim: bool = True,
+    pairs: Collection[str] | None = None,
+) -> Batch:
     """Gather ``rows`` of ``fs`` into a :class:`Batch`.
 
     With ``trim`` (default) each sequence block is only as wide as the batch's longest sequence of that pair
     (``M_b <= M``): exact, since padding is masked everywhere, and much cheaper when windows are short.
+    ``pairs``: only these sequences (those a model reads, :attr:`Ranker.pairs`); all when None. The touch
+    block always holds every pair (its columns are the data's pairs, in order).
     """
     rows = np.asarray(rows, dtype=np.int64)
     seq_ids, seq_len = {}, {}
     for name, column in fs.sequences.items():
+        if pairs is not None and name not in pairs:
+            continue
         ids, lengths = column.padded(rows, trim=trim)  # (B, M_b), (B,)
         seq_ids[name] = torch.from_numpy(ids.astype(np.int64))
         seq_len[name] = torch.from_numpy(lengths.astype(np.int64))

@@ -4,6 +4,7 @@ A user module maps one row's short-term sequences (and the target listing) to th
 ranker concatenates to its wide input. The ranker and the fast one-user scorer know nothing else about it:
 
 * ``out_dim``: the width of ``u``;
+* ``pairs``: the (entity, action) sequences ``forward`` reads (batches need carry no other);
 * ``shared_dim``: the width of ``u``'s *trailing* columns that do not depend on the target listing (a
   module lays out its columns target-dependent first, shared last);
 * ``forward``: ``(target (B,), seq_ids {pair: (B, M)}, seq_len {pair: (B,)}, touch (B, P, 2) | None)``
@@ -60,6 +61,7 @@ class UserModule(nn.Module):
 
     out_dim: int = 0
     shared_dim: int = 0
+    pairs: tuple[str, ...] = ()
 
     def forward(
         self,

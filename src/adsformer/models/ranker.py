@@ -75,6 +75,11 @@ class Ranker(nn.Module):
             else None
         )
 
+    @property
+    def pairs(self) -> tuple[str, ...]:
+        """The sequences the model reads (its user module's): a batch needs no other."""
+        return self.user.pairs
+
     @torch.no_grad()
     def set_base_rate(self, rate: float) -> None:
         """Start the output bias at the training label rate's log-odds, so the first steps learn features

@@ -58,6 +58,7 @@ class LastKAverage(UserModule):
         self.embed = nn.Embedding(vocab_size, cfg.dim, padding_idx=0)
         self.out_dim = cfg.dim
         self.shared_dim = cfg.dim  # reads no target: every column is shared
+        self.pairs = (cfg.pair,)
 
     def forward(
         self,
@@ -104,6 +105,7 @@ class BST(UserModule):
         self.encoder = AdSformerEncoder(enc, vocab_size, n_actions)
         self.out_dim = (cfg.k + 1) * cfg.dim
         self.shared_dim = 0  # every position attends to the target
+        self.pairs = (cfg.pair,)
 
     def forward(
         self,
