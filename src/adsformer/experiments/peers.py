@@ -337,7 +337,8 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
     import torch
 
     from adsformer.console import warn
-    from adsformer.run.calibration import Calibrator, fit_platt
+    from adsformer.run.calibration import Calibrator
+    from adsformer.training.calibrate import choose_calibrator
     from adsformer.training.loop import (
         FEW_STEPS,
         TrainResult,
@@ -403,9 +404,9 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-        result.calibrator = fit_platt(best_val_logits, val_labels, keep_rate)
+        result.calibrator = choose_calibrator(best_val_logits, val_labels, keep_rate)
     else:
-        result.calibrator = Calibrator(keep_rate)
+        result.calibrator = Calibrator(keep_rate, decision="not_fit")
     return result
 
 

@@ -104,7 +104,9 @@ def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) ->
     cfg = resolve_listing_pairs(cfg, fs, say=show_progress)
     model = seeded_model(cfg, fs)
     model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
-    return model, train(model, fs, cfg.task, cfg.train, show_progress=show_progress)
+    return model, train(
+        model, fs, cfg.task, cfg.train, show_progress=show_progress, ece_bins=cfg.eval.ece_bins
+    )
 
 
 def score_test_split(
@@ -210,6 +212,8 @@ def _calibrated_metrics(
         "n_test": int(y.size),
         **all_metrics(y, p_cal, cfg.eval.ece_bins),
         "calibrated": calibrator.method == "platt",
+        # applied | skipped (Platt scaling did not lower the validation ECE) | not_fit | unknown (older run)
+        "calibration_decision": calibrator.decision,
         "before_calibration": {k: before[k] for k in ("log_loss", "ece", "nce")},
         **ranking,
     }
@@ -253,7 +257,9 @@ def _train_streamed(
     model = seeded_model(cfg, fs)
     model.set_base_rate(store.base_rate(cfg.task))
     source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
-    result = train(model, source, cfg.task, cfg.train, show_progress=show_progress)
+    result = train(
+        model, source, cfg.task, cfg.train, show_progress=show_progress, ece_bins=cfg.eval.ece_bins
+    )
     return finish_run(out, cfg, fs, model, result, dataset=store.meta["dataset"], log_lines=log_lines)
 
 
@@ -264,8 +270,8 @@ def finish_run(
     every rank returns the same training summary."""
     if distributed.is_main_process():
         summary = write_run(out, cfg, fs, model, result, **kw)
-    else:
-        summary = run_summary(cfg, fs, model, result, **kw)
+    else:  # the run log is rank 0's to write
+        summary = run_summary(cfg, fs, model, result, **{k: v for k, v in kw.items() if k != "log_lines"})
     distributed.shutdown()
     return summary
 

@@ -52,7 +52,10 @@ def reliability_figure(run: RunInfo, bins: int = 15) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     y = run.labels
     panels = [("before Platt scaling", run.probs_uncalibrated, run.metrics.get("before_calibration", {}))]
-    panels.append(("after Platt scaling", run.probs, run.metrics))
+    platt = (run.metrics.get("calibration") or {}).get("method", "platt") == "platt"
+    panels.append(
+        ("after Platt scaling" if platt else "served (Platt scaling skipped)", run.probs, run.metrics)
+    )
     top = 0.0
     for ax, (title, p, m) in zip(axes, panels, strict=True):
         r = reliability(y, p, bins)

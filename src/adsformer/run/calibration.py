@@ -7,6 +7,8 @@ i.e. ``logit(p') = logit(p) + log w``.
 Platt scaling (paper section 5.3) then fits one scale and one bias on the validation split (natural rate):
 ``p = sigmoid(a * (z + log w) + b)`` where ``z`` is the model's logit. With ``a > 0`` both steps are
 monotone, so ROC-AUC and PR-AUC never change; the fit keeps ``a > 0`` (it falls back to a bias-only fit).
+Training applies the fit only when it lowers the validation ECE (:mod:`adsformer.training.calibrate`); the
+calibrator records that choice (``decision``) and both validation ECEs.
 
 Letters: N rows.
 """
@@ -15,9 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+
+#: Whether Platt scaling is applied: ``applied`` (it lowered the validation ECE), ``skipped`` (it did not:
+#: the correction alone serves), ``not_fit`` (one class or no validation rows), ``unknown`` (a calibrator
+#: saved before the choice was made, e.g. an older run)
+Decision = Literal["applied", "skipped", "not_fit", "unknown"]
 
 
 def correct_downsampling(p: np.ndarray, keep_rate: float) -> np.ndarray:
@@ -42,6 +49,9 @@ class Calibrator:
     bias: float = 0.0
     method: str = "downsampling"  # "downsampling" (correction only) or "platt"
     fit_rows: int = 0  # validation rows the Platt fit used
+    decision: Decision = "unknown"  # why Platt scaling is or is not applied (see Decision)
+    val_ece_before: float | None = None  # validation ECE with the correction alone
+    val_ece_platt: float | None = None  # validation ECE with the Platt fit (applied or not)
 
     def __post_init__(self) -> None:
         if not 0 < self.keep_rate <= 1:
@@ -80,6 +90,16 @@ class Calibrator:
             raise ValueError(f"calibration method must be downsampling or platt, got {fields['method']!r}")
         if not isinstance(fields.get("fit_rows", 0), int):
             raise ValueError(f"calibration fit_rows must be an integer, got {fields['fit_rows']!r}")
+        if fields.get("decision", "unknown") not in get_args(Decision):
+            raise ValueError(
+                f"calibration decision must be one of {', '.join(get_args(Decision))}, got {fields['decision']!r}"
+            )
+        for key in ("val_ece_before", "val_ece_platt"):
+            value = fields.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+            ):
+                raise ValueError(f"calibration {key} must be a finite number or null, got {value!r}")
         return cls(**fields)
 
 

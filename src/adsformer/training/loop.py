@@ -35,11 +35,11 @@ from adsformer.config import ConfigError
 from adsformer.console import ProgressBar, log, warn
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet
-from adsformer.models.ranker import Ranker
-from adsformer.run.calibration import Calibrator, fit_platt
+from adsformer.run.calibration import Calibrator
 from adsformer.run.config import TrainConfig
 from adsformer.run.scoring import forward, predict_logits
 from adsformer.training import distributed
+from adsformer.training.calibrate import choose_calibrator
 from adsformer.training.distributed import DistContext
 from adsformer.training.metrics import log_loss, roc_auc
 from adsformer.training.sources import BatchSource, InMemorySource
@@ -80,7 +80,8 @@ class TrainResult:
     monitor: str = "roc_auc"
     train_examples: int = 0
     train_seconds: float = 0.0
-    # down-sampling correction + Platt scaling fit on the validation split (natural rate), best epoch
+    # down-sampling correction + Platt scaling fit on the validation split (natural rate), best epoch;
+    # Platt scaling only where it lowers the validation ECE (calibrator.decision says which)
     calibrator: Calibrator = field(default_factory=Calibrator)
     n_train: int = 0  # training rows of the task
     n_val: int = 0
@@ -156,12 +157,15 @@ def train(
     *,
     show_progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    ece_bins: int = 15,
 ) -> TrainResult:
     """Train ``model`` on the training rows of ``data`` for ``task`` (ctr | pccvr); returns the history.
 
     Up to ``cfg.epochs`` epochs; after each the validation ``cfg.monitor`` is measured, and training stops
     early once ``cfg.patience`` epochs in a row have not improved on the best (never without validation
-    rows). The best epoch's state is restored and its validation scores fit the calibrator.
+    rows). The best epoch's state is restored and its validation scores fit the calibrator: Platt scaling
+    where it lowers the validation ECE (``ece_bins`` bins), else the down-sampling correction alone
+    (:func:`~adsformer.training.calibrate.choose_calibrator`).
 
     Under torchrun each rank calls this with the same data and the same seeded model; see
     :mod:`adsformer.training.distributed` for the protocol. The model is handed back unwrapped, on its device.
@@ -188,7 +192,6 @@ def train(
             f"{batch_size:,}{' (auto)' if cfg.batch_size == 0 else ''}): the model may barely train; {advice}"
         )
     total = steps_per_epoch * cfg.epochs
-    reads = model.pairs if isinstance(model, Ranker) else None  # batches carry only the sequences read
     model.to(ctx.device)
     if ctx.distributed:
         distributed.sync_batchnorm(model)  # before the optimizers see the parameters
@@ -232,7 +235,7 @@ def train(
             net.train()
             start, running, seen = time.perf_counter(), 0.0, 0
             for chunk, rows in source.train_batches(batch_size, seed=cfg.seed * 1000 + epoch):
-                batch = make_batch(chunk, distributed.shard(rows, ctx), task, pairs=reads)
+                batch = make_batch(chunk, distributed.shard(rows, ctx), task)
                 if ctx.device.type != "cpu":
                     batch = batch.to(ctx.device)
                 logits = forward(net, batch, with_position=True)
@@ -290,9 +293,9 @@ def train(
     result.n_val = int(val_labels.size)
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)  # frozen tables are not in the snapshot
-        result.calibrator = fit_platt(best_val_logits, val_labels, source.keep_rate)
+        result.calibrator = choose_calibrator(best_val_logits, val_labels, source.keep_rate, bins=ece_bins)
     else:
-        result.calibrator = Calibrator(source.keep_rate)
+        result.calibrator = Calibrator(source.keep_rate, decision="not_fit")
     return result
 
 
