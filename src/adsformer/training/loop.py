@@ -35,6 +35,7 @@ from adsformer.config import ConfigError
 from adsformer.console import ProgressBar, log, warn
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet
+from adsformer.models.ranker import Ranker
 from adsformer.run.calibration import Calibrator
 from adsformer.run.config import TrainConfig
 from adsformer.run.scoring import forward, predict_logits
@@ -192,6 +193,7 @@ def train(
             f"{batch_size:,}{' (auto)' if cfg.batch_size == 0 else ''}): the model may barely train; {advice}"
         )
     total = steps_per_epoch * cfg.epochs
+    reads = model.pairs if isinstance(model, Ranker) else None  # batches carry only the sequences read
     model.to(ctx.device)
     if ctx.distributed:
         distributed.sync_batchnorm(model)  # before the optimizers see the parameters
@@ -235,7 +237,7 @@ def train(
             net.train()
             start, running, seen = time.perf_counter(), 0.0, 0
             for chunk, rows in source.train_batches(batch_size, seed=cfg.seed * 1000 + epoch):
-                batch = make_batch(chunk, distributed.shard(rows, ctx), task)
+                batch = make_batch(chunk, distributed.shard(rows, ctx), task, pairs=reads)
                 if ctx.device.type != "cpu":
                     batch = batch.to(ctx.device)
                 logits = forward(net, batch, with_position=True)
