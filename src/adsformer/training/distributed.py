@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from adsformer.layers.user import FrozenState
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -218,7 +220,7 @@ def unsync_batchnorm(model: nn.Module) -> nn.Module:
 def frozen_state_keys(model: nn.Module) -> set[str]:
     """State-dict keys of modules marked ``frozen`` (pretrained tables): never changed by training, so never
     broadcast between ranks nor copied into the best-epoch snapshot."""
-    prefixes = [f"{name}." for name, m in model.named_modules() if getattr(m, "frozen", False)]
+    prefixes = [f"{name}." for name, m in model.named_modules() if isinstance(m, FrozenState) and m.frozen]
     return {k for k in model.state_dict() if any(k.startswith(p) for p in prefixes)}
 
 

@@ -35,6 +35,7 @@ from adsformer.config import ConfigError
 from adsformer.console import ProgressBar, log, warn
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet
+from adsformer.layers.user import LearnsFaster
 from adsformer.models.ranker import Ranker
 from adsformer.run.calibration import Calibrator
 from adsformer.run.config import TrainConfig
@@ -105,8 +106,9 @@ class TrainResult:
 def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """Adam for dense parameters; with ``sparse_embeddings``, lazy Adam (SparseAdam) for the id tables.
 
-    A module with an ``lr_scale`` attribute (the position tower) trains its parameters at ``lr * lr_scale``:
-    a handful of parameters that every row updates, which would otherwise need many epochs of large batches.
+    A module with an ``lr_scale`` (:class:`~adsformer.layers.user.LearnsFaster`: the position tower) trains
+    its parameters at ``lr * lr_scale``: a handful of parameters that every row updates, which would
+    otherwise need many epochs of large batches.
 
     An id table of V rows gets a gradient only for the rows a batch touched; dense Adam would still update
     (and decay the moments of) all V rows every step -- the dominant cost for large vocabularies. Lazy Adam
@@ -125,9 +127,8 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
     sparse_ids = {id(p) for p in sparse}
     scale: dict[int, float] = {}
     for module in model.modules():
-        lr_scale = getattr(module, "lr_scale", None)  # declared by modules that train faster (position tower)
-        if lr_scale is not None:
-            scale.update({id(p): float(lr_scale) for p in module.parameters()})
+        if isinstance(module, LearnsFaster):  # modules that train faster (the position tower)
+            scale.update({id(p): float(module.lr_scale) for p in module.parameters()})
     groups: dict[float, list[torch.Tensor]] = {1.0: []}
     for p in model.parameters():
         if p.requires_grad and id(p) not in sparse_ids:
