@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from adsformer.cli.common import friendly_errors, output_dir
+from adsformer.cli.common import friendly_errors, needs, output_dir
 from adsformer.console import console, records_table
 
 
@@ -107,6 +107,7 @@ def abtest_cmd(
     """Closed-loop online A/B test: simulated users act, send their events to the ranking service, are shown
     its ads and click and buy by the simulator's ground truth; per-arm CTR, conversion, revenue, ROAS, GMS,
     CPC and lifts against the first arm with 95% intervals -> abtest.json, abtest.md, a plot."""
+    needs("abtest", "serve")
     from adsformer.experiments.abtest import (
         LABELS,
         METRICS,

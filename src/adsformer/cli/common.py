@@ -16,9 +16,11 @@ from typing import Annotated, NoReturn
 import typer
 from rich.markup import escape
 
+from adsformer import console
 from adsformer.config import DataConfig, apply_overrides, load_yaml, parse_overrides
-from adsformer.console import console, err_console
+from adsformer.console import err_console, log
 from adsformer.errors import error_line
+from adsformer.extras import Extra, missing_extra, require
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
 SetOpt = Annotated[
@@ -67,11 +69,13 @@ def _control_flow() -> tuple[type[BaseException], ...]:
 CONTROL_FLOW = _control_flow()
 
 
-def fail(exc: BaseException) -> NoReturn:
+def fail(exc: BaseException, command: str | None = None) -> NoReturn:
     """Print ``exc`` as one ``error:`` line on stderr and exit (1: user error, 2: bug); with ``--debug``,
-    raise it with its traceback."""
+    raise it with its traceback. A package of an extra found missing says which extra ``adsformer
+    COMMAND`` needs."""
     if _DEBUG:
         raise exc
+    exc = missing_extra(exc, f"'adsformer {command}'" if command else "this command") or exc
     text, code = error_line(exc)
     err_console.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
     raise typer.Exit(code) from None
@@ -86,7 +90,14 @@ def friendly_errors() -> Iterator[None]:
     except CONTROL_FLOW:
         raise
     except Exception as exc:
+        if missing_extra(exc, "") is not None:
+            raise  # the root command names the command that needs the extra
         fail(exc)
+
+
+def needs(command: str, *extras: Extra) -> None:
+    """Refuse ``adsformer COMMAND`` in one line, before any work, when a package of ``extras`` is missing."""
+    require(f"'adsformer {command}'", *extras)
 
 
 @contextmanager
@@ -107,11 +118,18 @@ def data_config(config: Path | None, overrides: list[str] | None) -> DataConfig:
 
 
 def progress_printer() -> Callable[..., None]:
-    """A progress callback printing each message with the seconds since it was made."""
+    """A progress callback ``(message, [fraction done])``: a timestamped line on stderr when the message
+    changes, else at most every :data:`adsformer.console.PLAIN_EVERY_S` seconds."""
     start = time.perf_counter()
+    last_message, last_at = [""], [start]
 
-    def report(message: str, *_fraction: float) -> None:
-        console.print(f"[dim]{time.perf_counter() - start:6.1f} s[/] {message}")
+    def report(message: str, *fraction: float) -> None:
+        now = time.perf_counter()
+        if message == last_message[0] and now - last_at[0] < console.PLAIN_EVERY_S:
+            return
+        last_message[0], last_at[0] = message, now
+        done = f", {100 * fraction[0]:.0f}% done" if fraction else ""
+        log(f"{message} ({now - start:.1f} s{done})")
 
     return report
 

@@ -18,6 +18,7 @@ from adsformer.cli.common import (
     data_config,
     friendly_errors,
     given,
+    needs,
     output_dir,
 )
 from adsformer.config import ConfigError
@@ -158,6 +159,7 @@ def demo(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """The embedded default: the whole pipeline on the simulator, ending with a report and its path."""
+    needs("demo", "serve", "represent")
     from adsformer.experiments.demo import run_demo
 
     with friendly_errors(), output_dir(out, overwrite):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adsformer.cli.common import friendly_errors, output_dir
+from adsformer.cli.common import friendly_errors, needs, output_dir
 from adsformer.console import console, kv_table
 
 
@@ -45,6 +45,8 @@ def features_cmd(
     with friendly_errors(), output_dir(out, overwrite):
         if engine not in ("local", "spark"):
             raise ConfigError(f"--engine must be local or spark, got {engine!r}")
+        if engine == "spark":
+            needs("features --engine spark", "spark")
         summary = run_feature_job(
             data, data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
         )

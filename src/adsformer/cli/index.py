@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import friendly_errors, output_dir
+from adsformer.cli.common import friendly_errors, needs, output_dir
 from adsformer.console import console, kv_table, records_table
 
 index_app = typer.Typer(
@@ -61,6 +61,7 @@ def build_cmd(
 ) -> None:
     """Build the lexical index (tantivy, sharded), the two-tower model and its IVF index, and one IVF index
     per table; evaluate on held-out clicks; write INDEX_DIR with manifest.json."""
+    needs("index build", "retrieval")
     from adsformer.config import apply_overrides, parse_overrides
     from adsformer.retrieval import IndexConfig, build_index
     from adsformer.retrieval.config import SHORT_KEYS
@@ -150,6 +151,7 @@ def retrieve_cmd(
     ] = None,
 ) -> None:
     """Candidates for a query text, a listing id or an image: merged, de-duplicated, capped, in budget."""
+    needs("retrieve", "retrieval")
     from adsformer.retrieval import Retriever
 
     with friendly_errors():

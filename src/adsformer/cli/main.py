@@ -34,7 +34,7 @@ class _Commands(typer.core.TyperGroup):
         except CONTROL_FLOW:
             raise
         except Exception as exc:
-            fail(exc)
+            fail(exc, command=ctx.invoked_subcommand)
 
 
 app = typer.Typer(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import friendly_errors, output_dir
+from adsformer.cli.common import friendly_errors, needs, output_dir
 from adsformer.config import apply_overrides, parse_overrides
 from adsformer.console import console, kv_table, records_table
 
@@ -50,6 +50,7 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
 def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
     sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
+    needs("represent skipgram", "represent")
     from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 
     with friendly_errors(), output_dir(out, overwrite):
@@ -68,6 +69,7 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwri
     """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
     window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
     of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
+    needs("represent text", "represent")
     from adsformer.representations.text import TextConfig, represent_text
 
     with friendly_errors(), output_dir(out, overwrite):
@@ -112,6 +114,7 @@ def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overw
     fine-tunes the last blocks on augmented images). About 25 ms an image at 224 px on one CPU thread
     (--set image_size=128 is ~4x faster). Also writes heads.json (held-out accuracy per head) and
     neighbours.png."""
+    needs("represent visual", "vision")
     from adsformer.console import records_table
     from adsformer.representations.visual import VisualConfig, represent_visual
 

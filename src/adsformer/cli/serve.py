@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import friendly_errors
+from adsformer.cli.common import friendly_errors, needs
 from adsformer.console import console, kv_table
 
 RunOpt = Annotated[Path, typer.Option("--run", help="CTR run directory (adsformer train --task ctr).")]
@@ -48,6 +48,7 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve POST /events, POST /rank, GET /healthz, GET /metrics (OpenAPI at /docs)."""
+    needs("serve", "serve", *(("retrieval",) if index is not None else ()))
     import pydantic
     import torch
     import uvicorn
@@ -114,6 +115,7 @@ def serve_demo_cmd(
     redis_url: RedisOpt = None,
 ) -> None:
     """Start the service in-process, replay simulated users' actions, print their ads before and after."""
+    needs("serve-demo", "serve")
     from adsformer.serving.demo import replay
 
     with friendly_errors():
