@@ -43,6 +43,10 @@ def test_report_of_demo_runs_and_errors(tmp_path):
     assert page.count("data:image/png;base64,") >= 8  # 2 ROC/PR + 4 reliability + 2 training
     for text in ("Test metrics", "CTR: ranking", "PCCVR: calibration", "ECE before", "baseline", "adsformer"):
         assert text in page
+    data = page[page.index("<h2>Data</h2>") :]  # the data section of the demo's summary, in the HTML too
+    for text in ("Splits", "Sequences (window", "Clicks by position", "Vocabularies", "quality", "Timings"):
+        assert text in data, text
+    assert 'class="warnings"' in page and "positives in the test split (&lt; 200)" in page  # tiny scale
     assert "report.html" in " ".join(res.output.split())
     out = tmp_path / "r.html"
     res = runner.invoke(app, ["report", str(tmp_path / "demo" / "runs" / "ctr-adsformer"), "--out", str(out)])

@@ -11,47 +11,30 @@ from typing import Annotated
 import typer
 
 from adsformer.cli.common import friendly_errors, needs, output_dir
-from adsformer.console import console, records_table
+from adsformer.console import ProgressBar, console, log, records_table
 
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on a terminal, else a plain line about every 10% of the requests."""
-    if console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Progress of the ad requests on stderr: a rich bar on a terminal, else timestamped lines."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        task = bar.add_task("ad requests", total=None, rate="")
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    with ProgressBar(*columns) as bar:
+        task = bar.add_task("abtest: ad requests", total=None, rate="")
         start = time.perf_counter()
 
         def update(_stage: str, done: int, total: int) -> None:
             rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f}/s")
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} requests/s")
 
-        with bar:
-            yield update
-        return
-    start = time.perf_counter()
-    shown = [-1]
-
-    def line(_stage: str, done: int, total: int) -> None:
-        decile = 10 * done // max(total, 1)
-        if decile > shown[0]:
-            shown[0] = decile
-            elapsed = time.perf_counter() - start
-            console.print(
-                f"abtest: {done:,} / {total:,} ad requests ({100 * done / max(total, 1):.0f}%), "
-                f"{elapsed:.1f} s, {done / max(elapsed, 1e-9):,.0f} requests/s"
-            )
-
-    yield line
+        yield update
 
 
 def abtest_cmd(
@@ -134,7 +117,7 @@ def abtest_cmd(
             workers=workers if workers > 0 else default_workers(len(arms)),
             api_key=api_key,
         )
-        console.print(
+        log(
             f"abtest: {len(arms)} arms ({', '.join(f'{a.name}: {a.kind}' for a in arms)}) on {data}; "
             f"{cfg.workers} worker(s)"
         )

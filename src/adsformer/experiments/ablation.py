@@ -30,7 +30,8 @@ import numpy as np
 
 from adsformer.adpm.config import ADPMConfig
 from adsformer.config import ConfigError, to_dict
-from adsformer.console import console
+from adsformer.console import log as progress_line
+from adsformer.console import stage
 from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
 from adsformer.experiments.peers import FUXICTR_VERSION, PEERS, peer_logits, peer_pair, peers_unavailable
@@ -170,7 +171,7 @@ def run_ablation(
     out: Path,
     *,
     only: tuple[str, ...] = (),
-    log: Callable[[str], None] = console.print,
+    log: Callable[[str], None] = progress_line,
 ) -> dict[str, Any]:
     """Train and test every row (or the rows named in ``only``, plus the baseline) for seeds
     ``train.seed .. train.seed + seeds - 1``; write ``ablation.json`` (with every seed's metrics) and
@@ -205,8 +206,9 @@ def run_ablation(
             elif row.is_peer:
                 m, seconds = _peer_metrics(row.user, fs, row_cfg)
             else:
-                model, result = fit(row_cfg, fs, show_progress=False)
-                m = test_metrics(model, fs, row_cfg, result.calibrator)
+                with stage(f"seed {seed} {row.name}: train and test"):
+                    model, result = fit(row_cfg, fs, show_progress=False)
+                    m = test_metrics(model, fs, row_cfg, result.calibrator)
                 m["train_examples_per_s"] = result.examples_per_s
                 seconds = result.train_seconds
             runs[row.name].append(m)
@@ -239,7 +241,7 @@ def _with_tables(cfg: ExperimentConfig, learned: Path) -> ExperimentConfig:
 
 
 def learn_auto_tables(
-    ds: Any, cfg: ExperimentConfig, out: Path, *, log: Callable[[str], None] = console.print
+    ds: Any, cfg: ExperimentConfig, out: Path, *, log: Callable[[str], None] = progress_line
 ) -> Path:
     """``tables=auto``: a skip-gram listing table (:mod:`adsformer.representations.skipgram`, its default
     settings) from the sessions before the test period of ``cfg``'s split, written to ``out`` atomically."""

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from adsformer.config import ConfigError
-from adsformer.console import console
+from adsformer.console import log as progress_line
+from adsformer.console import stage
 from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task, fit, test_metrics
@@ -39,7 +40,7 @@ def run_daily(
     out: Path,
     *,
     train_days: float = 0.0,
-    log: Callable[[str], None] = console.print,
+    log: Callable[[str], None] = progress_line,
 ) -> dict[str, Any]:
     """Train and test baseline and adSformer for each of the last ``days`` days; returns the summary."""
     if days < 1:
@@ -68,8 +69,9 @@ def run_daily(
         }
         for model in MODELS:
             mcfg = dataclasses.replace(day_cfg, model=dataclasses.replace(day_cfg.model, user=model))
-            net, result = fit(mcfg, fs, show_progress=False)
-            m = test_metrics(net, fs, mcfg, result.calibrator)
+            with stage(f"test day {rec['test_day']}: train and test {model}"):
+                net, result = fit(mcfg, fs, show_progress=False)
+                m = test_metrics(net, fs, mcfg, result.calibrator)
             rec[model] = {k: m[k] for k in ("n_test", "roc_auc", "pr_auc", "log_loss", "ece")}
         for metric in ("roc_auc", "pr_auc"):
             b = rec["baseline"][metric]

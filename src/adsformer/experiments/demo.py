@@ -148,10 +148,11 @@ def run_demo(
     }
     with stage("write the report"), atomic_dir(report_dir) as tmp:
         _write_report(tmp, fs, summary)
-        write_report([runs_dir], tmp / "report.html", title=f"adsformer demo (simulator, scale {scale})")
+        # the runs, and the data section from the summary.json just written beside the report
+        write_report([runs_dir, tmp], tmp / "report.html", title=f"adsformer demo (simulator, scale {scale})")
     console.print(
         f"\n[bold]dataset[/]: {data_dir}\n[bold]runs[/]:    {runs_dir}\n"
-        f"[bold]report[/]:  {report_dir / 'report.html'}  (data summary: {report_dir / 'report.md'})\n"
+        f"[bold]report[/]:  {report_dir / 'report.html'}  (also as Markdown: {report_dir / 'report.md'})\n"
         f"[bold]online A/B[/]: {out / 'abtest' / 'abtest.md'}"
     )
     return DemoResult(data_dir, report_dir, summary)

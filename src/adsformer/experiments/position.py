@@ -29,7 +29,8 @@ import polars as pl
 import torch
 
 from adsformer.config import ConfigError
-from adsformer.console import console
+from adsformer.console import log as progress_line
+from adsformer.console import stage
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.validate import read_dataset
@@ -54,7 +55,7 @@ def run_position_study(
     *,
     seeds: int = 1,
     min_shown: int = MIN_SHOWN,
-    log: Callable[[str], None] = console.print,
+    log: Callable[[str], None] = progress_line,
 ) -> dict[str, Any]:
     """Train ``cfg`` with and without the position tower (seeds ``train.seed`` ...
     ``train.seed + seeds - 1``); compare curves and rankings. Returns the summary (means, ``*_std``)."""
@@ -96,8 +97,9 @@ def run_position_study(
                 model=dataclasses.replace(cfg.model, ranker=ranker),
                 train=dataclasses.replace(cfg.train, seed=seed),
             )
-            model, result = fit(arm_cfg, fs, show_progress=False)
-            m = test_metrics(model, fs, arm_cfg, result.calibrator)
+            with stage(f"{name} seed {seed}: train and test"):
+                model, result = fit(arm_cfg, fs, show_progress=False)
+                m = test_metrics(model, fs, arm_cfg, result.calibrator)
             rec: dict[str, Any] = {k: m[k] for k in ("roc_auc", "pr_auc", "log_loss", "ece")}
             if enabled:
                 rec["curve"] = tower_curve(model.position_tower, fs, test, positions)

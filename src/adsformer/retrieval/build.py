@@ -91,9 +91,9 @@ def _build(
     progress: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from adsformer.console import console
+    from adsformer.console import ProgressBar
     from adsformer.data.validate import read_dataset
     from adsformer.retrieval.evaluate import heldout_recall, image_coherence, neighbour_coherence
 
@@ -125,7 +125,7 @@ def _build(
     sources: dict[str, Any] = {}
     ann: dict[str, Any] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with atomic_dir(out) as tmp, Progress(*columns, console=console, disable=not progress) as bar:
+    with atomic_dir(out) as tmp, ProgressBar(*columns, disable=not progress) as bar:
         keep = [c for c in _KEEP if c in listings.columns]
         listings.select(keep).with_columns(
             pl.Series("static_ctr", static.ctr), pl.Series("static_pccvr", static.pccvr)

@@ -22,17 +22,17 @@ from adsformer.representations.visual.multitask import BalancedTaskSampler, mask
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A progress bar on stderr (plain timestamped lines away from a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from adsformer.console import console
+    from adsformer.console import ProgressBar
 
-    return Progress(
+    return ProgressBar(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[note]}"),
-        console=console,
         disable=not enabled,
     )
 
