@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from adsformer.adpm import encoder as encoder_module
 from adsformer.adpm.config import EncoderConfig
 from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.learned import LearnedComponent
@@ -54,7 +55,8 @@ def test_frozen_table_packed_mean_skips_absent_rows():
     torch.testing.assert_close(table(ids, lengths), masked_mean(table.vectors[ids], mask), atol=1e-6, rtol=0)
 
 
-def test_merged_length_groups_equal_one_padded_block():
+def test_merged_length_groups_equal_one_padded_block(monkeypatch):
+    monkeypatch.setattr(encoder_module, "ROWS_PER_GROUP", 1)  # 8 groups of 25 rows (the default floor is 64)
     torch.manual_seed(0)
     enc = AdSformerEncoder(EncoderConfig(dim=16, heads=3, head_dim=8, length_groups=8), 100)
     ids, lengths = _batch(200, 15, 100, empty=0.6)  # many empty sequences: several width-0 groups merge
