@@ -1,7 +1,7 @@
 """Benchmark: online serving latency.
 
     python benchmarks/serving.py --run RUN_DIR [--pccvr-run RUN_DIR] --data DATA_DIR [--index INDEX_DIR]
-        [--candidates 600] [--repeats 200] [--threads 1] [--rate 50] [--duration 60] [--skip-http]
+        [--candidates 600] [--repeats 200] [--threads 1] [--rate 50] [--duration 60] [--aof] [--skip-http]
 
 Two parts, on a trained run and the dataset it was trained on (the catalog):
 
@@ -17,6 +17,8 @@ Two parts, on a trained run and the dataset it was trained on (the catalog):
    (httpx, asyncio): 80% ``POST /rank`` (query + user), 20% ``POST /events`` (a few actions), over a pool
    of simulated users, the score cache off (``--cache-ttl 0``: every ranking scored). Prints client-side
    p50 / p99 per route, the service's own ranking time, errors and non-personalized (fallback) rankings.
+   Redis keeps nothing on disk unless ``--aof`` (an append-only file fsynced every second, in a temporary
+   directory: the README's production setting).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -262,8 +265,10 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
     if exe is None:
         raise SystemExit("redis-server not found: install it or pass --skip-http")
     rport, sport = free_port(), free_port()
+    aof_dir = tempfile.TemporaryDirectory()
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if args.aof else ["--appendonly", "no"]
     redis_proc = subprocess.Popen(
-        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--dir", aof_dir.name, "--save", "", *persistence],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -296,6 +301,7 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         server.wait(timeout=30)
         redis_proc.terminate()
         redis_proc.wait(timeout=30)
+        aof_dir.cleanup()
     print(
         f"  HTTP load: {res['requests']} requests at {res['achieved_rate']:.1f}/s for {res['seconds']:.1f} s, "
         f"errors {res['errors']}, non-personalized rankings {res['rank_fallbacks']} {res['fallback_reasons']}\n"
@@ -332,6 +338,7 @@ def main() -> None:
     ap.add_argument(
         "--cache-ttl", type=float, default=0.0, help="the server's score cache TTL (0: every request scored)"
     )
+    ap.add_argument("--aof", action="store_true", help="Redis with an append-only file (fsync every second)")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-scoring", action="store_true", help="only the HTTP load test")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
@@ -357,7 +364,9 @@ def main() -> None:
         results["rank_in_process"] = bench_rank(service, args.data, args.repeats)
     if not args.skip_http:
         print(
-            f"2. HTTP load test ({args.rate:g} requests/s for {args.duration:g} s; redis-server + uvicorn):"
+            f"2. HTTP load test ({args.rate:g} requests/s for {args.duration:g} s; redis-server "
+            f"{'with AOF (everysec)' if args.aof else 'without persistence'} + uvicorn; score cache TTL "
+            f"{args.cache_ttl:g} s):"
         )
         results["http"] = bench_http(args)
     results["load_average_end"] = os.getloadavg()
