@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.markup import escape
 from rich.progress import Progress, ProgressColumn, TaskID
 from rich.table import Table
@@ -253,6 +253,10 @@ class ProgressBar:
 
 
 def fmt(value: Any) -> str:
+    """A value as a table cell: booleans as yes / no, floats to 4 decimals (or 2 with thousands), ints
+    with thousands separators."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1 else f"{value:,.2f}"
     if isinstance(value, int):
@@ -271,16 +275,40 @@ def kv_table(title: str, rows: Mapping[str, Any]) -> Table:
     return table
 
 
-def records_table(title: str, records: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
-    if not records:
+class RecordsTable:
+    """Records as one table, one row each, nothing cut (the label column and every value keep their width;
+    a header wraps at its spaces rather than ending in an ellipsis); where even that is wider than the
+    console, one key-value table per record instead."""
+
+    def __init__(self, title: str, records: Sequence[Mapping[str, Any]]):
+        self.title, self.records = title, list(records)
+
+    def table(self) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        if not self.records:
+            return table
+        for i, key in enumerate(self.records[0]):
+            value_width = max(len(fmt(r[key])) for r in self.records)
+            if i == 0:  # the label column is never cut
+                table.add_column(key, justify="left", no_wrap=True, min_width=max(len(key), value_width))
+            else:
+                word = max((len(w) for w in str(key).split()), default=0)
+                table.add_column(key, justify="right", overflow="fold", min_width=max(word, value_width))
+        for rec in self.records:
+            table.add_row(*(fmt(v) for v in rec.values()))
         return table
-    for i, key in enumerate(records[0]):
-        if i == 0:  # the label column is never cut
-            width = max(len(key), *(len(fmt(r[key])) for r in records))
-            table.add_column(key, justify="left", no_wrap=True, min_width=width)
-        else:
-            table.add_column(key, justify="right")
-    for rec in records:
-        table.add_row(*(fmt(v) for v in rec.values()))
-    return table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table()
+        # each column at its least width, its padding (1 + 1) and the rules between and around columns
+        needed = sum((c.min_width or 0) + 3 for c in table.columns) + 1
+        if needed <= options.max_width:
+            yield table
+            return
+        for i, rec in enumerate(self.records):
+            yield kv_table(f"{self.title} ({i + 1} of {len(self.records)})", rec)
+
+
+def records_table(title: str, records: Sequence[Mapping[str, Any]]) -> RecordsTable:
+    """:class:`RecordsTable` of ``records`` (print it with ``console.print``)."""
+    return RecordsTable(title, records)

@@ -24,7 +24,11 @@ from adsformer.extras import Extra, missing_extra, require
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
 SetOpt = Annotated[
-    list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a config key: key=value (repeatable); a list is comma-separated: tables=a,b.",
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML config file.", exists=True, dir_okay=False)

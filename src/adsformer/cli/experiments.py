@@ -46,7 +46,7 @@ def ablate_cmd(
         str | None,
         typer.Option(
             help="Pretrained tables for ADPM component 2: auto (learn a skip-gram table from the sessions "
-            "before the test period into OUT/tables/skipgram) or DIR,DIR,... (same as --set tables=[...])."
+            "before the test period into OUT/tables/skipgram) or DIR,DIR,... (same as --set tables=DIR,DIR)."
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -56,8 +56,8 @@ def ablate_cmd(
     """Train and test every row of the suite over seeds; write ablation.json and ablation.md.
 
     Every suite also trains the peers DIN and TransAct (FuxiCTR) when the optional package fuxictr is
-    installed. Spread seeds over processes: run ``--seeds 1 --set seed=N`` each, then ``adsformer
-    ablate-merge``."""
+    installed. Spread seeds over processes: run each with --seeds 1 --set seed=N, then adsformer
+    ablate-merge."""
     from adsformer.experiments.ablation import SUITES, ablation_markdown, run_ablation
     from adsformer.run.config import load_experiment
 
@@ -70,7 +70,7 @@ def ablate_cmd(
             dirs = [t.strip() for t in tables.split(",") if t.strip()]
             if not dirs:
                 raise ConfigError("--tables: expected auto or DIR,DIR,...")
-            set_ = [*(set_ or []), f"tables=[{','.join(dirs)}]"]
+            set_ = [*(set_ or []), f"tables={','.join(dirs)}"]
         cfg = load_experiment(config, set_, extra=given(task=task))
         result = run_ablation(data, cfg, suite, seeds, out, only=tuple(only or ()))
     console.print(ablation_markdown(result))

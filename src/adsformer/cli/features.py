@@ -15,7 +15,7 @@ def features_cmd(
     data: Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature store directory (written atomically).")],
     engine: Annotated[
-        str, typer.Option(help="Sequence engine: local | spark (needs the [spark] extra).")
+        str, typer.Option(help="Sequence engine: local | spark (needs the spark extra).")
     ] = "local",
     row_group_rows: Annotated[int, typer.Option(help="Impressions per Parquet row group.")] = 65_536,
     config: Annotated[
@@ -28,7 +28,10 @@ def features_cmd(
         ),
     ] = None,
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a data config key: key=value (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a data config key: key=value (repeatable); lists comma-separated: a,b."
+        ),
     ] = None,
     overwrite: Annotated[
         bool,

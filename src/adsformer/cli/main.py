@@ -18,7 +18,7 @@ import typer
 import typer.core
 
 from adsformer import __version__
-from adsformer.cli import abtest, dataset, experiments, features, index, represent, runs, serve, stats
+from adsformer.cli import abtest, dataset, experiments, features, help, index, represent, runs, serve, stats
 from adsformer.cli.common import CONTROL_FLOW, fail, set_debug
 from adsformer.cli.prepare import prepare_app
 from adsformer.cli.report import report_cmd
@@ -26,7 +26,16 @@ from adsformer.console import console
 
 
 class _Commands(typer.core.TyperGroup):
-    """The root command: whatever a subcommand raises ends as one ``error:`` line (see the module doc)."""
+    """The root command: whatever a subcommand raises ends as one ``error:`` line (see the module doc); its
+    help and every command's is plain text with an example and every default, listed in workflow order
+    (:mod:`adsformer.cli.help`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        help.polish(self)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return help.ordered(super().list_commands(ctx))
 
     def invoke(self, ctx: Any) -> Any:
         try:

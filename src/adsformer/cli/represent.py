@@ -88,7 +88,7 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwri
 
 @represent_app.command("air")
 def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """AIR listing vectors (d=256): one shared tower over content tables (--set tables=[TEXT,VISUAL]) and
+    """AIR listing vectors (d=256): one shared tower over content tables (--set tables=TEXT,VISUAL) and
     numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
     softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
     from adsformer.representations.air import AIRConfig, represent_air

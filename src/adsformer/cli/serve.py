@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from adsformer.cli.common import friendly_errors, needs
-from adsformer.console import console, kv_table
+from adsformer.console import console, kv_table, warn
 
 RunOpt = Annotated[Path, typer.Option("--run", help="CTR run directory (adsformer train --task ctr).")]
 PccvrOpt = Annotated[
@@ -81,8 +81,8 @@ def serve_cmd(
     service = app.state.service
     for model in service.models:
         if model.online.missing_columns:
-            console.print(
-                f"[yellow]warning:[/] the catalog lacks listing columns the {model.task} run reads "
+            warn(
+                f"the catalog lacks listing columns the {model.task} run reads "
                 f"({', '.join(model.online.missing_columns)}): served as missing. Give --catalog DATA_DIR "
                 "(the dataset the run was trained on)."
             )

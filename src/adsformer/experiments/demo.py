@@ -257,18 +257,23 @@ def _online_ab(data_dir: Path, runs_dir: Path, out: Path, seed: int, users: int 
 
 
 def _shown(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The console table's columns: short headers, lifts in percent (intervals are printed below it)."""
+    """The console table's columns, headers in full, lifts in percent (their intervals are printed below)."""
+
+    def lift(rec: dict[str, Any], key: str) -> str:
+        return "—" if rec["model"] == "baseline" else f"{rec[key]:+.2f}%"
+
     return [
         {
-            "task": r["task"],
+            "task": r["task"].upper(),
             "model": r["model"],
-            "n_test": r["n_test"],
-            "positives": r["test_positives"],
-            "roc_auc": r["roc_auc"],
-            "pr_auc": r["pr_auc"],
-            "ece": r["ece"],
-            "roc_lift": f"{r['roc_auc_lift_pct']:+.2f}%",
-            "pr_lift": f"{r['pr_auc_lift_pct']:+.2f}%",
+            "test rows": r["n_test"],
+            "test positives": r["test_positives"],
+            "ROC-AUC": r["roc_auc"],
+            "PR-AUC": r["pr_auc"],
+            "ECE": r["ece"],
+            "ECE before Platt": r["ece_before_platt"],
+            "ROC-AUC lift": lift(r, "roc_auc_lift_pct"),
+            "PR-AUC lift": lift(r, "pr_auc_lift_pct"),
         }
         for r in models
     ]
