@@ -105,8 +105,10 @@ def iterate_batches(
     trim: bool = True,
     seed: int = 0,
     drop_last: bool = False,
+    pairs: Collection[str] | None = None,
 ) -> Iterator[Batch]:
-    """Batches over ``rows`` (shuffled with ``seed`` when asked); the last short batch unless ``drop_last``."""
+    """Batches over ``rows`` (shuffled with ``seed`` when asked); the last short batch unless ``drop_last``;
+    ``pairs``: only these sequences (see :func:`make_batch`)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rows = np.asarray(rows, dtype=np.int64)
@@ -114,4 +116,4 @@ def iterate_batches(
         rows = rows[np.random.default_rng(seed).permutation(rows.shape[0])]
     stop = rows.shape[0] - (rows.shape[0] % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
-        yield make_batch(fs, rows[start : start + batch_size], task, trim=trim)
+        yield make_batch(fs, rows[start : start + batch_size], task, trim=trim, pairs=pairs)

@@ -14,6 +14,7 @@ from torch import nn
 
 from adsformer.data.batching import Batch, iterate_batches
 from adsformer.data.features import FeatureSet
+from adsformer.models.ranker import Ranker
 from adsformer.run.calibration import sigmoid
 
 
@@ -33,9 +34,10 @@ def predict_logits(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    pairs = model.pairs if isinstance(model, Ranker) else None  # gather only the sequences it reads
     out = [
         forward(model, b if device.type == "cpu" else b.to(device)).cpu().numpy()
-        for b in iterate_batches(fs, rows, batch_size, task=task)
+        for b in iterate_batches(fs, rows, batch_size, task=task, pairs=pairs)
     ]
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
