@@ -22,6 +22,7 @@ ORDER = (
     "sequences",
     "features",
     "represent",
+    "config",
     "train",
     "evaluate",
     "predict",
@@ -59,6 +60,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "adsformer represent air --data data --out tables/air --set tables=tables/text,tables/visual",
     ),
     "represent visual": ("adsformer represent visual --data data --out tables/visual",),
+    "config show": ("adsformer config show --config ctr_test --set epochs=3",),
     "train": (
         "adsformer train --data data --out runs/ctr --task ctr --set epochs=3 --set tables=tables/skipgram",
     ),
@@ -92,6 +94,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 DEFAULTS: dict[str, str] = {
     "--task": "the config's, else ctr",
     "--model": "the config's, else adsformer",
+    "config show --kind": "the file's kind, else run",
     "--config": "none: the built-in settings",
     "--set": "none",
     "--only": "every row",
