@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from adsformer.config import ConfigError, DataConfig, apply_overrides, from_dict, parse_overrides
+from adsformer.console import stage
 from adsformer.data.features import build_features
 from adsformer.data.stream import write_store
 from adsformer.data.validate import read_dataset
@@ -43,11 +44,14 @@ def run_feature_job(
 ) -> dict[str, Any]:
     """Build the features of ``data_dir`` with ``engine`` (local | spark) and write the store ``out``."""
     start = time.perf_counter()
-    ds = read_dataset(data_dir)
-    check_task(ds, "ctr")
-    fs = build_features(ds, cfg, engine=engine)
+    with stage("read the dataset"):
+        ds = read_dataset(data_dir)
+        check_task(ds, "ctr")
+    with stage(f"build features ({engine} engine)"):
+        fs = build_features(ds, cfg, engine=engine)
     built = time.perf_counter()
-    write_store(fs, out, cfg, dataset=ds.meta.name, engine=engine, row_group_rows=row_group_rows)
+    with stage(f"write the feature store {out}"):
+        write_store(fs, out, cfg, dataset=ds.meta.name, engine=engine, row_group_rows=row_group_rows)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     return {
         "dataset": ds.meta.name,

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from adsformer.config import SplitConfig, to_dict
-from adsformer.console import console
+from adsformer.console import ProgressBar
 from adsformer.representations.quality import unit_rows as _unit
 from adsformer.representations.skipgram import cutoff, sessionize
 from adsformer.representations.table import RepresentationTable, TableError
@@ -227,7 +227,7 @@ def train_air(
         TextColumn("{task.fields[loss]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
+    with ProgressBar(*columns) as bar:
         task = bar.add_task("air", total=cfg.epochs * steps, loss="")
         for epoch in range(cfg.epochs):
             order = rng.permutation(tr_a.size)
