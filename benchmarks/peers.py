@@ -12,8 +12,8 @@ Models
 Ours (``adsformer``; the DCN ranker with a user module):
 
 * ``adsformer`` -- ADPM over every (entity, action) sequence the data has (the default configuration);
-* ``adsformer-view`` -- ADPM restricted to the ``listing:view`` sequence (encoder and learned component),
-  i.e. exactly the behaviour input the peers get;
+* ``adsformer-view`` -- ADPM restricted to the ``listing:view`` sequence (encoder, learned component and
+  touch signals), i.e. exactly the behaviour input the peers get;
 * ``baseline`` -- the ranker without a user module;
 * ``bst`` -- our Behavior Sequence Transformer user module on ``listing:view`` (not in the default list).
 
@@ -113,7 +113,11 @@ MODELS: dict[str, ModelEntry] = {
         "adsformer-view",
         "ours",
         "adsformer",
-        (f"model.adpm.encoder.pair={PEER_PAIR}", f"model.adpm.learned.pairs=[{PEER_PAIR}]"),
+        (
+            f"model.adpm.encoder.pair={PEER_PAIR}",
+            f"model.adpm.learned.pairs=[{PEER_PAIR}]",
+            f"model.adpm.touch.pairs=[{PEER_PAIR}]",  # touch signals of the peers' sequence alone
+        ),
         description=f"adsformer: DCN ranker + ADPM over {PEER_PAIR} only",
     ),
     "baseline": ModelEntry(

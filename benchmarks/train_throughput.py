@@ -6,15 +6,16 @@
 In one process, on the same machine, the same :class:`FeatureSet` (``configs/ctr.yaml`` data settings) and
 the same shuffled training rows:
 
-* ``adsformer-view``: our ranker with ADPM over ``listing:view`` (encoder + learned table), the input the
-  peers get; ``adsformer``: ADPM over every (entity, action) sequence (the default; optional);
+* ``adsformer-view``: our ranker with ADPM over ``listing:view`` (encoder, learned table, touch signals),
+  the input the peers get; ``adsformer``: ADPM over every (entity, action) sequence (the default; optional);
 * ``transact`` / ``din``: FuxiCTR's TransAct and DIN, built and fed by ``benchmarks/peers.py`` (same
   embedding widths, deep tower, cross layers, sequence length; their own ``train_step``).
 
 A training step is what each side's training loop does per batch: gather the batch from the feature
 arrays, forward, loss, backward, optimizer step(s). After ``--warmup`` steps each, the models take turns
 running timed windows of ``--steps`` steps (round robin, so machine load hits all alike); the report gives
-the median examples/s over ``--windows`` windows and the ratio to each peer.
+the median examples/s over ``--windows`` windows and the ratio to each peer, also as the median of the
+per-round ratios (each round's windows run back to back, so on a loaded machine that ratio is the steadier).
 
 FLOP utilization: the FLOPs of one training step (forward + backward) are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix multiplies, attention, ...; element-wise work is not
@@ -211,7 +212,15 @@ def main() -> None:
             for b in peer_names:
                 ratio = report["models"][a]["examples_per_s"] / report["models"][b]["examples_per_s"]
                 report.setdefault("ratios", {})[f"{a}/{b}"] = ratio
-                lines.append(f"- {a} / {b}: **{ratio:.2f}x** examples/s")
+                paired = [
+                    x / y
+                    for x, y in zip(report["models"][a]["rates"], report["models"][b]["rates"], strict=True)
+                ]
+                report.setdefault("paired_ratios", {})[f"{a}/{b}"] = statistics.median(paired)
+                lines.append(
+                    f"- {a} / {b}: **{ratio:.2f}x** examples/s (ratio of medians); median of the per-round "
+                    f"ratios {statistics.median(paired):.2f}x (rounds {min(paired):.2f}..{max(paired):.2f}x)"
+                )
     md = "\n".join(lines) + "\n"
     write_json(args.out.with_suffix(".json"), report)
     with atomic_file(args.out.with_suffix(".md")) as tmp:
