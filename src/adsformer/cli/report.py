@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from adsformer.cli.common import friendly_errors
-from adsformer.console import console
+from adsformer.console import console, stage
 
 
 def report_cmd(
@@ -22,6 +22,6 @@ def report_cmd(
     calibration, training curves and ablation tables."""
     from adsformer.report import write_report
 
-    with friendly_errors():
+    with friendly_errors(), stage("render the report"):
         path = write_report(paths, out, title)
     console.print(f"wrote [bold]{path}[/]")

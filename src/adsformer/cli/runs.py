@@ -19,7 +19,7 @@ from adsformer.cli.common import (
     given,
     output_dir,
 )
-from adsformer.console import console, kv_table
+from adsformer.console import console, kv_table, stage
 
 
 def train_cmd(
@@ -88,7 +88,7 @@ def predict_cmd(
     """Score every impression of a dataset (unseen ids -> OOV); write ids + p_ctr / p_pccvr to Parquet."""
     from adsformer.run.predictor import predict_run
 
-    with friendly_errors():
+    with friendly_errors(), stage(f"score every impression of {data}"):
         summary = predict_run(run_dir, data, out, batch_size=batch_size)
     console.print(kv_table("predictions", summary))
 
@@ -100,6 +100,6 @@ def export_cmd(
     """Export the run's model as TorchScript (plus FILE.pt.json describing the inputs); parity-checked."""
     from adsformer.run.export import export_torchscript, sidecar_path
 
-    with friendly_errors():
+    with friendly_errors(), stage("export TorchScript and check parity"):
         path = export_torchscript(run_dir, out)
     console.print(f"wrote [bold]{path}[/] and [bold]{sidecar_path(path)}[/]")
