@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from adsformer.cli import app
 from adsformer.data.schema import write_dataset
-from adsformer.run.config import RUN_SHORT_KEYS
+from adsformer.run.config import ExperimentConfig
 from tinydata import make_tiny_dataset
 
 runner = CliRunner()
@@ -388,7 +388,7 @@ def test_generated_bad_configs(sets):
             OUTCOMES["config_valid"] += 1
             return
         OUTCOMES["config_refused"] += 1
-        named = [k for k, _ in sets if RUN_SHORT_KEYS.get(k, k) in line or f"'{k}" in line]
+        named = [k for k, _ in sets if ExperimentConfig.SHORT_KEYS.get(k, k) in line or f"'{k}" in line]
         assert named, (sets, line)
 
 

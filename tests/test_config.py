@@ -1,6 +1,6 @@
 import pytest
 
-from adsformer.config import ConfigError, DataConfig, apply_overrides, load_yaml, parse_overrides, to_dict
+from adsformer.config import ConfigError, DataConfig, apply_overrides, load_config, parse_overrides, to_dict
 
 
 def test_short_and_dotted_overrides():
@@ -25,10 +25,10 @@ def test_yaml_round_trip(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(to_dict(apply_overrides(DataConfig(), {"max_len": 7}))))
-    assert load_yaml(DataConfig, path).sequences.max_len == 7
+    assert load_config(DataConfig, path).sequences.max_len == 7
     path.write_text("sequences: {windw_s: 3}\n")
     with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'sequences.windw_s'"):
-        load_yaml(DataConfig, path)
+        load_config(DataConfig, path)
 
 
 def test_exponent_without_a_dot_is_a_number():
@@ -70,7 +70,7 @@ def test_exponent_without_a_dot_is_a_number():
         ("model.ranker.embedding_std=-1", "model.ranker.embedding_std must be in (0, 10], got -1.0"),
         (
             "model=transformer",
-            "model.user: unknown model 'transformer'; expected one of ['adsformer', 'baseline'",
+            "model.user must be one of ['adsformer', 'bst', 'lastk', 'baseline'], got 'transformer'",
         ),
         ("ece_bins=0", "eval.ece_bins must be in [1, 10000], got 0"),
         ("pairs=[a", "--set 'pairs=[a': the value is not a YAML scalar or list"),

@@ -197,7 +197,7 @@ def test_unknown_model_and_missing_run(tmp_path, sim_dir):
     res = runner.invoke(
         app, ["train", "--data", str(sim_dir), "--model", "gpt", "--out", str(tmp_path / "r")]
     )
-    assert res.exit_code != 0 and "unknown model 'gpt'" in " ".join(res.output.split())
+    assert res.exit_code != 0 and "model.user must be one of " in " ".join(res.output.split())
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), "--data", str(sim_dir)])
     assert res.exit_code == 1 and "not a run directory" in res.output
 

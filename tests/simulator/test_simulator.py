@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from adsformer.config import ConfigError, apply_overrides, parse_overrides
 from adsformer.data.schema import TABLES
 from adsformer.data.validate import read_dataset, validate_dataset
 from adsformer.simulator import PRESETS, SimulatorConfig, Truth, generate, history_empty, simulate
@@ -256,13 +257,10 @@ def test_truth_contents(tiny):
     json.dumps(p)
 
 
-def test_string_overrides():
-    cfg = TINY.with_string_overrides({"n_users": "50", "images": "false", "w_color": "2", "name": "x"})
+def test_set_overrides():
+    cfg = apply_overrides(TINY, parse_overrides(["n_users=50", "images=false", "w_color=2", "name=x"]))
     assert (cfg.n_users, cfg.images, cfg.w_color, cfg.name) == (50, False, 2.0, "x")
-    assert TINY.with_string_overrides({"price_band_multipliers": "0.5,1,3"}).price_band_multipliers == (
-        0.5,
-        1.0,
-        3.0,
-    )
-    with pytest.raises(ValueError, match="unknown simulator setting"):
-        TINY.with_string_overrides({"nope": "1"})
+    cfg = apply_overrides(TINY, parse_overrides(["price_band_multipliers=0.5,1,3"]))
+    assert cfg.price_band_multipliers == (0.5, 1.0, 3.0)
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        apply_overrides(TINY, parse_overrides(["nope=1"]))

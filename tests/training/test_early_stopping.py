@@ -162,7 +162,7 @@ def test_warns_when_an_epoch_has_few_steps(tiny, monkeypatch, capsys):
         ("lr=-0.1", "train.lr must be a finite number > 0, got -0.1"),
         ("lr=.nan", "train.lr must be a finite number > 0, got nan"),
         ("lr=inf", "train.lr must be a finite number > 0, got inf"),
-        ("monitor=auc", "train.monitor must be roc_auc or log_loss, got 'auc'"),
+        ("monitor=auc", "train.monitor must be one of ['roc_auc', 'log_loss'], got 'auc'"),
     ],
 )
 def test_range_checks_name_the_key(item, message):

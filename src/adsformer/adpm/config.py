@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from pydantic import with_config
 
 from adsformer.config import (
+    KNOWN_KEYS_ONLY,
     MAX_BLOCKS,
     MAX_DIM,
     MAX_HEADS,
@@ -16,6 +20,10 @@ from adsformer.config import (
 )
 
 DROPOUT = "must be in [0, 1)"
+#: How the encoder pools its outputs over the sequence: global max or mean over the real positions
+Pooling = Literal["max", "mean"]
+#: How component 3 pools a learned sequence: the paper's average, or DIN-style attention to the target
+LearnedPooling = Literal["mean", "target"]
 
 
 def listing_pair(name: str) -> bool:
@@ -23,6 +31,7 @@ def listing_pair(name: str) -> bool:
     return name == "auto" or (name.startswith("listing:") and valid_pair(name) and not name.endswith(":*"))
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class EncoderConfig:
     """Component 1: the adSformer encoder over one (entity, action) sequence, target listing at position 0."""
@@ -37,7 +46,7 @@ class EncoderConfig:
     blocks: int = 1
     ffn_mult: int = 4
     dropout: float = 0.0
-    pooling: str = "max"  # "max" (global max pooling over unmasked positions) or "mean"
+    pooling: Pooling = "max"
     max_len: int = 50  # use at most the newest max_len events of the sequence
     # Rows are encoded in this many groups of similar length, each trimmed to its own longest sequence:
     # exact (rows never interact) and several times cheaper when most windows are short. 1 = off.
@@ -56,13 +65,14 @@ class EncoderConfig:
                 ("blocks", in_range(self.blocks, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
                 ("ffn_mult", in_range(self.ffn_mult, 1, 64), "must be in [1, 64]"),
                 ("dropout", finite(self.dropout, 0, 1) and self.dropout < 1, DROPOUT),
-                ("pooling", self.pooling in ("max", "mean"), "must be max or mean"),
+                ("pooling", self.pooling in get_args(Pooling), f"must be one of {list(get_args(Pooling))}"),
                 ("max_len", in_range(self.max_len, 1, MAX_SEQ_LEN), f"must be in [1, {MAX_SEQ_LEN}]"),
                 ("length_groups", in_range(self.length_groups, 1, 1024), "must be in [1, 1024] (1 = off)"),
             ],
         )
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class PretrainedConfig:
     """Component 2: frozen pretrained listing tables, average pooled per listing sequence.
@@ -95,6 +105,7 @@ class PretrainedConfig:
         return bool(self.tables)
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class LearnedConfig:
     """Component 3: an embedding table per (entity, action) pair, learned from scratch, average pooled."""
@@ -109,7 +120,7 @@ class LearnedConfig:
     # "mean": the paper's average pooling; "target": DIN-style target attention for listing sequences
     # (weights = softmax over the real entries of the scaled dot product with the target listing's
     # embedding in the same table; other entities keep the average)
-    pooling: str = "mean"
+    pooling: LearnedPooling = "mean"
 
     def __post_init__(self) -> None:
         dims = ("listing_dim", "shop_dim", "taxonomy_dim", "query_dim", "attribute_dim")
@@ -122,7 +133,11 @@ class LearnedConfig:
                     "must be 'all' or entity:action names",
                 ),
                 *[(d, in_range(getattr(self, d), 1, MAX_DIM), f"must be in [1, {MAX_DIM}]") for d in dims],
-                ("pooling", self.pooling in ("mean", "target"), "must be mean or target"),
+                (
+                    "pooling",
+                    self.pooling in get_args(LearnedPooling),
+                    f"must be one of {list(get_args(LearnedPooling))}",
+                ),
             ],
         )
 
@@ -132,6 +147,7 @@ class LearnedConfig:
         return int(getattr(self, f"{entity}_dim"))
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class TouchConfig:
     """Component 4 (beyond the paper): target-aware touch signals per (entity, action) sequence -- how often
@@ -145,6 +161,7 @@ class TouchConfig:
         check_ranges(self, [("pairs", ok, "must be 'all' or entity:action names")])
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class ADPMConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

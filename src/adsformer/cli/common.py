@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from adsformer import console
-from adsformer.config import DataConfig, apply_overrides, load_yaml, parse_overrides
+from adsformer.config import DataConfig, load_config, preset_names
 from adsformer.console import err_console, log
 from adsformer.errors import error_line
 from adsformer.extras import Extra, missing_extra, require
@@ -31,7 +31,20 @@ SetOpt = Annotated[
     ),
 ]
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML config file.", exists=True, dir_okay=False)
+    str | None,
+    typer.Option(
+        "--config",
+        help=f"A preset ({', '.join(preset_names())}) or a YAML file, which may 'extends:' a preset and "
+        "list only what it changes (adsformer config show prints the result).",
+    ),
+]
+SettingsFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="A YAML file of these settings (it may 'extends:' another file); --set applies on top "
+        "(adsformer config show --kind KIND prints the result).",
+    ),
 ]
 OverwriteOpt = Annotated[
     bool,
@@ -115,10 +128,10 @@ def output_dir(out: Path, overwrite: bool) -> Iterator[None]:
         yield
 
 
-def data_config(config: Path | None, overrides: list[str] | None) -> DataConfig:
-    """The data config: defaults, then the YAML file, then ``--set`` overrides."""
-    cfg = load_yaml(DataConfig, config) if config else DataConfig()
-    return apply_overrides(cfg, parse_overrides(overrides))
+def data_config(config: str | None, overrides: list[str] | None) -> DataConfig:
+    """The data config: defaults, then ``--config`` (a data preset or file, or a run config's ``data``
+    section), then ``--set`` overrides."""
+    return load_config(DataConfig, config, overrides)
 
 
 def progress_printer() -> Callable[..., None]:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adsformer.cli.common import friendly_errors, needs, output_dir
+from adsformer.cli.common import data_config, friendly_errors, needs, output_dir
 from adsformer.console import console, kv_table
 
 
@@ -19,12 +19,11 @@ def features_cmd(
     ] = "local",
     row_group_rows: Annotated[int, typer.Option(help="Impressions per Parquet row group.")] = 65_536,
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--config",
-            help="YAML data config, or a run config (its data section).",
-            exists=True,
-            dir_okay=False,
+            help="A data preset (data, data_test), a run preset or file (its data section), or a data YAML "
+            "file, which may 'extends:' a preset.",
         ),
     ] = None,
     set_: Annotated[
@@ -42,16 +41,15 @@ def features_cmd(
 ) -> None:
     """Build every model input once and write a feature store; `adsformer train --data FEAT_DIR` streams it
     with bounded memory."""
-    from adsformer.config import ConfigError
-    from adsformer.experiments.feature_job import data_config, run_feature_job
+    from adsformer.config import ENGINES, one_of
+    from adsformer.experiments.feature_job import run_feature_job
 
     with friendly_errors(), output_dir(out, overwrite):
-        if engine not in ("local", "spark"):
-            raise ConfigError(f"--engine must be local or spark, got {engine!r}")
-        if engine == "spark":
+        chosen = one_of(ENGINES, engine, "--engine")
+        if chosen == "spark":
             needs("features --engine spark", "spark")
         summary = run_feature_job(
-            data, data_config(config, set_), out, engine=engine, row_group_rows=row_group_rows
+            data, data_config(config, set_), out, engine=chosen, row_group_rows=row_group_rows
         )
     console.print(kv_table("feature store", summary))
     console.print(f"wrote [bold]{out}[/]")

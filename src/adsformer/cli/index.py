@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import friendly_errors, needs, output_dir
+from adsformer.cli.common import SettingsFileOpt, friendly_errors, needs, output_dir
 from adsformer.console import console, kv_table, records_table
 
 index_app = typer.Typer(
@@ -45,6 +45,7 @@ def build_cmd(
             help="Trained run(s) giving static pCTR (ctr run) / pCCVR (pccvr run); else smoothed history.",
         ),
     ] = None,
+    config: SettingsFileOpt = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -62,12 +63,11 @@ def build_cmd(
     """Build the lexical index (tantivy, sharded), the two-tower model and its IVF index, and one IVF index
     per table; evaluate on held-out clicks; write INDEX_DIR with manifest.json."""
     needs("index build", "retrieval")
-    from adsformer.config import apply_overrides, parse_overrides
+    from adsformer.config import load_config
     from adsformer.retrieval import IndexConfig, build_index
-    from adsformer.retrieval.config import SHORT_KEYS
 
     with friendly_errors(), output_dir(out, overwrite):
-        cfg = apply_overrides(IndexConfig(), parse_overrides(set_), short_keys=SHORT_KEYS)
+        cfg = load_config(IndexConfig, config, set_)
         manifest = build_index(
             data,
             out,

@@ -18,7 +18,19 @@ import typer
 import typer.core
 
 from adsformer import __version__
-from adsformer.cli import abtest, dataset, experiments, features, help, index, represent, runs, serve, stats
+from adsformer.cli import (
+    abtest,
+    config,
+    dataset,
+    experiments,
+    features,
+    help,
+    index,
+    represent,
+    runs,
+    serve,
+    stats,
+)
 from adsformer.cli.common import CONTROL_FLOW, fail, set_debug
 from adsformer.cli.prepare import prepare_app
 from adsformer.cli.report import report_cmd
@@ -102,6 +114,7 @@ def _add_commands() -> None:
     app.command("retrieve")(index.retrieve_cmd)
     app.add_typer(stats.stats_app, name="stats")
     app.command("abtest")(abtest.abtest_cmd)
+    app.add_typer(config.config_app, name="config")
 
 
 _add_commands()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from adsformer.cli.common import OutDir, OverwriteOpt, friendly_errors, output_dir, progress_printer
-from adsformer.config import ConfigError
+from adsformer.config import apply_overrides, parse_overrides
 from adsformer.console import console, kv_table
 
 prepare_app = typer.Typer(
@@ -51,14 +51,7 @@ def prepare_simulate(
         cfg = SimulatorConfig.preset(scale).with_overrides(seed=seed)
         if images is not None:
             cfg = cfg.with_overrides(images=images)
-        if set_:
-            pairs = dict(item.split("=", 1) for item in set_ if "=" in item)
-            if len(pairs) != len(set_):
-                raise ConfigError(f"--set expects key=value, got {set_}")
-            try:
-                cfg = cfg.with_string_overrides(pairs)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(str(exc)) from exc
+        cfg = apply_overrides(cfg, parse_overrides(set_))
         ds = simulate(cfg, out, progress=progress_printer())
     _print_prepared(ds.summary(), out)
     shares = json.loads((out / "truth.json").read_text())["summary"].get("reengagement", {})

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import friendly_errors, needs, output_dir
-from adsformer.config import apply_overrides, parse_overrides
+from adsformer.cli.common import SettingsFileOpt, friendly_errors, needs, output_dir
+from adsformer.config import load_config
 from adsformer.console import console, kv_table, records_table
 
 represent_app = typer.Typer(
@@ -47,14 +47,20 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
 
 
 @represent_app.command("skipgram")
-def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def skipgram_cmd(
+    data: DataOpt,
+    out: OutOpt,
+    config: SettingsFileOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
     """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
     sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
     needs("represent skipgram", "represent")
     from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 
     with friendly_errors(), output_dir(out, overwrite):
-        cfg = apply_overrides(SkipGramConfig(), parse_overrides(set_), short_keys={})
+        cfg = load_config(SkipGramConfig, config, set_)
         report = represent_skipgram(data, out, cfg)
     s = report["settings"]
     console.print(
@@ -65,7 +71,13 @@ def skipgram_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Ove
 
 
 @represent_app.command("text")
-def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def text_cmd(
+    data: DataOpt,
+    out: OutOpt,
+    config: SettingsFileOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
     """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
     window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
     of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
@@ -73,7 +85,7 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwri
     from adsformer.representations.text import TextConfig, represent_text
 
     with friendly_errors(), output_dir(out, overwrite):
-        cfg = apply_overrides(TextConfig(), parse_overrides(set_), short_keys={})
+        cfg = load_config(TextConfig, config, set_)
         report = represent_text(data, out, cfg)
     s = report["settings"]
     console.print(
@@ -87,14 +99,20 @@ def text_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwri
 
 
 @represent_app.command("air")
-def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def air_cmd(
+    data: DataOpt,
+    out: OutOpt,
+    config: SettingsFileOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
     """AIR listing vectors (d=256): one shared tower over content tables (--set tables=TEXT,VISUAL) and
     numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
     softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
     from adsformer.representations.air import AIRConfig, represent_air
 
     with friendly_errors(), output_dir(out, overwrite):
-        cfg = apply_overrides(AIRConfig(), parse_overrides(set_), short_keys={})
+        cfg = load_config(AIRConfig, config, set_)
         report = represent_air(data, out, cfg)
     r = report["retrieval"]
     console.print(
@@ -107,7 +125,13 @@ def air_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overwrit
 
 
 @represent_app.command("visual")
-def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def visual_cmd(
+    data: DataOpt,
+    out: OutOpt,
+    config: SettingsFileOpt = None,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
     """Multitask visual listing vectors: ImageNet EfficientNet-Lite0, a 256-d layer and one head per label
     column (tasks=auto: article type, color, subcategory, gender where present, else taxonomy and color),
     trained with a task-balanced sampler on cached backbone features (--set finetune_epochs=1 then also
@@ -119,7 +143,7 @@ def visual_cmd(data: DataOpt, out: OutOpt, set_: SetOpt = None, overwrite: Overw
     from adsformer.representations.visual import VisualConfig, represent_visual
 
     with friendly_errors(), output_dir(out, overwrite):
-        cfg = apply_overrides(VisualConfig(), parse_overrides(set_), short_keys={})
+        cfg = load_config(VisualConfig, config, set_)
         report = represent_visual(data, out, cfg, say=lambda m: console.print(f"[yellow]note:[/] {m}"))
     s, h = report["settings"], report["heads"]
     console.print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,30 @@ RedisOpt = Annotated[
     str | None,
     typer.Option("--redis-url", help="Online store, e.g. redis://127.0.0.1:6379/0 (default: in-process)."),
 ]
+
+
+def file_settings(
+    config: str | None, overrides: list[str] | None, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The service settings a ``--config`` file (and what it extends) and ``--set`` give, by field name;
+    a name that is not a setting is refused (the environment's ``ADSFORMER_*`` ones are not read here)."""
+    from adsformer.config import ConfigError, parse_overrides, read_layers
+
+    layers, kind = read_layers(config) if config is not None else ([], None)
+    if kind not in (None, "serve"):
+        raise ConfigError(f"--config {config}: a {kind} config; adsformer serve needs service settings")
+    values: dict[str, Any] = {}
+    for source, given in [
+        *((layer.source, layer.values) for layer in layers),
+        ("--set", parse_overrides(overrides)),
+    ]:
+        for key, value in given.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"{source}: unknown service setting {key!r}; expected one of {sorted(fields)}"
+                )
+            values[key] = value
+    return values
 
 
 def serve_cmd(
@@ -46,6 +71,18 @@ def serve_cmd(
     cache_ttl: Annotated[
         float | None, typer.Option("--cache-ttl", help="Score cache TTL in seconds (0 = off).")
     ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="A YAML file of service settings (the fields of ServingSettings; it may 'extends:' another "
+            "file). Precedence: ADSFORMER_* environment, then this file, then --set, then the options above.",
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a service setting: key=value (max_ads=20, ...; repeatable)."),
+    ] = None,
 ) -> None:
     """Serve POST /events, POST /rank, GET /healthz, GET /metrics (OpenAPI at /docs)."""
     needs("serve", "serve", *(("retrieval",) if index is not None else ()))
@@ -71,7 +108,10 @@ def serve_cmd(
     }
     with friendly_errors():
         try:
-            settings = ServingSettings(**{k: v for k, v in given.items() if v is not None})
+            chosen = {k: v for k, v in given.items() if v is not None}
+            settings = ServingSettings(
+                **{**file_settings(config, set_, ServingSettings.model_fields), **chosen}
+            )
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
             keep_freed_memory()  # a server: keep freed tensor memory mapped (no page faults per request)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from adsformer.adpm.config import ADPMConfig
+from adsformer.adpm.config import ADPMConfig, LearnedPooling, Pooling
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import log as progress_line
 from adsformer.console import stage
@@ -45,6 +45,7 @@ from adsformer.experiments.runs import (
     test_metrics,
 )
 from adsformer.io import atomic_dir
+from adsformer.models.config import is_user_name
 from adsformer.representations.skipgram import SkipGramConfig, train_skipgram
 from adsformer.run.calibration import Calibrator
 from adsformer.run.config import ExperimentConfig
@@ -63,10 +64,10 @@ class Row:
     user: str
     # ADPM components 1, 2, 3; None = as configured (the default adSformer: component 2 when tables are set)
     components: tuple[bool, bool, bool] | None = (True, True, True)
-    pooling: str = "max"
+    pooling: Pooling = "max"
     tables: tuple[int, ...] | None = None  # which of the configured pretrained tables (None: all)
     touch: bool = False  # ADPM component 4, the target-aware touch signals (beyond the paper)
-    comp3_pooling: str = "mean"  # component 3: "mean" (the paper) or "target" (DIN-style target attention)
+    comp3_pooling: LearnedPooling = "mean"  # component 3: "mean" (the paper), "target" (DIN-style)
 
     @property
     def needs_tables(self) -> bool:
@@ -96,7 +97,7 @@ class Row:
         )
         # rules and peers are not user modules of ours: the config keeps its own (their rows read only the
         # data and training settings)
-        user = cfg.model.user if self.is_rule or self.is_peer else self.user
+        user = self.user if is_user_name(self.user) else cfg.model.user
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, user=user, adpm=adpm))
 
     def _tables(self, tables: tuple[str, ...]) -> tuple[str, ...]:

@@ -28,9 +28,10 @@ from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task, fit, test_metrics
 from adsformer.io import atomic_dir
+from adsformer.models.config import UserName
 from adsformer.run.config import ExperimentConfig
 
-MODELS = ("baseline", "adsformer")
+MODELS: tuple[UserName, ...] = ("baseline", "adsformer")
 
 
 def run_daily(

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from adsformer.config import ConfigError, DataConfig, apply_overrides, from_dict, parse_overrides
+from adsformer.config import DataConfig, Engine
 from adsformer.console import stage
 from adsformer.data.features import build_features
 from adsformer.data.stream import write_store
@@ -22,25 +20,8 @@ from adsformer.data.validate import read_dataset
 from adsformer.experiments.runs import check_task
 
 
-def data_config(path: Path | None, overrides: list[str] | None = None) -> DataConfig:
-    """The data config from a data YAML (``configs/data.yaml``) or a run YAML's ``data`` section
-    (``configs/ctr.yaml``), so a store and the runs trained on it share one file; then ``--set`` keys."""
-    cfg = DataConfig()
-    if path is not None:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        is_run = bool(set(raw) & {"task", "data", "model", "train", "eval"})
-        section = (raw.get("data") or {}) if is_run else raw
-        try:
-            cfg = from_dict(DataConfig, section)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
-    return apply_overrides(cfg, parse_overrides(overrides))
-
-
 def run_feature_job(
-    data_dir: Path, cfg: DataConfig, out: Path, *, engine: str = "local", row_group_rows: int = 65_536
+    data_dir: Path, cfg: DataConfig, out: Path, *, engine: Engine = "local", row_group_rows: int = 65_536
 ) -> dict[str, Any]:
     """Build the features of ``data_dir`` with ``engine`` (local | spark) and write the store ``out``."""
     start = time.perf_counter()

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, TypeGuard, get_args
+
+from pydantic import with_config
 
 from adsformer.adpm.config import DROPOUT, ADPMConfig, listing_pair
 from adsformer.config import (
+    KNOWN_KEYS_ONLY,
     MAX_BLOCKS,
     MAX_DIM,
     MAX_HEADS,
     MAX_SEQ_LEN,
-    ConfigError,
     check_ranges,
     finite,
     in_range,
 )
 
 PAIR_RULE = "must be auto or a listing sequence listing:ACTION"
-#: ``model.user``: the keys of adsformer.models.registry.USER_MODULES
-USER_NAMES = ("adsformer", "bst", "lastk", "baseline")
+#: ``model.user``: the user module the ranker receives (the keys of adsformer.models.registry.USER_MODULES)
+UserName = Literal["adsformer", "bst", "lastk", "baseline"]
+USER_NAMES: tuple[UserName, ...] = get_args(UserName)
 
 
+def is_user_name(name: str) -> TypeGuard[UserName]:
+    """Whether ``name`` is a user module's (and not, say, a rule's or a peer's row)."""
+    return name in USER_NAMES
+
+
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class BSTConfig:
     """Behavior Sequence Transformer (Chen et al. 2019): transformer over target + last k, outputs concatenated."""
@@ -48,6 +58,7 @@ class BSTConfig:
         )
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class LastKConfig:
     """Average of the learned embeddings of the last k listings (the eBay approach)."""
@@ -67,6 +78,7 @@ class LastKConfig:
         )
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class RankerConfig:
     """Deep & cross network over the wide input concatenated with the user vector."""
@@ -127,18 +139,16 @@ class RankerConfig:
         return int(getattr(self, f"{entity}_dim"))
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class ModelConfig:
     """``user`` picks the user module: adsformer (ADPM) | bst | lastk | baseline (none)."""
 
-    user: str = "adsformer"
+    user: UserName = "adsformer"
     adpm: ADPMConfig = field(default_factory=ADPMConfig)
     bst: BSTConfig = field(default_factory=BSTConfig)
     lastk: LastKConfig = field(default_factory=LastKConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
     def __post_init__(self) -> None:
-        if self.user not in USER_NAMES:
-            raise ConfigError(
-                f"model.user: unknown model {self.user!r}; expected one of {sorted(USER_NAMES)}"
-            )
+        check_ranges(self, [("user", self.user in USER_NAMES, f"must be one of {list(USER_NAMES)}")])

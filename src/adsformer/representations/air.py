@@ -20,24 +20,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
 import torch
+from pydantic import with_config
 from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from adsformer.config import SplitConfig, to_dict
+from adsformer.config import KNOWN_KEYS_ONLY, SplitConfig, to_dict
 from adsformer.console import ProgressBar
 from adsformer.representations.quality import unit_rows as _unit
-from adsformer.representations.skipgram import cutoff, sessionize
+from adsformer.representations.skipgram import Until, cutoff, sessionize
 from adsformer.representations.table import RepresentationTable, TableError
 from adsformer.runtime import torch_threads
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class AIRConfig:
+    """Settings of ``adsformer represent air``."""
+
+    KIND: ClassVar[str] = "air"
+
     tables: tuple[str, ...] = ()  # content tables (directories) the towers read, e.g. text and visual
     dim: int = 256
     hidden: int = 512
@@ -48,7 +54,7 @@ class AIRConfig:
     gap_s: int = 1800  # a gap longer than this starts a new browsing session
     eval_fraction: float = 0.1  # sessions / requests whose pairs are held out for recall@k
     ks: tuple[int, ...] = (10, 50)
-    until: str = "test"  # "test" | "val" | "all": which events and impressions pairs come from
+    until: Until = "test"  # which events and impressions the pairs come from
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 0
     threads: int = 1

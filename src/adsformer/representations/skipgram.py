@@ -15,28 +15,36 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import polars as pl
+from pydantic import with_config
 
-from adsformer.config import SplitConfig, to_dict
+from adsformer.config import KNOWN_KEYS_ONLY, SplitConfig, to_dict
 from adsformer.data.schema import Dataset
 from adsformer.data.splits import time_split
 from adsformer.representations.table import RepresentationTable, TableError
 
-UNTIL = ("test", "val", "all")
+#: Which events a learned table reads: before the test period, before validation, or all of them
+Until = Literal["test", "val", "all"]
+UNTIL: tuple[Until, ...] = get_args(Until)
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class SkipGramConfig:
+    """Settings of ``adsformer represent skipgram``."""
+
+    KIND: ClassVar[str] = "skipgram"
+
     dim: int = 64
     window: int = 5
     epochs: int = 5
     min_count: int = 1  # listings seen fewer times are left out of the table (OOV at lookup)
     gap_s: int = 1800  # a gap longer than this starts a new session
     purchase_upsample: int = 5  # sessions with a purchase are repeated this many times
-    until: str = "test"  # "test": events before the test period; "val": before validation; "all"
+    until: Until = "test"  # "test": events before the test period; "val": before validation; "all"
     workers: int = 1  # gensim threads; 1 is reproducible for a given seed, more is faster
     seed: int = 0
     name: str = "skipgram"

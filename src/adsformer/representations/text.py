@@ -28,12 +28,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+from pydantic import with_config
 
-from adsformer.config import ConfigError, to_dict
+from adsformer.config import KNOWN_KEYS_ONLY, ConfigError, to_dict
 from adsformer.representations.table import RepresentationTable, TableError
 
 NUM = "<num>"
@@ -56,8 +57,13 @@ _TOKENS = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+")  # numbers (1.5, 1,000) or ru
 _TAXONOMY_SEP = re.compile(r"[/.>\s]+")
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class TextConfig:
+    """Settings of ``adsformer represent text``."""
+
+    KIND: ClassVar[str] = "text"
+
     dim: int = 128  # 128 or 256 in the paper (appendix table 15)
     window: int = 5
     negative: int = 5  # negative samples per positive

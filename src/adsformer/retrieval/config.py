@@ -1,15 +1,20 @@
 """Settings of candidate retrieval (one frozen dataclass per component) and :class:`RetrievalError`.
 
-``adsformer index build --set key=value`` addresses a field by its dotted path (``ann.nprobe=32``,
-``lexical.shards=4``, ``two_tower.epochs=20``) or by a short key (:data:`SHORT_KEYS`). Invalid values raise
-:class:`~adsformer.config.ConfigError` when the config is made.
+``adsformer index build [--config FILE.yaml] --set key=value`` addresses a field by its dotted path
+(``ann.nprobe=32``, ``lexical.shards=4``, ``two_tower.epochs=20``) or by a short key
+(:attr:`IndexConfig.SHORT_KEYS`). Invalid values raise :class:`~adsformer.config.ConfigError` when the config
+is made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal, get_args
 
-from adsformer.config import ConfigError, SplitConfig
+from pydantic import with_config
+
+from adsformer.config import KNOWN_KEYS_ONLY, ConfigError, SplitConfig
 from adsformer.errors import UserError
 
 
@@ -24,6 +29,7 @@ def _check(owner: str, key: str, value: float, low: float, high: float | None = 
         raise ConfigError(f"retrieval setting {owner}.{key}={value!r}: must be {rule}")
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class LexicalConfig:
     """The inverted index (tantivy) over titles, tags and taxonomy paths.
@@ -63,9 +69,14 @@ class LexicalConfig:
 
 
 #: index kinds: exact scan, inverted file with full vectors, with int8 vectors, with product-quantized codes
-ANN_KINDS = ("auto", "flat", "ivf_flat", "ivf_sq8", "ivf_pq")
+#: The faiss index of an ANN source: ``auto`` picks by the number of vectors (see :class:`AnnConfig`)
+IndexKind = Literal["auto", "flat", "ivf_flat", "ivf_sq8", "ivf_pq"]
+ANN_KINDS: tuple[IndexKind, ...] = get_args(IndexKind)
+#: Training data of a learned source comes from before the test or the validation period
+Until = Literal["test", "val"]
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class AnnConfig:
     """faiss inverted-file indexes over unit vectors (inner product = cosine).
@@ -81,7 +92,7 @@ class AnnConfig:
     vector in ``pq_m * pq_bits / 8`` bytes (``0`` = ``dim / 8``, which must divide ``dim``).
     """
 
-    kind: str = "auto"
+    kind: IndexKind = "auto"
     nlist: int = 0
     nprobe: int = 0
     pq_m: int = 0
@@ -102,6 +113,7 @@ class AnnConfig:
         _check("ann", "train_size", self.train_size, 39)
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class TwoTowerConfig:
     """Query / listing two-tower model trained on query -> clicked listing (in-batch softmax)."""
@@ -116,7 +128,7 @@ class TwoTowerConfig:
     epochs: int = 15
     batch_size: int = 512
     lr: float = 2e-3
-    until: str = "test"  # training clicks from before the test ("test") or validation ("val") period
+    until: Until = "test"  # training clicks from before the test ("test") or validation ("val") period
     split: SplitConfig = field(default_factory=SplitConfig)  # must match the ranker's
     seed: int = 0
 
@@ -131,6 +143,7 @@ class TwoTowerConfig:
             raise ConfigError(f"retrieval setting two_tower.until={self.until!r}: expected test or val")
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class StaticConfig:
     """Offline "static" pCTR x pCCVR per listing when no trained run gives them: smoothed history of the
@@ -144,6 +157,7 @@ class StaticConfig:
         _check("static", "pccvr_prior_clicks", self.pccvr_prior_clicks, 0.0)
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class HybridConfig:
     """Merging the sources: reciprocal-rank fusion, ``score = sum_s 1 / (rrf_k + rank_s)``."""
@@ -156,9 +170,22 @@ class HybridConfig:
         _check("hybrid", "k", self.k, 1)
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class IndexConfig:
     """Everything ``adsformer index build`` reads."""
+
+    KIND: ClassVar[str] = "index"
+    #: ``--set`` short keys of ``adsformer index build``
+    SHORT_KEYS: ClassVar[Mapping[str, str]] = {
+        "shards": "lexical.shards",
+        "per_shard_cap": "lexical.per_shard_cap",
+        "nlist": "ann.nlist",
+        "nprobe": "ann.nprobe",
+        "kind": "ann.kind",
+        "epochs": "two_tower.epochs",
+        "k": "hybrid.k",
+    }
 
     lexical: LexicalConfig = field(default_factory=LexicalConfig)
     ann: AnnConfig = field(default_factory=AnnConfig)
@@ -169,15 +196,3 @@ class IndexConfig:
     eval_ks: tuple[int, ...] = (10, 100, 600)  # recall@k of held-out clicks reported in the manifest
     eval_max_queries: int = 2000  # held-out clicks evaluated (a seeded sample)
     threads: int = 1  # torch and faiss threads while building
-
-
-#: ``--set`` short keys of ``adsformer index build``
-SHORT_KEYS = {
-    "shards": "lexical.shards",
-    "per_shard_cap": "lexical.per_shard_cap",
-    "nlist": "ann.nlist",
-    "nprobe": "ann.nprobe",
-    "kind": "ann.kind",
-    "epochs": "two_tower.epochs",
-    "k": "hybrid.k",
-}

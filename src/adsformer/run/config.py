@@ -1,36 +1,43 @@
-"""The configuration of a whole run: task, data, model, training, evaluation. YAML files in ``configs/``.
+"""The configuration of a whole run: task, data, model, training, evaluation.
 
-``--set`` short keys at this level (:data:`RUN_SHORT_KEYS`) cover the knobs people turn most; any field is
+Presets ship in the package (``adsformer/configs/``: ``ctr``, ``ctr_test``, ``pccvr``, ``pccvr_test``);
+``--config`` takes one by name or a YAML file that ``extends:`` one (:func:`adsformer.config.resolve_config`).
+``--set`` short keys (:attr:`ExperimentConfig.SHORT_KEYS`) cover the knobs people turn most; any field is
 reachable by its dotted path (``model.adpm.encoder.heads=2``).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, get_args
+
+from pydantic import with_config
 
 from adsformer.config import (
-    SHORT_KEYS,
-    ConfigError,
+    KNOWN_KEYS_ONLY,
+    MAX_SEED,
     DataConfig,
-    apply_overrides,
+    Task,
     check_ranges,
+    finite,
     in_range,
-    load_yaml,
-    parse_overrides,
+    load_config,
 )
 from adsformer.models.config import ModelConfig
-from adsformer.models.registry import USER_MODULES
 
-TASKS = ("ctr", "pccvr")
-
+#: The validation metric that picks the best epoch and stops training early
 Monitor = Literal["roc_auc", "log_loss"]
+#: Where training runs: ``auto`` = cuda when available; under torchrun, cuda is each rank's own GPU
+Device = Literal["cpu", "cuda", "auto"]
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class TrainConfig:
+    """How a model trains: batches, epochs and early stopping, the optimizer, threads and device."""
+
     batch_size: int = 0  # rows per (global) optimizer step; 0 = auto from the training rows (auto_batch_size)
     eval_batch_size: int = 32768
     epochs: int = 10  # the most epochs to run (short keys epochs / max_epochs); early stopping may end sooner
@@ -43,32 +50,35 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     log_every: int = 20  # steps between recorded training-loss points
     sparse_embeddings: bool = True  # id tables get sparse gradients and lazy Adam (SparseAdam)
-    device: str = "cpu"  # cpu | cuda | auto; under torchrun, cuda is each rank's own GPU
+    device: Device = "cpu"
     stream_buffer_rows: int = 262_144  # training from a feature store: rows shuffled together in memory
 
     def __post_init__(self) -> None:
-        checks = [
-            ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
-            ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
-            ("epochs", self.epochs >= 1, "(the most epochs to run) must be >= 1"),
-            ("patience", self.patience >= 0, "must be >= 0"),
-            ("monitor", self.monitor in ("roc_auc", "log_loss"), "must be roc_auc or log_loss"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, "must be a finite number > 0"),
-            ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
-            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must be >= 0"),
-            ("threads", self.threads >= 0, "must be >= 0 (0 = torch's default)"),
-            ("log_every", self.log_every >= 1, "must be >= 1"),
-            ("stream_buffer_rows", self.stream_buffer_rows >= 1, "must be >= 1"),
-            ("seed", 0 <= self.seed < 2**63, "must be an integer >= 0"),
-            ("device", self.device in ("cpu", "cuda", "auto"), "must be cpu, cuda or auto"),
-        ]
-        for key, ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"train.{key} {rule}, got {getattr(self, key)!r}")
+        check_ranges(
+            self,
+            [
+                ("batch_size", self.batch_size >= 0, "must be >= 0 (0 = auto)"),
+                ("eval_batch_size", self.eval_batch_size >= 1, "must be >= 1"),
+                ("epochs", self.epochs >= 1, "(the most epochs to run) must be >= 1"),
+                ("patience", self.patience >= 0, "must be >= 0"),
+                ("lr", finite(self.lr) and self.lr > 0, "must be a finite number > 0"),
+                ("min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must be in [0, 1]"),
+                ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "must be >= 0"),
+                ("threads", self.threads >= 0, "must be >= 0 (0 = torch's default)"),
+                ("log_every", self.log_every >= 1, "must be >= 1"),
+                ("stream_buffer_rows", self.stream_buffer_rows >= 1, "must be >= 1"),
+                ("seed", in_range(self.seed, 0, MAX_SEED), "must be an integer >= 0"),
+                ("monitor", self.monitor in get_args(Monitor), f"must be one of {list(get_args(Monitor))}"),
+                ("device", self.device in get_args(Device), f"must be one of {list(get_args(Device))}"),
+            ],
+        )
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class EvalConfig:
+    """How a run is evaluated on its test split."""
+
     ece_bins: int = 15
     # resamples of the 95% bootstrap intervals (``*_ci`` in metrics.json; whole requests); 0 = off
     bootstrap: int = 200
@@ -83,57 +93,47 @@ class EvalConfig:
         )
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class ExperimentConfig:
-    task: str = "ctr"
+    """A whole run: what it predicts, its data, its model, how it trains and how it is evaluated."""
+
+    KIND: ClassVar[str] = "run"
+    #: ``--set`` short keys: the data config's (under ``data.``) and the run knobs people turn most
+    SHORT_KEYS: ClassVar[Mapping[str, str]] = {
+        **{k: f"data.{v}" for k, v in DataConfig.SHORT_KEYS.items()},
+        "model": "model.user",
+        "epochs": "train.epochs",  # the most epochs; early stopping (patience, monitor) may end sooner
+        "max_epochs": "train.epochs",
+        "patience": "train.patience",
+        "monitor": "train.monitor",
+        "lr": "train.lr",
+        "batch_size": "train.batch_size",
+        "seed": "train.seed",
+        "threads": "train.threads",
+        "heads": "model.adpm.encoder.heads",
+        "blocks": "model.adpm.encoder.blocks",
+        "pooling": "model.adpm.encoder.pooling",
+        "encoder_pair": "model.adpm.encoder.pair",
+        "tables": "model.adpm.pretrained.tables",
+        "cross_layers": "model.ranker.cross_layers",
+        "deep": "model.ranker.deep",
+        "ece_bins": "eval.ece_bins",
+        "bootstrap": "eval.bootstrap",
+    }
+
+    task: Task = "ctr"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def __post_init__(self) -> None:
-        check_ranges(self, [("task", self.task in TASKS, f"must be one of {list(TASKS)}")])
-
-
-RUN_SHORT_KEYS: dict[str, str] = {
-    **{k: f"data.{v}" for k, v in SHORT_KEYS.items()},
-    "model": "model.user",
-    "epochs": "train.epochs",  # the most epochs; early stopping (patience, monitor) may end sooner
-    "max_epochs": "train.epochs",
-    "patience": "train.patience",
-    "monitor": "train.monitor",
-    "lr": "train.lr",
-    "batch_size": "train.batch_size",
-    "seed": "train.seed",
-    "threads": "train.threads",
-    "heads": "model.adpm.encoder.heads",
-    "blocks": "model.adpm.encoder.blocks",
-    "pooling": "model.adpm.encoder.pooling",
-    "encoder_pair": "model.adpm.encoder.pair",
-    "tables": "model.adpm.pretrained.tables",
-    "cross_layers": "model.ranker.cross_layers",
-    "deep": "model.ranker.deep",
-    "ece_bins": "eval.ece_bins",
-    "bootstrap": "eval.bootstrap",
-}
-
 
 def load_experiment(
-    config: Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
+    config: str | Path | None, overrides: list[str] | None = None, extra: dict[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Defaults, then the YAML file, then ``extra`` (e.g. --task/--model), then ``--set`` overrides.
+    """Defaults, then ``config`` (a preset name or a YAML file), then ``extra`` (the command's options,
+    e.g. ``--task`` / ``--model``), then ``--set`` overrides (:func:`adsformer.config.resolve_config`).
 
-    Out-of-range values raise :class:`ConfigError` naming the key (training values: ``TrainConfig``)."""
-    cfg = load_yaml(ExperimentConfig, config) if config else ExperimentConfig()
-    if extra:
-        cfg = apply_overrides(cfg, extra, RUN_SHORT_KEYS)
-    cfg = apply_overrides(cfg, parse_overrides(overrides), RUN_SHORT_KEYS)
-    if cfg.task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
-    if cfg.model.user not in USER_MODULES:
-        raise ConfigError(f"unknown model {cfg.model.user!r}; expected one of {sorted(USER_MODULES)}")
-    if cfg.model.adpm.encoder.pooling not in ("max", "mean"):
-        raise ConfigError(
-            f"model.adpm.encoder.pooling must be max or mean, got {cfg.model.adpm.encoder.pooling!r}"
-        )
-    return cfg
+    Any bad key or value raises :class:`ConfigError` naming it."""
+    return load_config(ExperimentConfig, config, overrides, extra)

@@ -1,7 +1,8 @@
 """Every knob of the marketplace simulator, with presets by scale.
 
 ``SimulatorConfig.preset("tiny" | "demo" | "medium" | "large")`` gives a ready configuration;
-``cfg.with_overrides(n_users=..., seed=...)`` changes any field. All probabilities are per draw, all times
+``cfg.with_overrides(n_users=..., seed=...)`` changes any field (``adsformer prepare simulate --set KEY=VALUE``
+goes through :func:`adsformer.config.apply_overrides`, which validates the values). All probabilities are per draw, all times
 in seconds, all money in dollars. The click model is::
 
     P(click) = examination(position) * sigmoid(click_bias + w_leaf*[ad leaf == intent leaf]
@@ -44,12 +45,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import with_config
+
+from adsformer.config import KNOWN_KEYS_ONLY, ConfigError
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class SimulatorConfig:
     """A seeded marketplace: world size, user behaviour, ad serving, click/purchase truth, images."""
+
+    KIND: ClassVar[str] = "simulator"
 
     name: str = "simulated-demo"  #: dataset name written to dataset.json
     seed: int = 0  #: master seed; every stage draws from its own child stream
@@ -160,8 +168,6 @@ class SimulatorConfig:
     def preset(cls, scale: str) -> SimulatorConfig:
         """``tiny`` (tests, ~5k impressions), ``demo`` (~150k), ``medium`` (~1.5M), ``large`` (>= 10M)."""
         if scale not in PRESETS:
-            from adsformer.config import ConfigError
-
             raise ConfigError(
                 f"--scale: unknown simulator scale {scale!r}; expected one of {sorted(PRESETS)}"
             )
@@ -169,24 +175,6 @@ class SimulatorConfig:
 
     def with_overrides(self, **kw: Any) -> SimulatorConfig:
         return dataclasses.replace(self, **kw)
-
-    def with_string_overrides(self, pairs: dict[str, str]) -> SimulatorConfig:
-        """Overrides given as text (``--set n_users=500``), converted to each field's type."""
-        known = {f.name for f in dataclasses.fields(self)}
-        values: dict[str, Any] = {}
-        for key, text in pairs.items():
-            if key not in known:
-                raise ValueError(f"unknown simulator setting {key!r}; expected one of {sorted(known)}")
-            current = getattr(self, key)
-            if isinstance(current, bool):
-                if text.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(f"{key}: expected true/false, got {text!r}")
-                values[key] = text.lower() in ("1", "true", "yes", "on")
-            elif isinstance(current, tuple):
-                values[key] = tuple(float(x) for x in text.split(","))
-            else:
-                values[key] = type(current)(text)
-        return self.with_overrides(**values)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

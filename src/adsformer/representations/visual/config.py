@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from adsformer.config import ConfigError
+from pydantic import with_config
+
+from adsformer.config import KNOWN_KEYS_ONLY, ConfigError
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ FEATURES = 1280  # F: EfficientNet-Lite0's pooled features
 BLOCKS = 16  # EfficientNet-Lite0's MBConv blocks
 
 
+@with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class VisualConfig:
     """Settings of ``adsformer represent visual``; invalid values raise :class:`ConfigError` on creation.
@@ -43,6 +47,8 @@ class VisualConfig:
     any besides ``c_color`` is (a product catalog such as fashion), else those of :data:`FALLBACK_TASKS`
     present (``taxonomy_id``, ``c_color``); an auto column with fewer than two usable classes is skipped.
     """
+
+    KIND: ClassVar[str] = "visual"
 
     tasks: tuple[str, ...] = ("auto",)  # label columns, one classification head each
     dim: int = 256  # D: the representation (the layer replacing the classifier)
