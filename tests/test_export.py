@@ -58,7 +58,7 @@ def test_module_and_sidecar(run, exported):
     assert [i["name"] for i in meta["inputs"]] == list(INPUT_NAMES)
     assert meta["pairs"] == pred.pairs == pred.artifact.spec.pairs
     assert meta["categorical"] == list(pred.model.cat_emb) == ["query", "c_color"]
-    assert meta["dense"] == ["price"] and meta["max_len"] == 50
+    assert meta["dense"] == ["price", "rank(price)"] and meta["max_len"] == 50
     assert meta["inputs"][5]["shape"] == [len(pred.pairs), "B", 50]
     assert meta["task"] == "ctr" and meta["downsampling_corrected"] and meta["neg_keep_rate"] == 0.5
     assert max(meta["trace_check_max_abs_diff"].values()) <= TOL

@@ -57,8 +57,10 @@ def test_predictor_equals_training_code(predictor, tiny_dataset):
     assert got.shape == ref.shape and got.dtype == np.float64
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
     assert got.std() > 0  # not a constant model
-    # a subset, out of order and with a repeat: the same numbers, in the order asked
-    sub = np.array([7, 0, 24, 7, 3])
+    # a subset of whole requests, out of order: the same numbers, in the order asked (a request-relative
+    # feature, rank(price), ranks among the rows given of each request, as serving ranks its candidates)
+    req = tiny_dataset.impressions["request_id"].to_numpy()
+    sub = np.flatnonzero(np.isin(req, req[[0, 24]]))[::-1]
     np.testing.assert_allclose(predictor.predict_dataset(tiny_dataset, sub), ref[sub], rtol=0, atol=1e-6)
     # exactly what evaluate reports: metrics of the corrected test-split predictions
     test_rows = fs.rows("test", "ctr")
@@ -75,12 +77,14 @@ def test_predictor_equals_training_code(predictor, tiny_dataset):
     np.testing.assert_array_equal(ours.dense, fs.dense)
 
 
-def test_ctr_is_corrected_for_downsampling_then_platt_scaled(predictor, tiny_dataset):
+def test_ctr_is_corrected_for_downsampling_then_calibrated(predictor, tiny_dataset):
     rows = np.arange(tiny_dataset.impressions.height)
     z = predict_logits(predictor.model, predictor.features(tiny_dataset), rows).astype(np.float64)
     raw = 1 / (1 + np.exp(-z))
     cal = predictor.calibrator
-    assert cal.keep_rate == predictor.neg_keep_rate == 0.5 and cal.method == "platt" and cal.scale > 0
+    assert cal.keep_rate == predictor.neg_keep_rate == 0.5 and cal.scale > 0
+    # the tiny run's validation split has 2 rows: Platt scaling is fit there but not kept (scale 1, bias 0)
+    assert cal.decision == "skipped" and (cal.scale, cal.bias) == (1.0, 0.0)
     corrected = 0.5 * raw / (0.5 * raw + 1 - raw)
     np.testing.assert_allclose(cal.uncalibrated(z), corrected, rtol=0, atol=1e-9)
     lz = np.log(corrected / (1 - corrected))

@@ -271,6 +271,9 @@ class DataConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    # numeric columns also fed as their percentile rank within the request (adsformer.data.ranks);
+    # auto = the price columns, [] = none
+    request_ranks: tuple[str, ...] = ("auto",)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -111,9 +111,9 @@ def test_vocab_fit_on_training_split_only(tiny_dataset):
 
 def test_dense_standardized_with_training_stats(tiny_dataset):
     fs = build_features(tiny_dataset, _cfg())
-    assert fs.dense_names == ["price"]
-    train = fs.dense[fs.split.split == TRAIN, 0]
-    assert abs(train.mean()) < 1e-5
+    assert fs.dense_names == ["price", "rank(price)"]  # the price and its rank within the request
+    train = fs.dense[fs.split.split == TRAIN]
+    assert np.abs(train.mean(axis=0)).max() < 1e-5
 
 
 def test_rows_per_task_and_batches(tiny_dataset):
@@ -126,5 +126,5 @@ def test_rows_per_task_and_batches(tiny_dataset):
     assert sorted(np.concatenate([b.rows for b in batches]).tolist()) == sorted(rows.tolist())
     b = make_batch(fs, rows[:3], trim=False)
     assert b.seq_ids["listing:view"].shape == (3, 50)
-    assert b.dense.shape == (3, 1) and b.label.dtype.is_floating_point
+    assert b.dense.shape == (3, 2) and b.label.dtype.is_floating_point
     assert set(b.target) == {"listing", "shop", "taxonomy"}

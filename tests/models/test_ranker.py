@@ -78,5 +78,6 @@ def test_golden_logits_with_seed(fs):
     assert not torch.allclose(got["adsformer"], got["baseline"])  # the user vector changes the logits
 
 
-GOLDEN_ADSFORMER = [-0.1701, 0.0036, 0.1169, 0.1559, 0.1956, -0.1701, 0.0036, 0.1169]
-GOLDEN_BASELINE = [-0.4806, -0.0581, 0.3518, 0.3095, -0.1216, -0.4806, -0.0581, 0.3518]
+# dense features: price and rank(price) (with request_ranks=() the values were -0.1701, 0.0036, 0.1169, ...)
+GOLDEN_ADSFORMER = [0.2282, 0.1186, -0.1823, -0.1504, 0.3827, 0.2282, 0.1186, -0.1823]
+GOLDEN_BASELINE = [0.2421, 0.1206, 0.423, -0.0404, 0.1958, 0.2421, 0.1206, 0.423]

@@ -73,6 +73,7 @@ def test_served_features_equal_the_offline_builder(store, make_service, catalog,
         assert set(online.categorical) == set(batch.categorical)
         for c in online.categorical:
             assert np.array_equal(online.categorical[c].numpy(), batch.categorical[c].numpy()), c
+        assert "rank(price)" in fs.dense_names  # request-relative features: ranked over the same candidates
         np.testing.assert_allclose(online.dense.numpy(), batch.dense.numpy(), rtol=0, atol=1e-7)
         assert set(online.seq_ids) == set(batch.seq_ids) == set(model.pairs)
         for pair in model.pairs:

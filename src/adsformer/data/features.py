@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from adsformer.config import DataConfig
+from adsformer.data.ranks import rank_name, ranked_column, resolve_rank_columns, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS, Dataset
 from adsformer.data.sequences import EventIndex, SequenceColumn, time_origin
 from adsformer.data.splits import TEST, TRAIN, VAL, Split, downsample_negatives, time_split
@@ -310,8 +311,18 @@ def build_features(
             categorical[col] = vocabs[col].encode(wide[col])
         elif given_vocabs or col != "query":
             categorical[col] = np.zeros(wide.height, np.int32)
-    dense_names = list(dense_stats) if dense_stats is not None else _dense_columns(wide)
-    dense, stats = _standardize(wide, dense_names, split.split == TRAIN, dense_stats)
+    train_rows = split.split == TRAIN
+    request = user_codes(imps["request_id"])[0] if "request_id" in imps.columns else None
+    if dense_stats is not None:  # the trained run's features, in its order (rank features last)
+        dense_names = [n for n in dense_stats if ranked_column(n) is None]
+        rank_columns = [c for n in dense_stats if (c := ranked_column(n)) is not None]
+    else:
+        dense_names = _dense_columns(wide)
+        rank_columns = resolve_rank_columns(cfg.request_ranks, dense_names)
+    dense, stats = _standardize(wide, dense_names, train_rows, dense_stats)
+    dense, dense_names = _with_request_ranks(
+        dense, dense_names, stats, rank_columns, _request_groups(imps, request), train_rows
+    )
 
     clicked = _int_column(imps, "clicked", np.int8)
     has_purchases = ds.meta.has_conversions and "purchased" in imps.columns
@@ -415,7 +426,7 @@ def build_features(
         sequences,
         vocabs,
         info,
-        request=user_codes(imps["request_id"])[0] if "request_id" in imps.columns else None,
+        request=request,
         touch=touch,
         touch_pairs=[p.name for p in pairs],
     )
@@ -443,6 +454,43 @@ def _int_column(frame: pl.DataFrame, name: str, dtype: type) -> np.ndarray:
     if name not in frame.columns:
         return np.zeros(frame.height, dtype)
     return frame[name].fill_null(0).to_numpy().astype(dtype)
+
+
+def _request_groups(imps: pl.DataFrame, request: np.ndarray | None) -> np.ndarray:
+    """(N,) codes of the ranking request of each impression: its ``request_id``, else its user and second
+    (the rows one user was shown at one time)."""
+    if request is not None:
+        return request
+    key = imps.select(
+        pl.concat_str([pl.col("user_id").cast(pl.String), pl.col("ts").cast(pl.String)], separator="|")
+    )
+    return user_codes(key.to_series())[0]
+
+
+def _with_request_ranks(
+    dense: np.ndarray,
+    names: list[str],
+    stats: dict[str, tuple[float, float]],
+    columns: list[str],
+    groups: np.ndarray,
+    train_mask: np.ndarray,
+) -> tuple[np.ndarray, list[str]]:
+    """Append ``rank(X)`` for each X of ``columns``: (N, F) -> (N, F + R), the percentile rank of the
+    standardized X within its request ``groups`` (N,) (:mod:`adsformer.data.ranks`), standardized in turn
+    with training statistics (fitted into ``stats`` unless there)."""
+    if not columns:
+        return dense, names
+    extra = np.empty((dense.shape[0], len(columns)), np.float32)
+    for j, column in enumerate(columns):
+        name = rank_name(column)
+        r = within_request_rank(dense[:, names.index(column)], groups).astype(np.float64)  # (N,)
+        if name not in stats:
+            train = r[train_mask]
+            std = float(train.std()) if train.size else 1.0
+            stats[name] = (float(train.mean()) if train.size else 0.5, std if std > 1e-12 else 1.0)
+        mean, std = stats[name]
+        extra[:, j] = (r - mean) / std
+    return np.concatenate([dense, extra], axis=1), names + [rank_name(c) for c in columns]
 
 
 def _standardize(

@@ -106,8 +106,11 @@ class Calibrator:
 def fit_platt(z: np.ndarray, y: np.ndarray, keep_rate: float = 1.0, *, iters: int = 50) -> Calibrator:
     """Fit ``a, b`` of ``sigmoid(a (z + log w) + b)`` to labels ``y`` by Newton's method on the log loss.
 
-    Falls back to the correction alone when ``y`` has one class, and to a bias-only fit when the best
-    scale is not positive (a calibrator must never reverse the ranking).
+    The targets are Platt's (1999) smoothed labels, ``(n+ + 1) / (n+ + 2)`` for positives and
+    ``1 / (n- + 2)`` for negatives: on a few separable rows the plain fit's scale runs off to infinity
+    (probabilities of exactly 0 and 1); with many rows the targets are the labels. Falls back to the
+    correction alone when ``y`` has one class, and to a bias-only fit when the best scale is not positive (a
+    calibrator must never reverse the ranking).
     """
     z = np.asarray(z, dtype=np.float64) + math.log(keep_rate)
     y = np.asarray(y, dtype=np.float64)
@@ -115,6 +118,9 @@ def fit_platt(z: np.ndarray, y: np.ndarray, keep_rate: float = 1.0, *, iters: in
         raise ValueError(f"{z.shape[0]} logits but {y.shape[0]} labels")
     if y.size == 0 or y.min() == y.max():
         return Calibrator(keep_rate)
+    n_pos = float(y.sum())
+    n_neg = y.size - n_pos
+    y = np.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))  # Platt's smoothed targets
     a, b = _newton(z, y, iters, fit_scale=True)
     if not a > 0:
         a, b = _newton(z, y, iters, fit_scale=False)

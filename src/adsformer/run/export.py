@@ -9,7 +9,9 @@ then Platt scaling; PCCVR: Platt scaling)::
 
     listing, shop, taxonomy  (B,)       int64   vocabulary indices of the target listing, its shop, taxonomy
     categorical              (B, C)     int64   vocabulary indices, columns in ``categorical`` order
-    dense                    (B, F)     float32 standardized numeric features, columns in ``dense`` order
+    dense                    (B, F)     float32 standardized numeric features, columns in ``dense`` order;
+                                                a ``rank(X)`` column is X's percentile rank among the
+                                                request's candidates (adsformer.data.ranks), standardized
     seq_ids                  (P, B, M)  int64   sequences in ``pairs`` order, newest first, 0 = padding
     seq_len                  (P, B)     int64   sequence lengths, 0..M
     touch                    (B, P, 2)  float32 raw touch signals [count, age_s] (age -1: never), ``pairs`` order

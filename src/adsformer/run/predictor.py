@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from adsformer.config import Task
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import EVENTS, IMPRESSIONS, LISTINGS, Dataset, DatasetMeta, column_spec
 from adsformer.data.validate import MAX_ROWS_SHOWN, DatasetError, Problem, ValidationReport, read_dataset
@@ -58,7 +59,7 @@ class Predictor:
         self.run_dir = run_dir
         self.model = artifact.model.eval()
         self.config = artifact.config
-        self.task: str = artifact.config.task
+        self.task: Task = artifact.config.task
         self.pairs: list[str] = list(artifact.features["pairs"])
         self.dense_stats = artifact.dense_stats
         self.neg_keep_rate = float(artifact.features["neg_keep_rate"])
@@ -120,7 +121,9 @@ class Predictor:
     def predict_dataset(self, ds: Dataset, rows: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (N,) float64 for impressions ``rows`` of ``ds`` (all when None), in that order.
 
-        CTR: P(click) at the natural rate; PCCVR: P(purchase | click).
+        CTR: P(click) at the natural rate; PCCVR: P(purchase | click). Request-relative features
+        (``rank(X)``, :mod:`adsformer.data.ranks`) rank among the given rows of each request, as the service
+        ranks the candidates it is given.
         """
         fs = self.features(ds, rows)
         if fs.n == 0:

@@ -29,6 +29,7 @@ import polars as pl
 import torch
 
 from adsformer.data.features import LOG_FEATURES, MERGED_PAIR, Pair, pack_actions
+from adsformer.data.ranks import ranked_column, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.touch import NEVER, codes_for, touch_signals
 from adsformer.run.predictor import Predictor
@@ -123,12 +124,13 @@ class OnlineFeatures:
         self._categorical = {c: self._column_ids(frame, c, c, n) for c in self.cat_names}
         # listing columns the run reads that this catalog lacks (served as missing: a train/serve skew
         # unless the request context supplies them)
-        wanted = ["shop_id", "taxonomy_id", *self.cat_names, *(d for d in self.dense_stats if d != "bid")]
+        listing_dense = [d for d in self.dense_stats if d != "bid" and ranked_column(d) is None]
+        wanted = ["shop_id", "taxonomy_id", *self.cat_names, *listing_dense]
         self.missing_columns = [c for c in wanted if c not in frame.columns]
         self._dense = {
             name: np.append(self._standardize(name, _floats(frame, name)), 0.0)
-            for name in self.dense_stats
-            if name in frame.columns and name != "bid"
+            for name in listing_dense
+            if name in frame.columns
         }
         # raw target values (strings; None where missing, and for the unknown-candidate row n) of the
         # columns the touch signals match on
@@ -172,6 +174,7 @@ class OnlineFeatures:
                 dense[:, j] = self._standardize(name, np.asarray(bids, np.float64))
             elif name in self._dense:
                 dense[:, j] = self._dense[name][rows]
+        self._request_ranks(dense)
         seq_ids, seq_len, used = self._sequences(state, now)
         return RequestFeatures(
             list(listing_ids),
@@ -263,6 +266,19 @@ class OnlineFeatures:
         if column not in frame.columns:
             return np.zeros(n + 1, np.int32)
         return np.append(self.encoders[vocab].many(frame[column].cast(pl.String).to_list()), 0)
+
+    def _request_ranks(self, dense: np.ndarray) -> None:
+        """Fill the ``rank(X)`` columns of ``dense`` (B, F) in place: X's percentile rank among this request's
+        candidates, as offline (:func:`adsformer.data.ranks.within_request_rank`), then standardized."""
+        names = list(self.dense_stats)
+        one_request = np.zeros(dense.shape[0], np.int64)
+        for j, name in enumerate(names):
+            column = ranked_column(name)
+            if column is None:
+                continue
+            r = within_request_rank(dense[:, names.index(column)], one_request).astype(np.float64)
+            mean, std = self.dense_stats[name]
+            dense[:, j] = (r - mean) / std
 
     def _standardize(self, name: str, x: np.ndarray) -> np.ndarray:
         """As ``features._standardize``: log1p for prices and bids, training mean / std, non-finite -> 0."""
