@@ -101,7 +101,7 @@ def child(table_dir: str, vocab_size: int, steps: int, batch_size: int, max_len:
                      ["listing:view"])  # fmt: skip
     torch.manual_seed(0)
     model = build_model(cfg.model, spec, [frozen])
-    optimizers = make_optimizers(model, cfg.train)
+    optimizers = make_optimizers(model, cfg.train, "ctr")
     stages["model built"] = memory()
     g = torch.Generator().manual_seed(1)
     times = []

@@ -60,7 +60,7 @@ def main() -> None:
     fs = build_features(read_dataset(args.data), cfg.data)
     model = seeded_model(cfg, fs)
     model.train()
-    optimizers = make_optimizers(model, cfg.train)
+    optimizers = make_optimizers(model, cfg.train, "ctr")
     loss_fn = torch.nn.BCEWithLogitsLoss()
     rows = fs.rows("train", "ctr")
     rows = rows[np.random.default_rng(0).permutation(rows.size)]

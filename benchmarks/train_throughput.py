@@ -79,7 +79,7 @@ def ours(name: str, fs: Any, base: list[str]) -> tuple[torch.nn.Module, Callable
     )
     model = seeded_model(cfg, fs)
     model.train()
-    optimizers = make_optimizers(model, cfg.train)
+    optimizers = make_optimizers(model, cfg.train, "ctr")
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step(rows: np.ndarray) -> None:

@@ -30,8 +30,9 @@ training rows, up to ``train.epochs`` epochs with the same batch size (``batch_s
 choice), the same shuffling order per epoch (``seed * 1000 + epoch``), the same learning rate and cosine
 decay; after each epoch the validation ``monitor`` (natural rate) is measured, training stops early after
 ``patience`` epochs without improvement, the best epoch's weights are restored and its validation logits
-fit the Platt calibrator. The peers' optimizer is their own (fuxictr's ``compile``: one dense Adam; no
-``train.weight_decay``, no sparse id-table updates).
+fit the Platt calibrator. The peers' optimizer is their own (fuxictr's ``compile``: one dense Adam, no
+sparse id-table updates); the task's weight decay (``train.weight_decay``, by task when unset) reaches them
+as fuxictr's ``net_regularizer``.
 
 Matched inputs and sizes: the peers see the target listing as the query item (FuxiCTR ``source: item``,
 embedding ``model.ranker.listing_dim`` like ours), the ``listing:view`` sequence with the same max length
@@ -247,9 +248,18 @@ class FuxiAdapter:
 
 
 def build_peer(
-    name: str, fuxi: dict[str, Any], adapter: FuxiAdapter, lr: float, seed: int, *, gpu: int = -1
+    name: str,
+    fuxi: dict[str, Any],
+    adapter: FuxiAdapter,
+    lr: float,
+    seed: int,
+    *,
+    gpu: int = -1,
+    weight_decay: float = 0.0,
 ) -> Any:
-    """The peer model ``name`` (``din`` | ``transact``), dimensioned like our ranker (module docstring)."""
+    """The peer model ``name`` (``din`` | ``transact``), dimensioned like our ranker (module docstring),
+    with ``weight_decay`` as fuxictr's ``net_regularizer`` (an L2 term ``wd / 2 |w|^2`` on the non-embedding
+    parameters: the same gradient as our Adam's weight decay)."""
     import torch
 
     if name not in PEERS:
@@ -261,6 +271,7 @@ def build_peer(
         "learning_rate": lr,
         "embedding_dim": adapter.listing_dim,
         "net_dropout": float(adapter.ranker.dropout),
+        "net_regularizer": float(weight_decay) if weight_decay > 0 else None,
         # BaseModel's bookkeeping keywords (no checkpoint is written: fit() is not used)
         "optimizer": "adam",
         "loss": "binary_crossentropy",
@@ -415,5 +426,13 @@ def fit_peer(name: str, cfg: Any, fs: FeatureSet) -> tuple[Any, Any, FuxiAdapter
     with ``cfg.train``; returns (model, TrainResult, adapter). :class:`PeersUnavailableError` without fuxictr."""
     fuxi = import_fuxictr()
     adapter = FuxiAdapter(fs, cfg.model.ranker, task=cfg.task)
-    model = build_peer(name, fuxi, adapter, cfg.train.lr, cfg.train.seed, gpu=peer_gpu(cfg.train.device))
+    model = build_peer(
+        name,
+        fuxi,
+        adapter,
+        cfg.train.lr,
+        cfg.train.seed,
+        gpu=peer_gpu(cfg.train.device),
+        weight_decay=cfg.train.weight_decay_for(cfg.task),
+    )
     return model, train_peer(model, adapter, cfg.train), adapter

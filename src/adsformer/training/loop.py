@@ -31,7 +31,7 @@ import torch
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from adsformer.config import ConfigError
+from adsformer.config import ConfigError, Task
 from adsformer.console import ProgressBar, log, warn
 from adsformer.data.batching import make_batch
 from adsformer.data.features import FeatureSet
@@ -104,8 +104,9 @@ class TrainResult:
         return self.epochs[self.best_epoch] if self.epochs else {}
 
 
-def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Adam for dense parameters; with ``sparse_embeddings``, lazy Adam (SparseAdam) for the id tables.
+def make_optimizers(model: nn.Module, cfg: TrainConfig, task: str) -> list[torch.optim.Optimizer]:
+    """Adam for dense parameters, with the task's weight decay (:meth:`TrainConfig.weight_decay_for`); with
+    ``sparse_embeddings``, lazy Adam (SparseAdam) for the id tables.
 
     A module with an ``lr_scale`` (:class:`~adsformer.layers.user.LearnsFaster`: the position tower) trains
     its parameters at ``lr * lr_scale``: a handful of parameters that every row updates, which would
@@ -139,7 +140,7 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
         torch.optim.Adam(
             [{"params": ps, "lr": cfg.lr * s} for s, ps in groups.items() if ps],
             lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
+            weight_decay=cfg.weight_decay_for(task),
             fused=True,  # one kernel over every parameter instead of a dozen operations each
         )
     ]
@@ -157,7 +158,7 @@ def cosine_lr(step: int, total: int, min_ratio: float) -> float:
 def train(
     model: nn.Module,
     data: FeatureSet | BatchSource,
-    task: str,
+    task: Task,
     cfg: TrainConfig,
     *,
     show_progress: bool = True,
@@ -201,7 +202,7 @@ def train(
     model.to(ctx.device)
     if ctx.distributed:
         distributed.sync_batchnorm(model)  # before the optimizers see the parameters
-    optimizers = make_optimizers(model, cfg)
+    optimizers = make_optimizers(model, cfg, task)
     net = distributed.wrap(model, ctx)  # DDP when distributed (after the id tables are marked sparse)
     schedules = [
         torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
@@ -320,7 +321,7 @@ def epoch_record(
     }
 
 
-def epoch_line(task: str, record: dict[str, Any], epochs: int, seconds: float, *, best: bool) -> str:
+def epoch_line(task: Task, record: dict[str, Any], epochs: int, seconds: float, *, best: bool) -> str:
     """The progress line of a finished epoch: its training loss and validation scores."""
     return (
         f"train {task}: epoch {record['epoch'] + 1}/{epochs} done in {seconds:.1f} s: train loss "
@@ -345,7 +346,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _validation_logits(
-    model: nn.Module, source: BatchSource, task: str, batch_size: int, ctx: DistContext
+    model: nn.Module, source: BatchSource, task: Task, batch_size: int, ctx: DistContext
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and logits of every validation row (in the source's order); each rank scores its shard."""
     labels, logits = [], []
