@@ -119,6 +119,7 @@ def test_features_help_keeps_the_extra_name():
     ("comma", "brackets"),
     [
         (["tables=a,b"], ["tables=[a,b]"]),
+        (["model.ranker.deep=128,64"], ["model.ranker.deep=[128,64]"]),
         (["pairs=listing:view,shop:view"], ["pairs=[listing:view, shop:view]"]),
     ],
 )
