@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from adsformer.config import Task
 from adsformer.data.features import FeatureSet
 
 
@@ -54,7 +55,7 @@ class Batch:
 def make_batch(
     fs: FeatureSet,
     rows: np.ndarray,
-    task: str = "ctr",
+    task: Task = "ctr",
     *,
     trim: bool = True,
     pairs: Collection[str] | None = None,
@@ -100,7 +101,7 @@ def iterate_batches(
     rows: np.ndarray,
     batch_size: int,
     *,
-    task: str = "ctr",
+    task: Task = "ctr",
     shuffle: bool = False,
     trim: bool = True,
     seed: int = 0,

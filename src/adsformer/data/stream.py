@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from adsformer.config import ConfigError, DataConfig, from_dict, to_dict
+from adsformer.config import ConfigError, DataConfig, Task, from_dict, to_dict
 from adsformer.data.features import FeatureSet
 from adsformer.data.sequences import SequenceColumn
 from adsformer.data.splits import TEST, TRAIN, VAL, Split
@@ -267,7 +267,7 @@ def _sequence_column(column: pa.ChunkedArray, max_len: int) -> SequenceColumn:
 class StreamSource:
     """Training rows of a feature store, streamed (see the module docstring); a :class:`BatchSource`."""
 
-    def __init__(self, store: FeatureStore, task: str, buffer_rows: int = 262_144) -> None:
+    def __init__(self, store: FeatureStore, task: Task, buffer_rows: int = 262_144) -> None:
         self.store, self.task = store, task
         self.n_train = store.count("train", task)
         info = store.meta["info"]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from adsformer.config import Task
 from adsformer.data.batching import Batch, iterate_batches
 from adsformer.data.features import FeatureSet
 from adsformer.models.ranker import Ranker
@@ -28,7 +29,7 @@ def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> t
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
+    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: Task = "ctr", batch_size: int = 32768
 ) -> np.ndarray:
     """The model's logits (N,) float32 for ``rows`` (in order), without the position tower."""
     was_training = model.training
@@ -44,7 +45,7 @@ def predict_logits(
 
 
 def predict(
-    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: str = "ctr", batch_size: int = 32768
+    model: nn.Module, fs: FeatureSet, rows: np.ndarray, *, task: Task = "ctr", batch_size: int = 32768
 ) -> np.ndarray:
     """The model's probabilities (N,) for ``rows`` (in order): before down-sampling correction."""
     return sigmoid(predict_logits(model, fs, rows, task=task, batch_size=batch_size)).astype(np.float32)

@@ -19,13 +19,14 @@ from typing import Protocol
 
 import numpy as np
 
+from adsformer.config import Task
 from adsformer.data.features import FeatureSet
 
 
 class BatchSource(Protocol):
     """What :func:`adsformer.training.loop.train` needs from its data."""
 
-    task: str
+    task: Task
     n_train: int  # training rows of the task (after down-sampling for CTR)
     keep_rate: float  # the training split's negative keep rate (1 for PCCVR)
 
@@ -41,7 +42,7 @@ class BatchSource(Protocol):
 class InMemorySource:
     """A :class:`FeatureSet` held in memory: one permutation of the training rows per epoch."""
 
-    def __init__(self, fs: FeatureSet, task: str) -> None:
+    def __init__(self, fs: FeatureSet, task: Task) -> None:
         self.fs, self.task = fs, task
         self.train_rows = fs.rows("train", task)
         self.n_train = int(self.train_rows.size)
