@@ -88,3 +88,26 @@ def test_save_log_appends(tmp_path, existing):
         (tmp_path / "run.log").write_text(existing)
     con.save_log(tmp_path, ["2024-01-02 00:00:00 evaluated"])
     assert (tmp_path / "run.log").read_text() == existing + "2024-01-02 00:00:00 evaluated\n"
+
+
+def test_stage_times_add_up_per_stage_in_order_and_round(monkeypatch):
+    clock = iter([10.0, 11.0, 11.5, 12.0, 14.25, 15.0, 15.125, 20.0])
+    monkeypatch.setattr(con.time, "perf_counter", lambda: next(clock))
+    times = con.StageTimes()  # begins at 10.0
+    with times.stage("read_s"):  # 11.0 -> 11.5
+        pass
+    with times.stage("fit_s"):  # 12.0 -> 14.25
+        pass
+    with times.stage("read_s"):  # 15.0 -> 15.125: a stage run twice adds up
+        pass
+    times.total()  # 20.0
+    assert list(times.seconds) == ["read_s", "fit_s", "total_s"]
+    assert times.seconds == {"read_s": 0.625, "fit_s": 2.25, "total_s": 10.0}
+    assert times.rounded(1) == {"read_s": 0.6, "fit_s": 2.2, "total_s": 10.0}
+
+
+def test_stage_times_skip_a_stage_that_failed():
+    times = con.StageTimes()
+    with pytest.raises(RuntimeError), times.stage("broken_s"):
+        raise RuntimeError("boom")
+    assert times.seconds == {}

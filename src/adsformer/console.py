@@ -149,6 +149,34 @@ def stage(title: str) -> Iterator[None]:
     log(f"✓ {title} ({time.perf_counter() - start:.1f} s)", show=not nested)
 
 
+class StageTimes:
+    """Wall times of a job's named stages, in seconds, in the order they first ran; ``total`` is the time
+    since the job began (the object's creation).
+
+    ``with times.stage("lexical_s"): ...`` adds the block's wall time to ``lexical_s`` (a stage run twice
+    adds up); :meth:`rounded` is what a job writes beside its results (``{"lexical_s": 1.25, ...}``).
+    """
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name`` (recorded when the block ends without an error)."""
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def total(self, name: str = "total_s") -> None:
+        """Record the time since the job began as stage ``name``."""
+        self.seconds[name] = time.perf_counter() - self.started
+
+    def rounded(self, digits: int) -> dict[str, float]:
+        """Every stage's seconds rounded to ``digits`` decimals, in the stages' order."""
+        return {name: round(seconds, digits) for name, seconds in self.seconds.items()}
+
+
 def _clock(seconds: float) -> str:
     """``H:MM:SS``."""
     whole = round(seconds)
