@@ -2,7 +2,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adsformer.data.vocab import PAD, Vocabularies, Vocabulary
+from adsformer.data.vocab import PAD, Vocabularies, Vocabulary, oov_bucket
 
 
 def test_top_k_by_frequency_ties_by_id_and_layout():
@@ -26,6 +26,21 @@ def test_multiple_oov_buckets_are_stable_and_in_range():
     assert (a == b).all() and a.min() >= 1 and a.max() <= 4
     assert len(set(a.tolist())) == 4  # spread over the buckets
     assert v.encode(["known"]).tolist() == [5]
+
+
+def test_oov_bucket_is_crc32_of_the_utf8_id_everywhere():
+    # golden values: 1 + CRC32(UTF-8) % buckets, so a run hashes unseen ids the same on every machine
+    assert [oov_bucket("unseen", n) for n in (1, 2, 4, 1024)] == [1, 2, 2, 506]
+    assert [oov_bucket("\u00fc", n) for n in (1, 4, 1024)] == [1, 2, 470]
+    v = Vocabulary.fit("q", [pl.Series(["known"])], top_k=5, num_oov=1024)
+    assert v.encode(["x", "a b", "known"]).tolist() == [644, 212, 1025]
+
+
+def test_retrieval_tokens_hash_unknown_tokens_as_vocabularies_do():
+    from adsformer.retrieval.two_tower import TokenVocab
+
+    tokens = TokenVocab(["known"], oov_buckets=1024)
+    assert tokens.encode(["x", "a b", "known"], max_len=3) == [644, 212, 1025]
 
 
 def test_oov_never_crashes_on_empty_vocab_and_empty_input():

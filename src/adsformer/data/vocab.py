@@ -27,6 +27,13 @@ from adsformer.io import atomic_dir
 PAD = 0
 
 
+def oov_bucket(value: str, num_oov: int) -> int:
+    """The out-of-vocabulary row of an unseen ``value``: ``1 + CRC32(UTF-8 value) % num_oov``, the same in every
+    process and on every machine (1 when there is one bucket). Offline encoding, serving and the retrieval
+    token vocabulary all hash through this one function."""
+    return 1 if num_oov == 1 else 1 + zlib.crc32(value.encode()) % num_oov
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Maps the string ids of one entity (listing, shop, taxonomy, query, a ``c_*`` feature) to indices."""
@@ -86,7 +93,7 @@ class Vocabulary:
 
     def _oov_buckets(self, unseen: pl.Series) -> np.ndarray:
         uniques = unseen.unique()
-        buckets = np.array([1 + zlib.crc32(u.encode()) % self.num_oov for u in uniques.to_list()], np.int32)
+        buckets = np.array([oov_bucket(u, self.num_oov) for u in uniques.to_list()], np.int32)
         lut = pl.DataFrame({"id": uniques, "b": buckets})
         return (
             pl.DataFrame({"id": unseen}).join(lut, on="id", how="left", maintain_order="left")["b"].to_numpy()

@@ -20,7 +20,6 @@ Letters: V tokens, N listings, U distinct training queries, B batch, L tokens pe
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from adsformer.config import from_dict, to_dict
+from adsformer.data.vocab import oov_bucket
 from adsformer.retrieval.config import RetrievalError, TwoTowerConfig
 from adsformer.retrieval.tokens import ListingText, query_tokens
 
@@ -52,7 +52,7 @@ class TokenVocab:
         return 1 + self.oov_buckets + len(self.tokens)
 
     def encode(self, tokens: Sequence[str], max_len: int) -> list[int]:
-        return [self.index.get(t) or 1 + zlib.crc32(t.encode()) % self.oov_buckets for t in tokens[:max_len]]
+        return [self.index.get(t) or oov_bucket(t, self.oov_buckets) for t in tokens[:max_len]]
 
     def padded(self, docs: Sequence[Sequence[str]], max_len: int) -> torch.Tensor:
         """(R, L) int64 token rows, zero-padded to the longest (at most ``max_len``)."""

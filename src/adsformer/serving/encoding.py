@@ -4,12 +4,11 @@ missing -> padding 0) without building a data frame per request."""
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 
 import numpy as np
 
-from adsformer.data.vocab import PAD, Vocabulary
+from adsformer.data.vocab import PAD, Vocabulary, oov_bucket
 
 
 class IdEncoder:
@@ -26,7 +25,7 @@ class IdEncoder:
         index = self.index.get(value)
         if index is not None:
             return index
-        return 1 if self.num_oov == 1 else 1 + zlib.crc32(value.encode()) % self.num_oov
+        return oov_bucket(value, self.num_oov)
 
     def many(self, values: Iterable[str | None]) -> np.ndarray:
         """int32 indices, in order."""
