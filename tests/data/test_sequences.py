@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adsformer.data.sequences import build_sequences, reference_sequences
+from adsformer.data.sequences import build_sequences, in_window, reference_sequences
 
 
 def _to_lists(col):
@@ -41,6 +41,12 @@ def test_window_boundary_is_inclusive_at_t_minus_window():
     )
     seqs, _, _ = _to_lists(col)
     assert seqs == [[7], []]
+
+
+def test_in_window_is_the_vectorized_rule_for_one_event():
+    # [now - window, now): the oldest second counts, the request's own second does not
+    assert [in_window(ts, 160, 60) for ts in (99, 100, 159, 160, 161)] == [False, True, True, False, False]
+    assert not in_window(100, 100, 0)  # an empty window
 
 
 def test_same_second_events_newest_first_means_reverse_input_order():

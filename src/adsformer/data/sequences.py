@@ -27,6 +27,13 @@ PAD = 0
 PAD_CHUNK = 1 << 18  # rows padded per step: caps temporaries at ~2^18 * M * 17 bytes
 
 
+def in_window(ts: int, now: int, window_s: int) -> bool:
+    """Whether an event at ``ts`` feeds a request at ``now``: ``now - window_s <= ts < now`` (strictly
+    before: an event at the request's own second never counts). The one statement of the rule for single
+    events: the reference sequences here, the online store and the online features read through it."""
+    return now - window_s <= ts < now
+
+
 @dataclass(frozen=True)
 class SequenceColumn:
     """The sequences of one (entity, action) pair for N impressions.
@@ -154,7 +161,7 @@ def reference_sequences(
         by_user.setdefault(int(u), []).append((int(t), i, int(v)))
     out = []
     for u, t in zip(imp_user, imp_ts, strict=True):
-        events = [e for e in by_user.get(int(u), []) if t - window_s <= e[0] < t]
+        events = [e for e in by_user.get(int(u), []) if in_window(e[0], t, window_s)]
         events.sort(key=lambda e: (e[0], e[1]), reverse=True)
         out.append([v for _, _, v in events[:max_len]])
     return out

@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from adsformer.data.sequences import in_window
+
 #: The latest time (Unix seconds) a store accepts: before the year 2286, exact as a Redis score (a double);
 #: larger values are rejected before they reach the store (in milliseconds, a time is about 1000x larger).
 MAX_TS = 10_000_000_000
@@ -279,7 +281,7 @@ class InMemoryStore:
                 window = [
                     (ts, v)
                     for ts, _, v in reversed(seqs.get(pair, []))
-                    if now - self.spec.window_s <= ts < now
+                    if in_window(ts, now, self.spec.window_s)
                 ]
                 out[pair] = window[: self.spec.max_len]
             return UserState(self._versions.get(key, 0), out, self._epochs.get(key, ""))
