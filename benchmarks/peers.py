@@ -151,7 +151,7 @@ def score(fs: Any, p_raw: np.ndarray, ece_bins: int) -> dict[str, Any]:
     from adsformer.training.metrics import all_metrics
 
     rows = fs.rows("test", "ctr")
-    p = correct_downsampling(p_raw, float(fs.info["neg_keep_rate"]))
+    p = correct_downsampling(p_raw, fs.info.neg_keep_rate)
     return {"n_test": int(rows.size), **all_metrics(fs.labels("ctr")[rows], p, ece_bins)}
 
 
@@ -296,10 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         "n_val": int(fs.rows("val", "ctr").size),
         "n_test": int(test_rows.size),
         "test_base_rate": float(fs.clicked[test_rows].mean()),
-        "neg_keep_rate": float(fs.info["neg_keep_rate"]),
-        "pairs": fs.info["pairs"],
+        "neg_keep_rate": fs.info.neg_keep_rate,
+        "pairs": list(fs.info.pairs),
         "peer_pair": PEER_PAIR,
-        "max_len": int(fs.info["max_len"]),
+        "max_len": fs.info.max_len,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": cfg.train.lr,

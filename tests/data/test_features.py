@@ -14,7 +14,7 @@ def _cfg(**over):
 
 def test_pairs_all_resolves_present_pairs(tiny_dataset):
     fs = build_features(tiny_dataset, _cfg())
-    assert set(fs.info["pairs"]) == {
+    assert set(fs.info.pairs) == {
         "listing:view",
         "shop:view",
         "taxonomy:view",
@@ -128,3 +128,35 @@ def test_rows_per_task_and_batches(tiny_dataset):
     assert b.seq_ids["listing:view"].shape == (3, 50)
     assert b.dense.shape == (3, 2) and b.label.dtype.is_floating_point
     assert set(b.target) == {"listing", "shop", "taxonomy"}
+
+
+def test_feature_info_is_typed_and_writes_the_same_json_keys(tiny_dataset):
+    import dataclasses
+    import json
+
+    import pytest
+
+    from adsformer.data.features import FeatureInfo, FeatureSet
+
+    fs = build_features(tiny_dataset, _cfg())
+    info = fs.info.to_dict()
+    assert list(info) == [
+        "pairs",
+        "window_s",
+        "max_len",
+        "neg_keep_rate",
+        "split_mode",
+        "val_start",
+        "test_start",
+        "dense_stats",
+    ]
+    assert info["pairs"] == list(fs.info.pairs) and info["split_mode"] == "fraction"
+    assert (info["window_s"], info["max_len"], info["neg_keep_rate"]) == (3600, 50, 0.5)
+    assert (info["val_start"], info["test_start"]) == (fs.split.val_start, fs.split.test_start)
+    assert list(info["dense_stats"]) == fs.dense_names  # one [mean, std] per dense column, in order
+    back = FeatureInfo.from_dict(json.loads(json.dumps(info)))  # as a feature store reads it
+    assert back == fs.info and back.to_dict() == info
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fs.info.neg_keep_rate = 1.0
+    with pytest.raises(TypeError):
+        FeatureSet(*[None] * 12)  # built with keywords only

@@ -64,7 +64,7 @@ def _cfg(**over):
 def test_offline_rank_feature_is_the_price_rank_in_its_request(tiny_dataset):
     fs = build_features(tiny_dataset, _cfg())
     j = fs.dense_names.index("rank(price)")
-    mean, std = fs.info["dense_stats"]["rank(price)"]
+    mean, std = fs.info.dense_stats["rank(price)"]
     rank = fs.dense[:, j] * std + mean  # undo the standardization
     price = fs.dense[:, fs.dense_names.index("price")]
     np.testing.assert_allclose(rank, within_request_rank(price, fs.request), atol=1e-5)
@@ -79,8 +79,8 @@ def test_offline_rank_feature_is_the_price_rank_in_its_request(tiny_dataset):
 def test_request_ranks_can_be_switched_off_and_scoring_keeps_the_trained_order(tiny_dataset):
     assert build_features(tiny_dataset, _cfg(request_ranks=[])).dense_names == ["price"]
     fs = build_features(tiny_dataset, _cfg())
-    scoring = _cfg(**{"sequences.pairs": fs.info["pairs"]})
-    again = build_features(tiny_dataset, scoring, fs.vocabs, fs.info["dense_stats"], score_all=True)
+    scoring = _cfg(**{"sequences.pairs": fs.info.pairs})
+    again = build_features(tiny_dataset, scoring, fs.vocabs, fs.info.dense_stats, score_all=True)
     # scoring: the trained run's features, in the same order, with the same values
     assert again.dense_names == fs.dense_names
     np.testing.assert_allclose(again.dense, fs.dense, atol=1e-6)

@@ -18,13 +18,15 @@ Letters: N impressions, F numeric features, M max sequence length.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from adsformer.config import DataConfig
+from adsformer.config import ENGINES, DataConfig, Engine, SequenceConfig
+from adsformer.data.dense import LOG_FEATURES, Stats, fit_stats, standardize, transform
 from adsformer.data.ranks import rank_name, ranked_column, resolve_rank_columns, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS, Dataset
 from adsformer.data.sequences import EventIndex, SequenceColumn, time_origin
@@ -37,7 +39,6 @@ TARGET_ENTITIES = ("listing", "shop", "taxonomy")
 #: tokens pack the listing and the action: ``listing_index * A + action_index`` with A the size of the
 #: ``action`` vocabulary (:func:`pack_actions`), so one id column carries both and 0 stays padding.
 MERGED_PAIR = "listing:any"
-LOG_FEATURES = ("price", "bid")  # standardized as log1p
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,65 @@ class Pair:
         return cls(entity, action)
 
 
-@dataclass
+@dataclass(frozen=True)
+class FeatureInfo:
+    """How a feature set was built: what a run (``features.json``) and a feature store (``meta.json``'s
+    ``info``) record beside the features, and what scoring needs again (the pairs, the training split's
+    negative keep rate, the dense statistics)."""
+
+    pairs: tuple[str, ...]  # the (entity, action) pairs built, resolved (``all`` expanded)
+    window_s: int
+    max_len: int
+    neg_keep_rate: float  # of the training split's negatives (the CTR down-sampling correction)
+    split_mode: str  # days | fraction as resolved, or ``all`` when scoring
+    val_start: int
+    test_start: int
+    dense_stats: Mapping[str, Stats]  # numeric feature -> its training (mean, std), in the dense order
+
+    @classmethod
+    def of(
+        cls, pairs: list[Pair], cfg: DataConfig, split: Split, dense_stats: Mapping[str, Stats]
+    ) -> FeatureInfo:
+        return cls(
+            pairs=tuple(p.name for p in pairs),
+            window_s=cfg.sequences.window_s,
+            max_len=cfg.sequences.max_len,
+            neg_keep_rate=cfg.sampling.neg_keep_rate,
+            split_mode=split.mode,
+            val_start=split.val_start,
+            test_start=split.test_start,
+            dense_stats=dense_stats,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to disk (keys and values as ever: ``pairs`` a list, stats ``[mean, std]``)."""
+        return {
+            "pairs": list(self.pairs),
+            "window_s": self.window_s,
+            "max_len": self.max_len,
+            "neg_keep_rate": self.neg_keep_rate,
+            "split_mode": self.split_mode,
+            "val_start": self.val_start,
+            "test_start": self.test_start,
+            "dense_stats": {name: [mean, std] for name, (mean, std) in self.dense_stats.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> FeatureInfo:
+        """The inverse of :meth:`to_dict` (a feature store's ``info``)."""
+        return cls(
+            pairs=tuple(obj["pairs"]),
+            window_s=int(obj["window_s"]),
+            max_len=int(obj["max_len"]),
+            neg_keep_rate=float(obj["neg_keep_rate"]),
+            split_mode=str(obj["split_mode"]),
+            val_start=int(obj["val_start"]),
+            test_start=int(obj["test_start"]),
+            dense_stats={name: (float(m), float(s)) for name, (m, s) in obj["dense_stats"].items()},
+        )
+
+
+@dataclass(kw_only=True)
 class FeatureSet:
     """Model-ready columns for N impressions. Row order = the dataset's impression order."""
 
@@ -83,7 +142,7 @@ class FeatureSet:
     dense_names: list[str]
     sequences: dict[str, SequenceColumn]  # pair name -> sequences
     vocabs: Vocabularies
-    info: dict[str, Any] = field(default_factory=dict)
+    info: FeatureInfo
     # (N,) int64 dense codes of ``request_id`` (rows of one ranking request share a code); None when unknown
     # (a feature store): per-request metrics (GAUC, NDCG, MRR) and request-level bootstrap need it
     request: np.ndarray | None = None
@@ -266,10 +325,10 @@ def build_features(
     ds: Dataset,
     cfg: DataConfig,
     vocabs: Vocabularies | None = None,
-    dense_stats: dict[str, tuple[float, float]] | None = None,
+    dense_stats: Mapping[str, Stats] | None = None,
     *,
     score_all: bool = False,
-    engine: str = "local",
+    engine: Engine = "local",
 ) -> FeatureSet:
     """All model inputs for every impression of ``ds`` (see the module docstring).
 
@@ -280,83 +339,178 @@ def build_features(
     down-sampling, labels optional, and the trained run's ``vocabs``, ``dense_stats`` and (resolved) pairs
     rule; a sequence whose column the data lacks is empty rather than an error.
     """
+    if score_all and (vocabs is None or dense_stats is None):
+        raise ValueError("score_all needs the trained run's vocabularies and dense statistics")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown sequence engine {engine!r}; expected local or spark")
+    inputs = _inputs(ds, cfg, vocabs, score_all)
+    request = user_codes(inputs.imps["request_id"])[0] if "request_id" in inputs.imps.columns else None
+    dense = _dense_features(inputs, cfg, dense_stats, _request_groups(inputs.imps, request))
+    pairs = _sequence_pairs(cfg.sequences.pairs, inputs, score_all)
+    timeline = _timeline(inputs, cfg.sequences.window_s)
+    encoded = _pair_events(pairs, inputs, score_all)
+    positions = _event_positions(encoded, timeline, cfg.sequences, engine)
+    clicked = _int_column(inputs.imps, "clicked", np.int8)
+    has_purchases = ds.meta.has_conversions and "purchased" in inputs.imps.columns
+    return FeatureSet(
+        clicked=clicked,
+        purchased=_int_column(inputs.imps, "purchased", np.int8) if has_purchases else None,
+        ts=timeline.imp_ts,
+        position=_int_column(inputs.imps, "position", np.int32),
+        split=inputs.split,
+        train_keep=_train_keep(clicked, inputs.split, cfg, score_all),
+        target=_targets(inputs),
+        categorical=_categoricals(inputs, ds),
+        dense=dense.values,
+        dense_names=dense.names,
+        sequences=_sequences(pairs, positions, encoded, inputs.imps.height, cfg.sequences.max_len),
+        vocabs=inputs.vocabs,
+        info=FeatureInfo.of(pairs, cfg, inputs.split, dense.stats),
+        request=request,
+        touch=_touch(pairs, positions, encoded, inputs, timeline),
+        touch_pairs=[p.name for p in pairs],
+    )
+
+
+# --- the stages of build_features ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What every stage reads: the impressions (N rows), the same with their listing's attributes, the
+    enriched events (E rows), the split, the vocabularies and whether they were given (``trained``: the
+    trained feature set rules, a feature the data lacks is padding / zero, one the model never saw ignored)."""
+
+    imps: pl.DataFrame
+    wide: pl.DataFrame
+    events: pl.DataFrame
+    split: Split
+    vocabs: Vocabularies
+    trained: bool
+
+
+def _inputs(ds: Dataset, cfg: DataConfig, vocabs: Vocabularies | None, score_all: bool) -> _Inputs:
+    """Split the impressions (scoring: every row is test), enrich the events, fit the vocabularies unless
+    given."""
     imps = ds.impressions
     if score_all:
-        if vocabs is None or dense_stats is None:
-            raise ValueError("score_all needs the trained run's vocabularies and dense statistics")
         start = int(imps["ts"].to_numpy().min()) if imps.height else 0
         split = Split(np.full(imps.height, TEST, np.int8), start, start, "all")
     else:
         split = time_split(imps["ts"].to_numpy(), cfg.split)
     events = enrich_events(ds.events, ds.listings)
-    given_vocabs = vocabs is not None
-    if vocabs is None:
-        vocabs = fit_vocabularies(ds, events, split, cfg)
-    wide = _with_listing_attrs(imps, ds.listings)
+    return _Inputs(
+        imps=imps,
+        wide=_with_listing_attrs(imps, ds.listings),
+        events=events,
+        split=split,
+        vocabs=vocabs if vocabs is not None else fit_vocabularies(ds, events, split, cfg),
+        trained=vocabs is not None,
+    )
 
-    target = {
-        e: vocabs[e].encode(wide[ENTITY_COLUMNS[e]])
+
+def _targets(inputs: _Inputs) -> dict[str, np.ndarray]:
+    """Entity -> (N,) int32 vocabulary indices of the target listing's id, shop and taxonomy."""
+    wide = inputs.wide
+    return {
+        e: inputs.vocabs[e].encode(wide[ENTITY_COLUMNS[e]])
         if ENTITY_COLUMNS[e] in wide.columns
         else np.zeros(wide.height, np.int32)
         for e in TARGET_ENTITIES
     }
-    # With given vocabularies / statistics (evaluation, serving) the trained feature set rules: a feature the
-    # data lacks is padding / zero, a feature the model never saw is ignored.
-    cat_names = ["query"] + (
-        [c for c in vocabs.by_name if c.startswith("c_")] if given_vocabs else _categorical_columns(ds)
+
+
+def _categoricals(inputs: _Inputs, ds: Dataset) -> dict[str, np.ndarray]:
+    """``query`` and ``c_*`` -> (N,) int32 vocabulary indices; with given vocabularies, exactly the trained
+    ``c_*`` columns (zeros where the data lacks one)."""
+    vocabs, wide = inputs.vocabs, inputs.wide
+    names = ["query"] + (
+        [c for c in vocabs.by_name if c.startswith("c_")] if inputs.trained else _categorical_columns(ds)
     )
-    categorical = {}
-    for col in cat_names:
+    out = {}
+    for col in names:
         if col in wide.columns:
-            categorical[col] = vocabs[col].encode(wide[col])
-        elif given_vocabs or col != "query":
-            categorical[col] = np.zeros(wide.height, np.int32)
-    train_rows = split.split == TRAIN
-    request = user_codes(imps["request_id"])[0] if "request_id" in imps.columns else None
-    if dense_stats is not None:  # the trained run's features, in its order (rank features last)
-        dense_names = [n for n in dense_stats if ranked_column(n) is None]
+            out[col] = vocabs[col].encode(wide[col])
+        elif inputs.trained or col != "query":
+            out[col] = np.zeros(wide.height, np.int32)
+    return out
+
+
+@dataclass(frozen=True)
+class _Dense:
+    """The standardized numeric features: ``values`` (N, F) float32, their ``names`` (rank features last),
+    the training ``stats`` of each."""
+
+    values: np.ndarray
+    names: list[str]
+    stats: dict[str, Stats]
+
+
+def _dense_features(
+    inputs: _Inputs, cfg: DataConfig, dense_stats: Mapping[str, Stats] | None, groups: np.ndarray
+) -> _Dense:
+    """The numeric columns (the trained run's, in its order, when ``dense_stats`` are given), standardized,
+    then their ``rank(X)`` within each request ``groups`` (N,)."""
+    if dense_stats is not None:
+        names = [n for n in dense_stats if ranked_column(n) is None]
         rank_columns = [c for n in dense_stats if (c := ranked_column(n)) is not None]
     else:
-        dense_names = _dense_columns(wide)
-        rank_columns = resolve_rank_columns(cfg.request_ranks, dense_names)
-    dense, stats = _standardize(wide, dense_names, train_rows, dense_stats)
-    dense, dense_names = _with_request_ranks(
-        dense, dense_names, stats, rank_columns, _request_groups(imps, request), train_rows
-    )
+        names = _dense_columns(inputs.wide)
+        rank_columns = resolve_rank_columns(cfg.request_ranks, names)
+    train_rows = inputs.split.split == TRAIN
+    values, stats = _standardize(inputs.wide, names, train_rows, dense_stats)
+    values, names, stats = _with_request_ranks(values, names, stats, rank_columns, groups, train_rows)
+    return _Dense(values, names, stats)
 
-    clicked = _int_column(imps, "clicked", np.int8)
-    has_purchases = ds.meta.has_conversions and "purchased" in imps.columns
-    purchased = imps["purchased"].fill_null(0).to_numpy().astype(np.int8) if has_purchases else None
-    position = _int_column(imps, "position", np.int32)
 
-    seq_cfg = cfg.sequences
-    pairs = (
-        [Pair.parse(p) for p in seq_cfg.pairs]
-        if score_all
-        else resolve_pairs(seq_cfg.pairs, events.filter(pl.col("ts") < split.val_start))
-    )
-    ev_user, imp_user = user_codes(events["user_id"], imps["user_id"])
-    imp_ts = imps["ts"].to_numpy()
-    ev_ts_all = events["ts"].to_numpy()
-    t0 = time_origin(ev_ts_all, imp_ts, window_s=seq_cfg.window_s)
-    if engine not in ("local", "spark"):
-        raise ValueError(f"unknown sequence engine {engine!r}; expected local or spark")
-    sequences: dict[str, SequenceColumn] = {}
-    # Each pair's sequences are built over event positions (0..E_p-1 of the pair's events), then mapped to
-    # vocabulary indices for the model and to raw-id codes and times for the touch signals.
-    positions: dict[str, SequenceColumn] = {}
-    spark_inputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    pair_events: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # vocab ids, the pair's events mask
+def _sequence_pairs(spec: tuple[str, ...], inputs: _Inputs, score_all: bool) -> list[Pair]:
+    """The (entity, action) pairs to build: the trained run's when scoring, else ``spec`` resolved over the
+    events before the validation period."""
+    if score_all:
+        return [Pair.parse(p) for p in spec]
+    return resolve_pairs(spec, inputs.events.filter(pl.col("ts") < inputs.split.val_start))
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Dense user codes and times of the events (E,) and of the impressions (N,), and the time origin of the
+    sequence index."""
+
+    event_user: np.ndarray
+    event_ts: np.ndarray
+    imp_user: np.ndarray
+    imp_ts: np.ndarray
+    t0: int
+
+
+def _timeline(inputs: _Inputs, window_s: int) -> _Timeline:
+    events, imps = inputs.events, inputs.imps
+    event_user, imp_user = user_codes(events["user_id"], imps["user_id"])
+    event_ts, imp_ts = events["ts"].to_numpy(), imps["ts"].to_numpy()
+    t0 = time_origin(event_ts, imp_ts, window_s=window_s)
+    return _Timeline(event_user, event_ts, imp_user, imp_ts, t0)
+
+
+@dataclass(frozen=True)
+class _PairEvents:
+    """One pair's events: ``mask`` (E,) bool, which of all events they are; ``ids`` (E_p,) int32, their
+    model tokens (vocabulary indices; for the merged sequence listing and action packed)."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+
+
+def _pair_events(pairs: list[Pair], inputs: _Inputs, score_all: bool) -> dict[str, _PairEvents]:
+    """Pair name -> its encoded events, for every pair whose column the events have (scoring: a pair without
+    one gets empty sequences; otherwise that is an error)."""
+    events, vocabs = inputs.events, inputs.vocabs
     actions = events["action"].to_numpy()
+    out: dict[str, _PairEvents] = {}
     for pair in pairs:
         col = pair.column
         if col not in events.columns:
             if not score_all:
                 raise ValueError(f"sequence pair {pair.name!r}: events have no column {col!r}")
-            n = imps.height  # scoring data without that column: every sequence is empty
-            sequences[pair.name] = SequenceColumn(
-                np.zeros(0, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32), seq_cfg.max_len
-            )
             continue
         merged = pair.name == MERGED_PAIR
         mask = (merged | (actions == pair.action)) & events[col].is_not_null().to_numpy()
@@ -368,68 +522,84 @@ def build_features(
                 )
             act = vocabs["action"].encode(events["action"].filter(pl.Series(mask)))
             ids = pack_actions(ids, act, vocabs["action"].size)
-        pair_events[pair.name] = (ids, mask)
-        where = np.arange(int(mask.sum()), dtype=np.int32)
-        if engine == "spark":
-            spark_inputs[pair.name] = (ev_user[mask], ev_ts_all[mask], where)
-            continue
-        index = EventIndex.build(ev_user[mask], ev_ts_all[mask], where, t0)
-        positions[pair.name] = index.sequences(imp_user, imp_ts, seq_cfg.window_s, seq_cfg.max_len)
-    if spark_inputs:
+        out[pair.name] = _PairEvents(ids, mask)
+    return out
+
+
+def _event_positions(
+    encoded: dict[str, _PairEvents], timeline: _Timeline, seq_cfg: SequenceConfig, engine: Engine
+) -> dict[str, SequenceColumn]:
+    """Pair name -> its sequences over event *positions* (0..E_p-1 of the pair's events), which map to the
+    model's ids (:func:`_sequences`) and to raw-id codes and times for the touch signals (:func:`_touch`)."""
+    inputs = {
+        name: (
+            timeline.event_user[e.mask],
+            timeline.event_ts[e.mask],
+            np.arange(int(e.mask.sum()), dtype=np.int32),
+        )
+        for name, e in encoded.items()
+    }
+    if engine == "spark" and inputs:
         from adsformer.data.spark_sequences import spark_sequence_columns
 
-        positions |= spark_sequence_columns(
-            spark_inputs, imp_user, imp_ts, window_s=seq_cfg.window_s, max_len=seq_cfg.max_len
+        return spark_sequence_columns(
+            inputs, timeline.imp_user, timeline.imp_ts, window_s=seq_cfg.window_s, max_len=seq_cfg.max_len
         )
-    for name, column in positions.items():
-        sequences[name] = column.map_values(pair_events[name][0])
-    sequences = {p.name: sequences[p.name] for p in pairs}
-    # every pair gets touch signals; a pair without events or a target without that column never matches
-    touch = np.zeros((imps.height, len(pairs), 2), np.float32)
+    return {
+        name: EventIndex.build(user, ts, where, timeline.t0).sequences(
+            timeline.imp_user, timeline.imp_ts, seq_cfg.window_s, seq_cfg.max_len
+        )
+        for name, (user, ts, where) in inputs.items()
+    }
+
+
+def _sequences(
+    pairs: list[Pair],
+    positions: dict[str, SequenceColumn],
+    encoded: dict[str, _PairEvents],
+    n: int,
+    max_len: int,
+) -> dict[str, SequenceColumn]:
+    """Pair name -> the model's sequences of ids, in the pairs' order; empty for a pair without events."""
+    empty = SequenceColumn(np.zeros(0, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32), max_len)
+    return {
+        p.name: positions[p.name].map_values(encoded[p.name].ids) if p.name in positions else empty
+        for p in pairs
+    }
+
+
+def _touch(
+    pairs: list[Pair],
+    positions: dict[str, SequenceColumn],
+    encoded: dict[str, _PairEvents],
+    inputs: _Inputs,
+    timeline: _Timeline,
+) -> np.ndarray:
+    """(N, P, 2) float32 raw touch signals [count, age_s] of the target in each pair's sequences; a pair
+    without events or a target without that column never matches ([0, NEVER])."""
+    wide, events = inputs.wide, inputs.events
+    touch = np.zeros((wide.height, len(pairs), 2), np.float32)
     touch[:, :, 1] = NEVER
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # column -> raw-id codes of targets, of all events
     for j, pair in enumerate(pairs):
-        if pair.name in positions and pair.column in wide.columns:
-            if pair.column not in codes:  # one shared dictionary per column, for every pair reading it
-                target_codes, event_codes = raw_codes(wide[pair.column], events[pair.column])
-                codes[pair.column] = (target_codes, event_codes)
-            target_codes, event_codes = codes[pair.column]
-            mask = pair_events[pair.name][1]
-            touch[:, j] = _touch_column(
-                positions[pair.name], target_codes, event_codes[mask], ev_ts_all[mask], imp_ts
-            )
+        if pair.name not in positions or pair.column not in wide.columns:
+            continue
+        if pair.column not in codes:  # one shared dictionary per column, for every pair reading it
+            target_codes, event_codes = raw_codes(wide[pair.column], events[pair.column])
+            codes[pair.column] = (target_codes, event_codes)
+        target_codes, event_codes = codes[pair.column]
+        mask = encoded[pair.name].mask
+        touch[:, j] = _touch_column(
+            positions[pair.name], target_codes, event_codes[mask], timeline.event_ts[mask], timeline.imp_ts
+        )
+    return touch
 
-    keep = (
-        np.ones(imps.height, bool) if score_all else downsample_negatives(clicked, split.split, cfg.sampling)
-    )
-    info = {
-        "pairs": [p.name for p in pairs],
-        "window_s": seq_cfg.window_s,
-        "max_len": seq_cfg.max_len,
-        "neg_keep_rate": cfg.sampling.neg_keep_rate,
-        "split_mode": split.mode,
-        "val_start": split.val_start,
-        "test_start": split.test_start,
-        "dense_stats": stats,
-    }
-    return FeatureSet(
-        clicked,
-        purchased,
-        imp_ts,
-        position,
-        split,
-        keep,
-        target,
-        categorical,
-        dense,
-        dense_names,
-        sequences,
-        vocabs,
-        info,
-        request=request,
-        touch=touch,
-        touch_pairs=[p.name for p in pairs],
-    )
+
+def _train_keep(clicked: np.ndarray, split: Split, cfg: DataConfig, score_all: bool) -> np.ndarray:
+    """(N,) bool: the training rows kept by negative down-sampling (scoring: every row)."""
+    if score_all:
+        return np.ones(clicked.shape[0], bool)
+    return downsample_negatives(clicked, split.split, cfg.sampling)
 
 
 def _touch_column(
@@ -470,54 +640,44 @@ def _request_groups(imps: pl.DataFrame, request: np.ndarray | None) -> np.ndarra
 def _with_request_ranks(
     dense: np.ndarray,
     names: list[str],
-    stats: dict[str, tuple[float, float]],
+    stats: dict[str, Stats],
     columns: list[str],
     groups: np.ndarray,
     train_mask: np.ndarray,
-) -> tuple[np.ndarray, list[str]]:
+) -> tuple[np.ndarray, list[str], dict[str, Stats]]:
     """Append ``rank(X)`` for each X of ``columns``: (N, F) -> (N, F + R), the percentile rank of the
     standardized X within its request ``groups`` (N,) (:mod:`adsformer.data.ranks`), standardized in turn
-    with training statistics (fitted into ``stats`` unless there)."""
+    with training statistics (fitted unless in ``stats``); returns the names and statistics with theirs."""
     if not columns:
-        return dense, names
+        return dense, names, stats
+    stats = dict(stats)
     extra = np.empty((dense.shape[0], len(columns)), np.float32)
     for j, column in enumerate(columns):
         name = rank_name(column)
         r = within_request_rank(dense[:, names.index(column)], groups).astype(np.float64)  # (N,)
         if name not in stats:
-            train = r[train_mask]
-            std = float(train.std()) if train.size else 1.0
-            stats[name] = (float(train.mean()) if train.size else 0.5, std if std > 1e-12 else 1.0)
-        mean, std = stats[name]
-        extra[:, j] = (r - mean) / std
-    return np.concatenate([dense, extra], axis=1), names + [rank_name(c) for c in columns]
+            stats[name] = fit_stats(r[train_mask], empty_mean=0.5)
+        extra[:, j] = standardize(r, stats[name])
+    return np.concatenate([dense, extra], axis=1), names + [rank_name(c) for c in columns], stats
 
 
 def _standardize(
     frame: pl.DataFrame,
     names: list[str],
     train_mask: np.ndarray,
-    stats: dict[str, tuple[float, float]] | None,
-) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
-    """(N, F) float32: log1p for prices/bids, then (x - mean) / std with training stats; nulls -> 0."""
+    stats: Mapping[str, Stats] | None,
+) -> tuple[np.ndarray, dict[str, Stats]]:
+    """(N, F) float32: each column of ``names`` through :mod:`adsformer.data.dense` (transform, training
+    statistics fitted unless in ``stats``, standardize); a column the frame lacks is 0."""
     if not names:
         return np.zeros((frame.height, 0), np.float32), {}
-    out = np.empty((frame.height, len(names)), np.float32)
+    out = np.zeros((frame.height, len(names)), np.float32)
     fitted = {} if stats is None else dict(stats)
     for j, name in enumerate(names):
         if name not in frame.columns:
-            out[:, j] = 0.0
             continue
-        x = frame[name].cast(pl.Float64).to_numpy().astype(np.float64)
-        if name in LOG_FEATURES:
-            x = np.log1p(np.clip(x, 0, None))
+        x = transform(name, frame[name].cast(pl.Float64).to_numpy().astype(np.float64))
         if name not in fitted:
-            train = x[train_mask]
-            train = train[np.isfinite(train)]
-            mean = float(train.mean()) if train.size else 0.0
-            std = float(train.std()) if train.size else 1.0
-            fitted[name] = (mean, std if std > 1e-12 else 1.0)
-        mean, std = fitted[name]
-        z = (x - mean) / std
-        out[:, j] = np.where(np.isfinite(z), z, 0.0)
+            fitted[name] = fit_stats(x[train_mask])
+        out[:, j] = standardize(x, fitted[name])
     return out, fitted

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from adsformer.config import ConfigError, DataConfig, Task, from_dict, to_dict
-from adsformer.data.features import FeatureSet
+from adsformer.data.features import FeatureInfo, FeatureSet
 from adsformer.data.sequences import SequenceColumn
 from adsformer.data.splits import TEST, TRAIN, VAL, Split
 from adsformer.data.vocab import Vocabularies
@@ -128,7 +128,7 @@ def write_store(
             "end": fs.split.end,
             "train_start": fs.split.train_start,
         },
-        "info": fs.info,
+        "info": fs.info.to_dict(),
         "counts": _counts(fs),
     }
     with atomic_dir(out) as tmp:
@@ -210,14 +210,12 @@ class FeatureStore:
     def chunk(self, table: pa.Table) -> FeatureSet:
         """Rows of the store (an Arrow table in its layout) as an in-memory :class:`FeatureSet`."""
         n = table.num_rows
-        info = self.meta["info"]
+        info = FeatureInfo.from_dict(self.meta["info"])
         s = self.meta["split"]
         split = Split(_np(table["split"], np.int8), s["val_start"], s["test_start"], s["mode"], s["end"])
         width = table.schema.field("dense").type.list_size
         dense = _np(table["dense"].combine_chunks().flatten(), np.float32).reshape(n, width)  # (n, F or 1)
-        sequences = {
-            pair: _sequence_column(table[f"s:{pair}"], int(info["max_len"])) for pair in info["pairs"]
-        }
+        sequences = {pair: _sequence_column(table[f"s:{pair}"], info.max_len) for pair in info.pairs}
         purchased = _np(table["purchased"], np.int8) if "purchased" in table.column_names else None
         touch = np.zeros((n, 0, 2), np.float32)
         if "touch" in table.column_names:  # (n, P, 2) raw touch signals, in the pairs' order
@@ -238,7 +236,7 @@ class FeatureStore:
             vocabs=self.vocabs,
             info=info,
             touch=touch,
-            touch_pairs=list(info["pairs"]) if touch.shape[1] else [],
+            touch_pairs=list(info.pairs) if touch.shape[1] else [],
         )
 
     def schema(self) -> FeatureSet:
@@ -270,8 +268,7 @@ class StreamSource:
     def __init__(self, store: FeatureStore, task: Task, buffer_rows: int = 262_144) -> None:
         self.store, self.task = store, task
         self.n_train = store.count("train", task)
-        info = store.meta["info"]
-        self.keep_rate = float(info["neg_keep_rate"]) if task == "ctr" else 1.0
+        self.keep_rate = FeatureInfo.from_dict(store.meta["info"]).neg_keep_rate if task == "ctr" else 1.0
         rg = max(int(store.meta["row_group_rows"]), 1)
         self.groups_per_buffer = max(1, buffer_rows // rg)
 

@@ -100,9 +100,7 @@ def run_demo(
 
     splits, seqs = split_stats(fs), sequence_stats(fs)
     console.print(records_table("splits (CTR training rows are down-sampled)", splits))
-    console.print(
-        records_table(f"sequences (window {fs.info['window_s']} s, M = {fs.info['max_len']})", seqs)
-    )
+    console.print(records_table(f"sequences (window {fs.info.window_s} s, M = {fs.info.max_len})", seqs))
 
     t = time.perf_counter()
     table_dir = out / "tables" / "skipgram"
@@ -144,7 +142,7 @@ def run_demo(
         "abtest": {k: ab[k] for k in ("setup", "arms", "paper_online_lift", "timing")},
         "timings": timings,
         "config": to_dict(data_cfg),
-        "info": {k: v for k, v in fs.info.items() if k != "dense_stats"},
+        "info": {k: v for k, v in fs.info.to_dict().items() if k != "dense_stats"},
     }
     with stage("write the report"), atomic_dir(report_dir) as tmp:
         _write_report(tmp, fs, summary)
@@ -308,7 +306,7 @@ def _write_report(directory: Path, fs: FeatureSet, summary: dict[str, Any]) -> N
         "",
         _md_table(summary["splits"]),
         "",
-        f"## Sequences (window {fs.info['window_s']} s, newest first, M = {fs.info['max_len']})",
+        f"## Sequences (window {fs.info.window_s} s, newest first, M = {fs.info.max_len})",
         "",
         _md_table(summary["sequences"]),
         "",

@@ -377,7 +377,7 @@ def train_peer(model: Any, adapter: FuxiAdapter, train_cfg: Any) -> Any:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         model.optimizer, lambda s: cosine_lr(s, total, cfg.min_lr_ratio)
     )
-    keep_rate = float(fs.info["neg_keep_rate"]) if task == "ctr" else 1.0
+    keep_rate = fs.info.neg_keep_rate if task == "ctr" else 1.0
     val_labels = fs.labels(task)[val_rows]
     result = TrainResult(
         n_train=int(train_rows.size),

@@ -68,7 +68,7 @@ def check_task(ds: Dataset, task: str) -> None:
 def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
     """The config with the sequence pairs the data actually produced, so evaluation rebuilds the same,
     and ``auto`` one-sequence pairs resolved (:func:`resolve_listing_pairs`)."""
-    seq = dataclasses.replace(cfg.data.sequences, pairs=tuple(fs.info["pairs"]))
+    seq = dataclasses.replace(cfg.data.sequences, pairs=fs.info.pairs)
     return resolve_listing_pairs(
         dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq)), fs
     )
@@ -131,7 +131,7 @@ def test_metrics(
     and the logged-position AUCs (see :func:`_calibrated_metrics`). Without a calibrator: the
     down-sampling correction."""
     if calibrator is None:
-        calibrator = Calibrator(float(fs.info["neg_keep_rate"]) if cfg.task == "ctr" else 1.0)
+        calibrator = Calibrator(fs.info.neg_keep_rate if cfg.task == "ctr" else 1.0)
     y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
     groups, p_logged = ranking_context(model, fs, cfg, calibrator)
     return _calibrated_metrics(y, p_raw, p_cal, cfg, calibrator, groups=groups, p_logged=p_logged)
@@ -293,9 +293,9 @@ def write_run(
     cfg = resolved(cfg, fs)
     features = {
         "dense_names": fs.dense_names,
-        "dense_stats": fs.info["dense_stats"],
-        "pairs": fs.info["pairs"],
-        "neg_keep_rate": fs.info["neg_keep_rate"],
+        "dense_stats": dict(fs.info.dense_stats),
+        "pairs": list(fs.info.pairs),
+        "neg_keep_rate": fs.info.neg_keep_rate,
         "categorical": list(fs.categorical),
     }
     art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features, result.calibrator)

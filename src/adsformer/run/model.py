@@ -22,7 +22,7 @@ def spec_from_features(fs: FeatureSet) -> ModelSpec:
         {k: fs.vocabs[k].size for k in fs.categorical},
         int(fs.dense.shape[1]),
         list(fs.sequences),
-        int(fs.info.get("window_s", 3600)),
+        fs.info.window_s,
     )
 
 

@@ -23,6 +23,7 @@ Letters: N impressions scored, M max sequence length.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ class Predictor:
             listings, events, imps, DatasetMeta(name="scoring", source="predictor", has_conversions=True)
         )
         fs = build_features(ds, self.config.data, self.artifact.vocabs, self.dense_stats, score_all=True)
-        fs.info["neg_keep_rate"] = self.neg_keep_rate
+        fs.info = replace(fs.info, neg_keep_rate=self.neg_keep_rate)
         return fs
 
     # -- scoring ---------------------------------------------------------------------------------------

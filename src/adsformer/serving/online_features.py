@@ -28,9 +28,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from adsformer.data.features import LOG_FEATURES, MERGED_PAIR, Pair, pack_actions
+from adsformer.data.dense import standardize, transform
+from adsformer.data.features import MERGED_PAIR, Pair, pack_actions
 from adsformer.data.ranks import ranked_column, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS
+from adsformer.data.sequences import in_window
 from adsformer.data.touch import NEVER, codes_for, touch_signals
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
@@ -247,7 +249,7 @@ class OnlineFeatures:
         seq_ids, seq_len, used = {}, {}, {}
         for name in self.pairs:
             entries = state.sequences.get(name, []) if state is not None else []
-            entries = [(ts, v) for ts, v in entries if now - self.window_s <= ts < now][: self.max_len]
+            entries = [(ts, v) for ts, v in entries if in_window(ts, now, self.window_s)][: self.max_len]
             ids = np.zeros((1, max(1, len(entries))), np.int64)  # (1, M)
             entity = name.split(":", 1)[0]
             if name == MERGED_PAIR:  # "ACTION LISTING" -> listing * A + action, as features.pack_actions
@@ -277,16 +279,12 @@ class OnlineFeatures:
             if column is None:
                 continue
             r = within_request_rank(dense[:, names.index(column)], one_request).astype(np.float64)
-            mean, std = self.dense_stats[name]
-            dense[:, j] = (r - mean) / std
+            dense[:, j] = standardize(r, self.dense_stats[name])
 
     def _standardize(self, name: str, x: np.ndarray) -> np.ndarray:
-        """As ``features._standardize``: log1p for prices and bids, training mean / std, non-finite -> 0."""
-        if name in LOG_FEATURES:
-            x = np.log1p(np.clip(x, 0, None))
-        mean, std = self.dense_stats[name]
-        z = (x - mean) / std
-        return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+        """(B,) float32 as offline (:mod:`adsformer.data.dense`): transformed, standardized with the run's
+        training statistics, non-finite -> 0."""
+        return standardize(transform(name, x), self.dense_stats[name])
 
 
 def _floats(frame: pl.DataFrame, name: str) -> np.ndarray:

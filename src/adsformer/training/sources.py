@@ -46,7 +46,7 @@ class InMemorySource:
         self.fs, self.task = fs, task
         self.train_rows = fs.rows("train", task)
         self.n_train = int(self.train_rows.size)
-        self.keep_rate = float(fs.info["neg_keep_rate"]) if task == "ctr" else 1.0
+        self.keep_rate = fs.info.neg_keep_rate if task == "ctr" else 1.0
 
     def train_batches(self, batch_size: int, seed: int) -> Iterator[tuple[FeatureSet, np.ndarray]]:
         if batch_size < 1:
