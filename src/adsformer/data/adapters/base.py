@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from adsformer.data.schema import Dataset, write_tables
+from adsformer.data.schema import Dataset, DatasetMeta, write_tables
 from adsformer.errors import UserError
 from adsformer.io import atomic_dir
 
@@ -200,6 +200,26 @@ def write_checked(ds: Dataset, out: Path, extra: Callable[[Path], None] | None =
                 f"the prepared dataset breaks the data contract (nothing written to {out}):\n{lines}"
             )
     return out
+
+
+def publish(
+    tables: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+    meta: DatasetMeta,
+    out: str | Path,
+    say: Progress,
+    skipped: list[SkippedLine],
+    *,
+    extra: Callable[[Path], None] | None = None,
+    writing: str = "",
+) -> AdapterResult:
+    """The end of every adapter: the dataset of ``tables`` (listings, events, impressions) and its manifest
+    ``meta``, written with :func:`write_checked` (``extra`` adds files to the same write) after a
+    ``writing OUT`` line (plus ``writing``) to ``say``; returns it with ``skipped`` and ``meta.notes``."""
+    listings, events, impressions = tables
+    ds = Dataset(listings=listings, events=events, impressions=impressions, meta=meta)
+    say(f"writing {out}{writing}")
+    write_checked(ds, Path(out), extra)
+    return AdapterResult(dataset=ds, out=Path(out), skipped_lines=skipped, notes=meta.notes)
 
 
 def require_columns(file: str, present: Iterable[str], required: Iterable[str]) -> None:

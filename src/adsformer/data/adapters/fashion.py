@@ -30,12 +30,12 @@ from adsformer.data.adapters.base import (
     SkippedLine,
     first_reason,
     progress_or_noop,
+    publish,
     read_lines,
     skipped_lines,
     skipped_notes,
-    write_checked,
 )
-from adsformer.data.schema import Dataset, DatasetMeta, empty_table
+from adsformer.data.schema import DatasetMeta, empty_table
 
 NAME = "fashion"
 COLUMNS = [
@@ -114,18 +114,21 @@ def prepare_fashion(
         notes=notes,
         protocol={"catalog_only": True, "source_files": [styles_file.name, titles_file.name, "images/"]},
     )
-    ds = Dataset(
-        listings=listings, events=empty_table("events"), impressions=empty_table("impressions"), meta=meta
-    )
-    say(f"writing {out}" + (f" (copying {n_images:,} images)" if n_images else ""))
 
     def copy_images(tmp: Path) -> None:
         (tmp / "images").mkdir()
         for rel in listings["image_path"].drop_nulls():
             shutil.copyfile(path / rel, tmp / rel)
 
-    write_checked(ds, out, extra=copy_images if n_images else None)
-    return AdapterResult(dataset=ds, out=out, skipped_lines=skipped, notes=notes)
+    return publish(
+        (listings, empty_table("events"), empty_table("impressions")),
+        meta,
+        out,
+        say,
+        skipped,
+        extra=copy_images if n_images else None,
+        writing=f" (copying {n_images:,} images)" if n_images else "",
+    )
 
 
 def _styles(file: Path) -> tuple[pl.DataFrame, list[SkippedLine]]:

@@ -39,12 +39,12 @@ from adsformer.data.adapters.base import (
     SkippedLine,
     first_reason,
     progress_or_noop,
+    publish,
     read_lines,
     skipped_lines,
     skipped_notes,
-    write_checked,
 )
-from adsformer.data.schema import Dataset, DatasetMeta
+from adsformer.data.schema import DatasetMeta
 
 NAME = "movielens"
 GENRES = (
@@ -168,15 +168,11 @@ def prepare_movielens(
     meta = DatasetMeta(
         name=NAME,
         source=f"MovieLens-100k ({layout} layout)",
-        actions=[],
         has_conversions=False,
         notes=notes,
         protocol=protocol,
     )
-    ds = Dataset(listings=listings, events=events, impressions=impressions, meta=meta)
-    say(f"writing {out}")
-    write_checked(ds, Path(out))
-    return AdapterResult(dataset=ds, out=Path(out), skipped_lines=skipped, notes=notes)
+    return publish((listings, events, impressions), meta, out, say, skipped)
 
 
 # -- layout ---------------------------------------------------------------------------------------------

@@ -60,12 +60,12 @@ from adsformer.data.adapters.base import (
     Progress,
     first_reason,
     progress_or_noop,
+    publish,
     read_lines,
     skipped_lines,
     skipped_notes,
-    write_checked,
 )
-from adsformer.data.schema import Dataset, DatasetMeta
+from adsformer.data.schema import DatasetMeta
 
 NAME = "taobao-userbehavior"
 DEFAULT_FILE = "UserBehavior.csv"
@@ -212,15 +212,11 @@ def prepare_taobao(
     meta = DatasetMeta(
         name=NAME,
         source=f"Taobao UserBehavior ({file.name})",
-        actions=[],
         has_conversions=True,
         notes=notes,
         protocol=protocol,
     )
-    ds = Dataset(listings=listings, events=events, impressions=impressions, meta=meta)
-    say(f"writing {out}")
-    write_checked(ds, Path(out))
-    return AdapterResult(dataset=ds, out=Path(out), skipped_lines=skipped, notes=notes)
+    return publish((listings, events, impressions), meta, out, say, skipped)
 
 
 # -- reading --------------------------------------------------------------------------------------------

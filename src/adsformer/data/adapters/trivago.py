@@ -52,12 +52,12 @@ from adsformer.data.adapters.base import (
     Progress,
     first_reason,
     progress_or_noop,
+    publish,
     require_columns,
     skipped_lines,
     skipped_notes,
-    write_checked,
 )
-from adsformer.data.schema import Dataset, DatasetMeta
+from adsformer.data.schema import DatasetMeta
 
 NAME = "trivago"
 REQUIRED = (
@@ -200,10 +200,7 @@ def prepare_trivago(path: Path, out: Path, *, progress: Progress | None = None) 
         notes=notes,
         protocol=protocol,
     )
-    ds = Dataset(listings=listings, events=events, impressions=impressions, meta=meta)
-    say(f"writing {out}")
-    write_checked(ds, Path(out))
-    return AdapterResult(dataset=ds, out=Path(out), skipped_lines=skipped, notes=notes)
+    return publish((listings, events, impressions), meta, out, say, skipped)
 
 
 def _find_file(path: Path) -> Path:
