@@ -79,7 +79,7 @@ def make_service(make_settings, catalog):
 # -- redis ------------------------------------------------------------------------------------------------
 @dataclass
 class RedisServer:
-    """A ``redis-server`` on a loopback port. With a ``directory`` it persists as the README runs it: an
+    """A ``redis-server`` on a loopback port. With a ``directory`` it persists as docs/serving.md runs it: an
     append-only file there, fsynced every second (no RDB snapshots); without one it keeps nothing.
     :meth:`kill` then :meth:`start` restart it on the same port and directory."""
 

@@ -1,7 +1,7 @@
 """The service while its Redis server crashes, restarts and freezes (real ``redis-server`` processes).
 
 A client posts single-event batches, each with an ``event_id``, retries every non-2xx answer with the same
-batch (as the README tells clients to) and asks ``/rank`` between posts, while another thread kills
+batch (as docs/serving.md tells clients to) and asks ``/rank`` between posts, while another thread kills
 (SIGKILL) and restarts, or freezes (SIGSTOP) and resumes, the server. Nothing may answer 500, ``/rank``
 always answers (non-personalized while the store is away), every event acknowledged with a 2xx is in the
 store afterwards exactly once (the AOF survives the crash; retries of events Redis did apply are skipped as

@@ -5,7 +5,7 @@ user's keys share a cluster slot):
 
 * ``P:events`` -- a Redis Stream: every stored event (``XADD ... MAXLEN ~ stream_maxlen``), the log other
   consumers (training-data jobs, a second region) can read; as durable as the server's persistence
-  settings make it (see the README);
+  settings make it (see docs/serving.md, Durability);
 * ``P:{K}:v`` -- the user's version counter (``INCR`` on every write that stores something);
 * ``P:{K}:e`` -- the user's epoch: a random token the client sends with every write, set by the write that
   creates the counter (and by any write that finds it missing), with the counter's TTL. The counter and the
