@@ -41,6 +41,24 @@ def test_related_pairs_from_sessions_and_requests_before_the_cutoff():
     assert got == [("a", "b"), ("x", "y")]
 
 
+def test_related_pairs_keep_the_requests_order_so_training_is_reproducible():
+    # many requests: a hash-ordered group-by would list them in a different order from run to run, and
+    # the seeded training order (a permutation of the pairs' rows) with them
+    n = 300
+    impressions = pl.DataFrame(
+        {
+            "request_id": [f"r{i:03d}" for i in range(n) for _ in range(2)],
+            "ts": [i for i in range(n) for _ in range(2)],
+            "listing_id": [f"l{(i + k) % 17}" for i in range(n) for k in range(2)],
+            "clicked": [1] * (2 * n),
+        }
+    )
+    events = pl.DataFrame(schema={"user_id": pl.String, "ts": pl.Int64, "listing_id": pl.String})
+    pairs = related_pairs(events, impressions, gap_s=1800, cutoff_ts=None)
+    assert pairs["group"].to_list() == [f"rr{i:03d}" for i in range(n)]
+    assert pairs["a"].to_list()[:3] == ["l0", "l1", "l2"] and pairs["b"].to_list()[:3] == ["l1", "l2", "l3"]
+
+
 def test_in_batch_softmax_masks_copies_of_the_positive():
     z = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]), dim=1)
     a, b = torch.tensor([0, 0, 2]), torch.tensor([1, 1, 3])  # pairs 0 and 1 are the same pair

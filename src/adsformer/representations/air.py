@@ -137,7 +137,7 @@ def related_pairs(
         (pl.col("session") == pl.col("session").shift(-1)).alias("same"),
     ).filter(pl.col("same") & (pl.col("a") != pl.col("b")))
     clicked = (
-        imp.group_by("request_id")
+        imp.group_by("request_id", maintain_order=True)
         .agg(pl.col("listing_id").unique(maintain_order=True))
         .filter(pl.col("listing_id").list.len() >= 2)
         .select(
