@@ -10,11 +10,11 @@ import torch
 from adsformer.representations.air import (
     AIRConfig,
     build_inputs,
-    in_batch_softmax_loss,
     recall_at_k,
     related_pairs,
     represent_air,
 )
+from adsformer.representations.contrastive import fit_pairs, in_batch_softmax_loss
 from adsformer.representations.table import RepresentationTable, TableError
 from adsformer.simulator import SimulatorConfig, simulate
 
@@ -117,3 +117,28 @@ def test_bad_settings_are_refused():
         AIRConfig(temperature=0)
     with pytest.raises(TableError, match="eval_fraction"):
         AIRConfig(eval_fraction=1.0)
+
+
+def test_fit_pairs_takes_seeded_permutations_in_full_batches_one_step_each():
+    w = torch.nn.Parameter(torch.tensor(2.0))
+    seen, epochs = [], []
+
+    def batch_loss(rows):
+        seen.append(rows.tolist())
+        return w**2
+
+    losses = fit_pairs(
+        batch_loss,
+        torch.optim.SGD([w], lr=0.1),
+        10,
+        epochs=2,
+        batch_size=4,
+        rng=np.random.default_rng(0),
+        on_epoch=lambda epoch, _loss: epochs.append(epoch),
+    )
+    rng = np.random.default_rng(0)
+    perms = [rng.permutation(10), rng.permutation(10)]
+    assert seen == [p[s * 4 : (s + 1) * 4].tolist() for p in perms for s in range(2)]  # 2 rows dropped
+    assert epochs == [0, 1]
+    # SGD on w^2 multiplies w by 0.8 a step: each epoch's mean of w^2 before its two steps
+    assert losses == pytest.approx([(4 + 4 * 0.64) / 2, (4 * 0.64**2 + 4 * 0.64**3) / 2])

@@ -31,6 +31,7 @@ from torch import nn
 
 from adsformer.config import KNOWN_KEYS_ONLY, SplitConfig, to_dict
 from adsformer.console import ProgressBar
+from adsformer.representations.contrastive import fit_pairs, in_batch_softmax_loss
 from adsformer.representations.quality import unit_rows as _unit
 from adsformer.representations.skipgram import Until, cutoff, sessionize
 from adsformer.representations.table import RepresentationTable, TableError
@@ -162,21 +163,6 @@ class Tower(nn.Module):
         return nn.functional.normalize(self.net(x), dim=1)  # (B, D)
 
 
-def in_batch_softmax_loss(
-    za: torch.Tensor, zb: torch.Tensor, a: torch.Tensor, b: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Symmetric in-batch softmax over cosine / temperature. za, zb (B, D) unit vectors of the pairs'
-    listings a, b (B,) (row indices); copies of the positive listing among the negatives are masked."""
-    logits = za @ zb.T / temperature  # (B, B)
-    eye = torch.eye(len(a), dtype=torch.bool, device=za.device)
-    same_b = (b.unsqueeze(0) == b.unsqueeze(1)) & ~eye  # (B, B): column j is listing b_i again
-    same_a = (a.unsqueeze(0) == a.unsqueeze(1)) & ~eye
-    target = torch.arange(len(a), device=za.device)
-    loss_ab = nn.functional.cross_entropy(logits.masked_fill(same_b, float("-inf")), target)
-    loss_ba = nn.functional.cross_entropy(logits.T.masked_fill(same_a, float("-inf")), target)
-    return (loss_ab + loss_ba) / 2
-
-
 # --------------------------------------------------------------------------------------------- metrics
 def recall_at_k(vectors: np.ndarray, a: np.ndarray, b: np.ndarray, ks: tuple[int, ...]) -> dict[str, float]:
     """Share of pairs whose ``b`` is among the top-k cosine neighbours of ``a`` (``a`` itself excluded) over
@@ -224,9 +210,12 @@ def train_air(
     x = torch.from_numpy(inputs.x)  # (N, X)
     model = Tower(x.shape[1], cfg.hidden, cfg.dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rng = np.random.default_rng(cfg.seed)
     steps = max(1, tr_a.size // cfg.batch_size)
-    history = []
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        ia, ib = torch.from_numpy(tr_a[rows]), torch.from_numpy(tr_b[rows])
+        return in_batch_softmax_loss(model(x[ia]), model(x[ib]), ia, ib, cfg.temperature)
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -235,20 +224,17 @@ def train_air(
     )
     with ProgressBar(*columns) as bar:
         task = bar.add_task("air", total=cfg.epochs * steps, loss="")
-        for epoch in range(cfg.epochs):
-            order = rng.permutation(tr_a.size)
-            total = 0.0
-            for s in range(steps):
-                idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-                ia, ib = torch.from_numpy(tr_a[idx]), torch.from_numpy(tr_b[idx])
-                loss = in_batch_softmax_loss(model(x[ia]), model(x[ib]), ia, ib, cfg.temperature)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item()
-                bar.advance(task)
-            history.append({"epoch": epoch + 1, "loss": total / steps})
-            bar.update(task, loss=f"loss {total / steps:.3f}")
+        losses = fit_pairs(
+            batch_loss,
+            opt,
+            tr_a.size,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            rng=np.random.default_rng(cfg.seed),
+            on_step=lambda: bar.advance(task),
+            on_epoch=lambda _e, loss: bar.update(task, loss=f"loss {loss:.3f}"),
+        )
+    history = [{"epoch": e + 1, "loss": loss} for e, loss in enumerate(losses)]
     model.eval()
     with torch.no_grad():
         vectors = torch.cat([model(x[i : i + 8192]) for i in range(0, len(x), 8192)]).numpy()  # (N, D)

@@ -9,7 +9,7 @@
   training clicks share id row 0 ("unknown listing"), and training drops the id embedding with probability
   ``id_dropout``, so listings never clicked still get a vector from their text and taxonomy.
 * Loss: the symmetric in-batch softmax over cosine / temperature of (query, clicked listing) pairs, copies
-  of a pair's query or listing among the negatives masked (:func:`adsformer.representations.air.in_batch_softmax_loss`).
+  of a pair's query or listing among the negatives masked (:func:`adsformer.representations.contrastive.in_batch_softmax_loss`).
 
 Trained on the clicked impressions (with a query) before the test period: nothing of the test period leaks
 into the vectors the held-out evaluation searches.
@@ -32,6 +32,7 @@ from torch import nn
 
 from adsformer.config import from_dict, to_dict
 from adsformer.data.vocab import oov_bucket
+from adsformer.representations.contrastive import fit_pairs, in_batch_softmax_loss
 from adsformer.retrieval.config import RetrievalError, TwoTowerConfig
 from adsformer.retrieval.tokens import ListingText, query_tokens
 
@@ -225,33 +226,30 @@ def train_two_tower(
     a = np.array([q_index[" ".join(t)] for t, k in zip(q_tokens, keep, strict=True) if k], np.int64)
     b = np.array([row[lid] for lid, k in zip(clicked, keep, strict=True) if k], np.int64)
 
-    from adsformer.representations.air import in_batch_softmax_loss
-
     model = TwoTower(vocab.size, len(id_rows) + 1, len(taxa) + 1, cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
+
+    def batch_loss(rows: np.ndarray) -> torch.Tensor:
+        ia, ib = torch.from_numpy(a[rows]), torch.from_numpy(b[rows])
+        ids = inputs.ids[ib].clone()
+        ids[torch.from_numpy(rng.random(ids.shape[0]) < cfg.id_dropout)] = 0
+        zq = model.encode_queries(q_mat[ia])  # (B, D)
+        zl = model.encode_listings(inputs.tokens[ib], ids, inputs.taxonomies[ib])  # (B, D)
+        return in_batch_softmax_loss(zq, zl, ia, ib, cfg.temperature)
+
     steps = max(1, a.size // cfg.batch_size)
-    history = []
     task = progress.add_task("two-tower", total=cfg.epochs * steps) if progress is not None else None
     model.train()
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(a.size)
-        total = 0.0
-        for s in range(steps):
-            idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            ia, ib = torch.from_numpy(a[idx]), torch.from_numpy(b[idx])
-            ids = inputs.ids[ib].clone()
-            ids[torch.from_numpy(rng.random(ids.shape[0]) < cfg.id_dropout)] = 0
-            zq = model.encode_queries(q_mat[ia])  # (B, D)
-            zl = model.encode_listings(inputs.tokens[ib], ids, inputs.taxonomies[ib])  # (B, D)
-            loss = in_batch_softmax_loss(zq, zl, ia, ib, cfg.temperature)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            if progress is not None:
-                progress.advance(task)
-        history.append({"epoch": epoch + 1, "loss": round(total / steps, 4)})
+    losses = fit_pairs(
+        batch_loss,
+        torch.optim.Adam(model.parameters(), lr=cfg.lr),
+        a.size,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        rng=rng,
+        on_step=(lambda: progress.advance(task)) if progress is not None else (lambda: None),
+    )
+    history = [{"epoch": e + 1, "loss": round(loss, 4)} for e, loss in enumerate(losses)]
     report = {
         "train_clicks": int(a.size),
         "distinct_queries": len(distinct),
