@@ -12,6 +12,7 @@ from adsformer.representations.air import AIRConfig, represent_air
 from adsformer.representations.visual import VisualConfig, represent_visual
 from adsformer.retrieval import Candidate, IndexConfig, RetrievalError, Retriever, build_index
 from adsformer.retrieval.config import LexicalConfig, TwoTowerConfig
+from adsformer.retrieval.manifest import read_manifest
 from adsformer.retrieval.two_tower import click_pairs
 from adsformer.simulator import SimulatorConfig, simulate
 
@@ -62,17 +63,61 @@ def _chance(retriever, column):
 
 def test_the_manifest_describes_every_source_and_the_evaluation(built):
     root, _, manifest = built
-    assert json.loads((root / "index" / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
-    assert set(manifest["ann"]) == {"two_tower", "air", "visual"}
-    assert manifest["sources"]["visual"]["image_encoder"]
-    assert manifest["static"]["sources"] == {"ctr": "historical", "pccvr": "historical"}
-    held = manifest["evaluation"]["heldout_clicks"]
+    written = json.loads((root / "index" / "manifest.json").read_text())
+    assert written == json.loads(json.dumps(manifest.to_dict()))
+    assert list(written) == [
+        "format_version",
+        "kind",
+        "dataset",
+        "config",
+        "static",
+        "budget",
+        "ann",
+        "sources",
+        "evaluation",
+        "seconds",
+    ]
+    assert list(written["seconds"]) == [
+        "prepare_s",
+        "lexical_s",
+        "two_tower_s",
+        "air_s",
+        "visual_s",
+        "evaluation_s",
+        "total_s",
+    ]
+    assert written["kind"] == "adsformer retrieval index" and written["budget"]["listings_in_budget"] > 0
+    assert set(written["dataset"]) == {"name", "listings", "cutoff_ts", "test_start_ts"}
+    assert written["ann"]["air"] == {"file": "air/index.faiss", "layout": written["ann"]["air"]["layout"]}
+    assert read_manifest(root / "index") == manifest  # what index info and the Retriever read
+    assert set(manifest.ann) == {"two_tower", "air", "visual"}
+    assert manifest.sources["visual"]["image_encoder"]
+    assert manifest.static["sources"] == {"ctr": "historical", "pccvr": "historical"}
+    assert manifest.evaluation is not None
+    held = manifest.evaluation["heldout_clicks"]
     assert held["queries"] > 20
     for source in ("lexical", "two_tower", "hybrid"):
         r = held["recall"][source]
         assert 0 <= r["recall@10"] <= r["recall@100"] <= r["recall@600"] <= 1
     assert held["recall"]["hybrid"]["recall@600"] >= held["recall"]["lexical"]["recall@600"]
-    assert manifest["evaluation"]["search_by_image"]["self_first"] > 0.9
+    assert manifest.evaluation["search_by_image"]["self_first"] > 0.9
+
+
+def test_a_broken_manifest_is_one_clear_error(built, tmp_path):
+    import shutil
+
+    root, _, _ = built
+    broken = tmp_path / "index"
+    broken.mkdir()
+    shutil.copy(root / "index" / "manifest.json", broken / "manifest.json")
+    obj = json.loads((broken / "manifest.json").read_text())
+    del obj["ann"]
+    (broken / "manifest.json").write_text(json.dumps(obj))
+    with pytest.raises(RetrievalError, match=r"malformed manifest.*rebuild the index"):
+        read_manifest(broken)
+    (broken / "manifest.json").write_text("{not json")
+    with pytest.raises(RetrievalError, match="not valid JSON"):
+        read_manifest(broken)
 
 
 def test_query_candidates_are_merged_deduplicated_capped_and_in_budget(retriever):
@@ -89,7 +134,7 @@ def test_query_candidates_are_merged_deduplicated_capped_and_in_budget(retriever
 def test_each_query_source_finds_the_clicked_taxonomy_far_above_chance(built, retriever):
     _, data, manifest = built
     imps = pl.read_parquet(data / "impressions.parquet")
-    held = click_pairs(imps, manifest["dataset"]["test_start_ts"], None).unique().head(60)
+    held = click_pairs(imps, manifest.dataset.test_start_ts, None).unique().head(60)
     tax = dict(zip(retriever.ids, retriever.taxonomy_ids, strict=True))
     chance = _chance(retriever, "taxonomy_id")
     for source in ("lexical", "two_tower"):

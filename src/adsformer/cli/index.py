@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from adsformer.cli.common import SettingsFileOpt, friendly_errors, needs, output_dir
 from adsformer.console import console, kv_table, records_table
+
+if TYPE_CHECKING:
+    from adsformer.retrieval.manifest import IndexManifest
 
 index_app = typer.Typer(
     help="Candidate-retrieval indexes (lexical + ANN, live budget filtering).", no_args_is_help=True
@@ -80,23 +83,21 @@ def build_cmd(
     console.print(f"wrote [bold]{out}[/] ({out / 'manifest.json'})")
 
 
-def _print_manifest(m: dict[str, Any]) -> None:
+def _print_manifest(m: IndexManifest) -> None:
     rows = [
         {
             "source": "lexical",
-            "listings": m["dataset"]["listings"],
-            "index": f"{m['sources']['lexical']['shards']} shard(s)",
+            "listings": m.dataset.listings,
+            "index": f"{m.sources['lexical']['shards']} shard(s)",
         }
     ]
-    for name, info in m["ann"].items():
-        lay = info["layout"]
-        desc = f"{lay['kind']} nlist={lay['nlist']} nprobe={lay['nprobe']}" + (
-            f" pq_m={lay['pq_m']}" if lay["pq_m"] else ""
-        )
-        rows.append({"source": name, "listings": m["sources"][name]["index"]["n"], "index": desc})
+    for name, ann in m.ann.items():
+        lay = ann.layout
+        desc = f"{lay.kind} nlist={lay.nlist} nprobe={lay.nprobe}" + (f" pq_m={lay.pq_m}" if lay.pq_m else "")
+        rows.append({"source": name, "listings": m.sources[name]["index"]["n"], "index": desc})
     console.print(records_table("sources", rows))
-    console.print(f"static scores: {m['static']['sources']}")
-    ev = m.get("evaluation", {})
+    console.print(f"static scores: {m.static['sources']}")
+    ev = m.evaluation or {}
     held = ev.get("heldout_clicks")
     if held:
         console.print(
@@ -122,7 +123,7 @@ def _print_manifest(m: dict[str, Any]) -> None:
 @index_app.command("info")
 def info_cmd(index: Annotated[Path, typer.Argument(help="Index directory.")]) -> None:
     """Print an index's sources, settings and evaluation."""
-    from adsformer.retrieval.retriever import read_manifest
+    from adsformer.retrieval.manifest import read_manifest
 
     with friendly_errors():
         manifest = read_manifest(index)

@@ -18,7 +18,6 @@ title (its own taxonomy boosted); an image -> ``visual``. The listing itself is 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,47 +27,30 @@ import numpy as np
 import polars as pl
 
 from adsformer.config import ConfigError, from_dict
-from adsformer.retrieval.ann import AnnIndex, AnnLayout
+from adsformer.retrieval.ann import AnnIndex
 from adsformer.retrieval.budget import BudgetState
 from adsformer.retrieval.config import IndexConfig, RetrievalError
 from adsformer.retrieval.hybrid import Candidate, fuse
 from adsformer.retrieval.lexical import LexicalIndex
+from adsformer.retrieval.manifest import MANIFEST, IndexManifest, read_manifest
 from adsformer.retrieval.taxonomy import QueryTaxonomy
 from adsformer.retrieval.tokens import query_tokens
 from adsformer.retrieval.two_tower import TwoTowerModel
 
-MANIFEST = "manifest.json"
 LISTINGS_FILE = "listings.parquet"
-FORMAT_VERSION = 1
 #: listing-to-listing sources, in order of preference
 L2L_ORDER = ("air", "visual", "text", "skipgram")
 MODES = {"query": ("lexical", "two_tower"), "listing": (*L2L_ORDER, "lexical"), "image": ("visual",)}
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = directory / MANIFEST
-    if not directory.is_dir():
-        raise RetrievalError(f"{directory}: no such index directory")
-    if not path.exists():
-        raise RetrievalError(
-            f"{directory}: not a retrieval index (no {MANIFEST}); build one with `adsformer index build`"
-        )
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise RetrievalError(
-            f"{path}: index format {manifest.get('format_version')!r}, this version reads {FORMAT_VERSION}"
-        )
-    return manifest
-
-
 class Retriever:
     """Hybrid candidate retrieval over one index directory. Build with :meth:`load`."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], listings: pl.DataFrame) -> None:
+    def __init__(self, directory: Path, manifest: IndexManifest, listings: pl.DataFrame) -> None:
         self.directory = directory
         self.manifest = manifest
         try:
-            self.cfg = from_dict(IndexConfig, manifest["config"])
+            self.cfg = from_dict(IndexConfig, dict(manifest.config))
         except ConfigError as exc:
             raise RetrievalError(f"{directory}/{MANIFEST}: {exc}") from exc
         self.listings = listings
@@ -84,8 +66,7 @@ class Retriever:
         self.lexical = LexicalIndex(directory / "lexical", self.cfg.lexical)
         self.taxonomy = QueryTaxonomy.load(directory / "lexical" / "taxonomy.json")
         self.ann: dict[str, AnnIndex] = {
-            name: AnnIndex.load(directory / info["file"], AnnLayout(**info["layout"]))
-            for name, info in manifest["ann"].items()
+            name: AnnIndex.load(directory / a.file, a.layout) for name, a in manifest.ann.items()
         }
         self.two_tower = TwoTowerModel.load(directory / "two_tower") if "two_tower" in self.ann else None
         self._encoder: Any = None
