@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from adsformer.config import ConfigError, to_dict
+from adsformer.console import StageTimes
 from adsformer.representations.table import RepresentationTable, TableError
 from adsformer.representations.visual.config import VisualConfig
 from adsformer.representations.visual.encoder import save_encoder
@@ -57,37 +59,106 @@ def represent_visual(
 def _represent(
     data_dir: Path, out: Path, cfg: VisualConfig, progress: bool, say: Callable[[str], None]
 ) -> dict[str, Any]:
-    from adsformer.data.validate import read_listings
-    from adsformer.representations.quality import quality_report, write_report
+    times = StageTimes()
+    listings = _listings(data_dir)
+    columns, auto = resolve_tasks(cfg, listings)
+    imgs = _with_image(listings, data_dir, cfg)
+    n_listed = imgs.height
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with times.stage("features_s"):
+        feats = _backbone_features(data_dir, imgs, cfg, gen, progress, say)
+    val = held_out(feats.n, cfg.val_fraction, cfg.seed)
+    tasks = _tasks(columns, auto, feats.imgs, ~val, cfg, say)
+    labels = np.stack([t.codes for t in tasks], 1)  # (N, T)
+    model = VisualModel(feats.backbone, cfg.dim, [len(t.classes) for t in tasks], cfg.dropout)
+    with times.stage("views_s"):
+        views = _augmented_views(feats, ~val, cfg, gen, progress)
+    sampler = BalancedTaskSampler(
+        [np.flatnonzero(~val & (labels[:, t] >= 0)) for t in range(len(tasks))], cfg.batch_size, cfg.seed
+    )
+    with times.stage("heads_s"):
+        heads_loss = train_heads(model, np.stack(views), labels, sampler, cfg, progress)
+        del views
+        z, acc_heads = _represent_and_score(model, feats.pooled, labels, val)
+    finetune_loss: list[float] = []
+    acc_final = acc_heads
+    if cfg.finetune_epochs > 0 and feats.trunk is not None:
+        with times.stage("finetune_s"):
+            finetune_loss = finetune(model, feats.loader, labels, sampler, cfg, gen, progress)
+            pooled = pooled_from_trunk(feats.backbone, feats.trunk, cfg.micro_batch, progress)
+            feats = dataclasses.replace(feats, trunk=None)  # free the trunk activations (N x C x h x w)
+            z, acc_final = _represent_and_score(model, pooled, labels, val)
+    vectors = F.normalize(z, dim=1).numpy().astype(np.float32)  # (N, D)
+    heads = _heads_summary(tasks, labels, ~val, val, acc_heads, acc_final, heads_loss, finetune_loss, cfg)
+    times.total()
+    settings = _settings(cfg, tasks, n_listed, feats, val, times)
+    table = RepresentationTable(cfg.name, "visual", feats.imgs["listing_id"].to_list(), vectors, settings)
+    report = _write_table(table, out, listings, feats, tasks, heads, model, cfg)
+    public = {k: v for k, v in report.items() if not k.startswith("_")}
+    return {**public, "settings": settings, "heads": heads}
 
-    start = time.perf_counter()
-    timings: dict[str, float] = {}
+
+# --- the stages of _represent --------------------------------------------------------------------------
+
+
+def _listings(data_dir: Path) -> pl.DataFrame:
+    """Every listing of the dataset (they need an ``image_path`` column)."""
+    from adsformer.data.validate import read_listings
+
     listings = read_listings(data_dir)
     if "image_path" not in listings.columns:
         raise TableError(f"{data_dir}/listings.parquet has no image_path column: no images to learn from")
-    columns, auto = resolve_tasks(cfg, listings)
+    return listings
+
+
+def _with_image(listings: pl.DataFrame, data_dir: Path, cfg: VisualConfig) -> pl.DataFrame:
+    """The listings with an image: at most ``max_images`` (a seeded sample, in listing id order)."""
     imgs = listings.filter(pl.col("image_path").is_not_null() & (pl.col("image_path") != ""))
-    n_listed = imgs.height
     if cfg.max_images is not None and imgs.height > cfg.max_images:
         imgs = imgs.sample(cfg.max_images, seed=cfg.seed).sort("listing_id")
     if imgs.height < 2:
         raise TableError(f"{data_dir}: {imgs.height} listing(s) with an image; need at least 2")
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    return imgs
 
-    # one backbone pass: pooled features (and the trunk activations when phase 2 runs)
-    t0 = time.perf_counter()
+
+@dataclass(frozen=True)
+class _Features:
+    """One backbone pass over the images that decoded: their listings ``imgs`` (N rows, the table's rows),
+    their loader, pooled features ``pooled`` (N, 1280) float32, the trunk activations ``trunk``
+    (N, C, h, w) float16 when fine-tuning follows, and how many images did not decode."""
+
+    backbone: Backbone
+    imgs: pl.DataFrame
+    loader: ImageLoader
+    pooled: np.ndarray
+    trunk: np.ndarray | None
+    unreadable: int
+
+    @property
+    def n(self) -> int:
+        return self.imgs.height
+
+
+def _backbone_features(
+    data_dir: Path,
+    imgs: pl.DataFrame,
+    cfg: VisualConfig,
+    gen: torch.Generator,
+    progress: bool,
+    say: Callable[[str], None],
+) -> _Features:
+    """Pooled features (and the trunk activations when phase 2 runs) of every image; undecodable images
+    are dropped with a note."""
     backbone = Backbone(cfg.image_size, cfg.unfreeze_blocks)
     loader = ImageLoader([data_dir / p for p in imgs["image_path"].to_list()], cfg.image_size)
-    rows = np.arange(imgs.height)
-    keep_trunk = cfg.finetune_epochs > 0
     pooled, trunk, ok = extract_features(
         backbone,
         loader,
-        rows,
+        np.arange(imgs.height),
         cfg,
         augmented=False,
-        keep_trunk=keep_trunk,
+        keep_trunk=cfg.finetune_epochs > 0,
         generator=gen,
         describe="backbone features",
         progress=progress,
@@ -101,12 +172,19 @@ def _represent(
         loader = ImageLoader([loader.paths[i] for i in good], cfg.image_size)
         if imgs.height < 2:
             raise TableError(f"{data_dir}: fewer than 2 images could be decoded")
-    n = imgs.height
-    timings["features_s"] = time.perf_counter() - t0
+    return _Features(backbone, imgs, loader, pooled, trunk, unreadable)
 
-    # tasks, classes and the held-out split (by listing)
-    val = held_out(n, cfg.val_fraction, cfg.seed)
-    train = ~val
+
+def _tasks(
+    columns: list[str],
+    auto: bool,
+    imgs: pl.DataFrame,
+    train: np.ndarray,
+    cfg: VisualConfig,
+    say: Callable[[str], None],
+) -> list[TaskLabels]:
+    """One head per label column with at least two classes among the ``train`` (N,) rows (automatic tasks
+    without are skipped with a note; a named one is an error)."""
     tasks: list[TaskLabels] = []
     for col in columns:
         tl = encode_task(col, imgs[col].to_list(), train, cfg.min_class_count)
@@ -122,22 +200,24 @@ def _represent(
         tasks.append(tl)
     if not tasks:
         raise TableError(f"no usable visual task among {columns} (see min_class_count={cfg.min_class_count})")
-    labels = np.stack([t.codes for t in tasks], 1)  # (N, T)
     if cfg.batch_size < len(tasks):
         raise ConfigError(f"visual setting batch_size={cfg.batch_size}: must be >= the {len(tasks)} tasks")
-    pools = [np.flatnonzero(train & (labels[:, t] >= 0)) for t in range(len(tasks))]
-    model = VisualModel(backbone, cfg.dim, [len(t.classes) for t in tasks], cfg.dropout)
+    return tasks
 
-    # extra augmented views of the training images for phase 1
-    t0 = time.perf_counter()
-    views = [pooled]
+
+def _augmented_views(
+    feats: _Features, train: np.ndarray, cfg: VisualConfig, gen: torch.Generator, progress: bool
+) -> list[np.ndarray]:
+    """The pooled features and ``feature_views - 1`` augmented views of the ``train`` (N,) images, each
+    (N, 1280) (held-out rows keep their plain features)."""
+    views = [feats.pooled]
+    rows = np.flatnonzero(train)
     for v in range(1, cfg.feature_views):
-        view = np.zeros_like(pooled)
-        tr = np.flatnonzero(train)
-        view[tr] = extract_features(
-            backbone,
-            loader,
-            tr,
+        view = np.zeros_like(feats.pooled)
+        view[rows] = extract_features(
+            feats.backbone,
+            feats.loader,
+            rows,
             cfg,
             augmented=True,
             keep_trunk=False,
@@ -145,56 +225,61 @@ def _represent(
             describe=f"augmented view {v}",
             progress=progress,
         )[0]
-        view[~train] = pooled[~train]
+        view[~train] = feats.pooled[~train]
         views.append(view)
-    timings["views_s"] = time.perf_counter() - t0
+    return views
 
-    # phase 1: heads on the cached features
-    t0 = time.perf_counter()
-    sampler = BalancedTaskSampler(pools, cfg.batch_size, cfg.seed)
-    heads_loss = train_heads(model, np.stack(views), labels, sampler, cfg, progress)
-    del views
-    val_rows = np.flatnonzero(val)
+
+def _represent_and_score(
+    model: VisualModel, pooled: np.ndarray, labels: np.ndarray, val: np.ndarray
+) -> tuple[torch.Tensor, list[float | None]]:
+    """The representations (N, D) of ``pooled`` (N, 1280) and each head's accuracy on the ``val`` rows."""
     with torch.no_grad():
         z = model.represent(torch.from_numpy(pooled))  # (N, D)
-    acc_heads = head_accuracy(model, z, labels, val_rows)
-    timings["heads_s"] = time.perf_counter() - t0
+    return z, head_accuracy(model, z, labels, np.flatnonzero(val))
 
-    # phase 2: fine-tune the last blocks on augmented images, then re-run the tail over the cached trunk
-    finetune_loss: list[float] = []
-    acc_final = acc_heads
-    if cfg.finetune_epochs > 0 and trunk is not None:
-        t0 = time.perf_counter()
-        finetune_loss = finetune(model, loader, labels, sampler, cfg, gen, progress)
-        pooled = pooled_from_trunk(backbone, trunk, cfg.micro_batch, progress)
-        del trunk
-        with torch.no_grad():
-            z = model.represent(torch.from_numpy(pooled))
-        acc_final = head_accuracy(model, z, labels, val_rows)
-        timings["finetune_s"] = time.perf_counter() - t0
 
-    vectors = F.normalize(z, dim=1).numpy().astype(np.float32)  # (N, D)
-    ids = imgs["listing_id"].to_list()
-    heads = _heads_summary(tasks, labels, train, val, acc_heads, acc_final, heads_loss, finetune_loss, cfg)
-    timings["total_s"] = time.perf_counter() - start
-    settings = {
+def _settings(
+    cfg: VisualConfig,
+    tasks: Sequence[TaskLabels],
+    n_listed: int,
+    feats: _Features,
+    val: np.ndarray,
+    times: StageTimes,
+) -> dict[str, Any]:
+    """The table's settings: the config, the resolved tasks, the image counts and the stages' seconds."""
+    return {
         **to_dict(cfg),
         "tasks_resolved": [t.column for t in tasks],
         "backbone": "EfficientNet-Lite0 (ImageNet), pooled 1280-d -> Linear(1280, dim)",
         "listings_with_image": n_listed,
-        "images": n,
-        "unreadable_images": unreadable,
-        "train_images": int(train.sum()),
+        "images": feats.n,
+        "unreadable_images": feats.unreadable,
+        "train_images": int((~val).sum()),
         "val_images": int(val.sum()),
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "seconds": times.rounded(1),
     }
-    table = RepresentationTable(cfg.name, "visual", ids, vectors, settings)
+
+
+def _write_table(
+    table: RepresentationTable,
+    out: Path,
+    listings: pl.DataFrame,
+    feats: _Features,
+    tasks: Sequence[TaskLabels],
+    heads: dict[str, Any],
+    model: VisualModel,
+    cfg: VisualConfig,
+) -> dict[str, Any]:
+    """Write the table with its quality report, ``heads.json``, the encoder and ``neighbours.png`` in one
+    atomic write; returns the quality report."""
+    from adsformer.representations.quality import quality_report, write_report
 
     groups = listings
     if "taxonomy_id" not in groups.columns:  # measure coherence by the first task instead
         groups = groups.with_columns(pl.col(tasks[0].column).cast(pl.String).alias("taxonomy_id"))
     report = quality_report(table, groups, seed=cfg.seed)
-    raw = {t.column: imgs[t.column].cast(pl.String).fill_null("?").to_list() for t in tasks[:2]}
+    raw = {t.column: feats.imgs[t.column].cast(pl.String).fill_null("?").to_list() for t in tasks[:2]}
     captions = [" / ".join(vals) for vals in zip(*raw.values(), strict=True)]
 
     def extra(tmp: Path) -> None:
@@ -203,17 +288,16 @@ def _represent(
         save_encoder(model, cfg, tmp)  # search by image: embed new images as this table's vectors
         if cfg.neighbour_queries > 0:
             plot_neighbours(
-                loader.paths,
+                feats.loader.paths,
                 captions,
-                vectors,
+                table.vectors,
                 tmp / "neighbours.png",
-                queries=min(cfg.neighbour_queries, n),
+                queries=min(cfg.neighbour_queries, feats.n),
                 seed=cfg.seed,
             )
 
     table.save(out, extra=extra)
-    public = {k: v for k, v in report.items() if not k.startswith("_")}
-    return {**public, "settings": settings, "heads": heads}
+    return report
 
 
 def _heads_summary(
