@@ -328,3 +328,33 @@ def test_prepare_simulate_bad_scale(tmp_path):
         runner.invoke(app, ["prepare", "simulate", "--scale", "huge", "--out", str(tmp_path / "s")]),
         "--scale: unknown simulator scale 'huge'",
     )
+
+
+def test_evaluate_defaults_to_the_runs_own_data(trained, tmp_path):
+    """Without --data, evaluate scores the dataset the run recorded at training, says so, and gives the
+    metrics that --data of the same directory gives; a run whose data is gone or unrecorded is one line."""
+    import shutil
+
+    data, run = trained
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["data_dir"] == str(data.resolve())
+    mine = _copy_run(run, tmp_path / "run")
+    res = runner.invoke(app, ["evaluate", str(mine)])
+    assert res.exit_code == 0, res.output
+    assert f"the test split of {data.resolve()} (the run's own data)" in flat(res.output)
+    implicit = json.loads((mine / "metrics.json").read_text())
+    assert implicit["data_dir"] == str(data.resolve())
+    res = runner.invoke(app, ["evaluate", str(mine), "--data", str(data)])
+    assert res.exit_code == 0, res.output
+    explicit = json.loads((mine / "metrics.json").read_text())
+    assert implicit["roc_auc"] == explicit["roc_auc"] and implicit["n_test"] == explicit["n_test"] > 0
+
+    moved = _copy_run(run, tmp_path / "moved-run")
+    summary["data_dir"] = str(tmp_path / "gone")
+    (moved / "train_summary.json").write_text(json.dumps(summary))
+    one_error(runner.invoke(app, ["evaluate", str(moved)]), "no longer there", "pass --data DIR")
+    del summary["data_dir"]
+    (moved / "train_summary.json").write_text(json.dumps(summary))
+    one_error(runner.invoke(app, ["evaluate", str(moved)]), "does not record the data", "pass --data DIR")
+    shutil.rmtree(moved)
+    one_error(runner.invoke(app, ["evaluate", str(moved)]), "pass --data DIR")

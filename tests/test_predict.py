@@ -209,9 +209,47 @@ def test_predict_run_writes_parquet(ctr_run, predictor, tmp_path, tiny_dataset):
     summary = predict_run(ctr_run, data, tmp_path / "out" / "p.parquet")
     out = pl.read_parquet(tmp_path / "out" / "p.parquet")
     assert summary["rows"] == out.height == tiny_dataset.impressions.height
-    assert out.columns == ["request_id", "user_id", "ts", "listing_id", "position", "p_ctr"]
+    # the existing columns first, as they were; then the labels and the split
+    assert out.columns[:6] == ["request_id", "user_id", "ts", "listing_id", "position", "p_ctr"]
+    assert out.columns[6:] == ["clicked", "purchased", "split"]
     assert out["listing_id"].to_list() == tiny_dataset.impressions["listing_id"].to_list()
     np.testing.assert_allclose(out["p_ctr"].to_numpy(), predictor.predict_dataset(tiny_dataset), atol=1e-6)
+    for label in ("clicked", "purchased"):
+        assert out[label].to_list() == tiny_dataset.impressions[label].to_list()
+    # the run's own split: the split its training features had, row for row
+    fs = build_features(tiny_dataset, predictor.config.data)
+    names = np.array(["train", "val", "test", "unused"])[fs.split.split]
+    assert out["split"].to_list() == names.tolist()
+    assert set(out["split"]) == {"train", "val", "test"}
+
+
+def test_predict_split_of_a_run_that_recorded_none(ctr_run, tmp_path, tiny_dataset):
+    """A run trained before the split was recorded: its split settings applied to the data, the same
+    labels; a frame too small to split gets none (null), never an error."""
+    import json
+
+    old = tmp_path / "old-run"
+    shutil.copytree(ctr_run, old)
+    summary = json.loads((old / "train_summary.json").read_text())
+    recorded = summary.pop("split")
+    assert recorded["val_start"] < recorded["test_start"]
+    (old / "train_summary.json").write_text(json.dumps(summary))
+    data = write_dataset(tiny_dataset, tmp_path / "ds")
+    new = predict_run(ctr_run, data, tmp_path / "new.parquet")
+    predict_run(old, data, tmp_path / "old.parquet")
+    assert new["rows"] == tiny_dataset.impressions.height
+    split_new = pl.read_parquet(tmp_path / "new.parquet")["split"].to_list()
+    assert pl.read_parquet(tmp_path / "old.parquet")["split"].to_list() == split_new
+    one = tiny_dataset.impressions.head(2).drop("purchased")  # one request, without conversions
+    small = write_dataset(
+        type(tiny_dataset)(tiny_dataset.listings, tiny_dataset.events, one, tiny_dataset.meta),
+        tmp_path / "one",
+    )
+    predict_run(old, small, tmp_path / "one.parquet")
+    out = pl.read_parquet(tmp_path / "one.parquet")
+    assert out.columns[-2:] == ["clicked", "split"] and out["split"].to_list() == [None, None]
+    predict_run(ctr_run, small, tmp_path / "one-new.parquet")  # recorded instants split any rows
+    assert pl.read_parquet(tmp_path / "one-new.parquet")["split"].to_list() == ["train", "train"]
 
 
 def test_run_is_self_contained_with_frozen_tables(tmp_path, tiny_dataset):

@@ -12,7 +12,7 @@ from typing import Literal
 
 from adsformer.errors import UserError
 
-Extra = Literal["serve", "retrieval", "vision", "represent", "spark", "peers"]
+Extra = Literal["serve", "retrieval", "vision", "represent", "spark", "peers", "track"]
 
 #: The importable packages of each extra (what ``pip install 'adsformer[EXTRA]'`` brings)
 PACKAGES: dict[Extra, tuple[str, ...]] = {
@@ -22,6 +22,7 @@ PACKAGES: dict[Extra, tuple[str, ...]] = {
     "represent": ("gensim", "scipy"),
     "spark": ("pyspark", "py4j"),
     "peers": ("sklearn", "h5py", "tqdm", "pandas"),  # fuxictr itself is installed by hand (README)
+    "track": ("tensorboard", "mlflow"),  # --log-to needs only its own backend's (:func:`require_package`)
 }
 
 
@@ -49,6 +50,14 @@ def require(what: str, *extras: Extra) -> None:
     lacking = tuple(e for e in extras if not all(installed(p) for p in PACKAGES[e]))
     if lacking:
         raise MissingExtraError(message(what, lacking))
+
+
+def require_package(what: str, package: str) -> None:
+    """Raise :class:`MissingExtraError` naming the extra that brings ``package`` unless it is installed
+    (for a part of an extra that needs one of its packages only, e.g. ``--log-to tensorboard``)."""
+    extra = extra_of(package)
+    if extra is not None and not installed(package):
+        raise MissingExtraError(message(what, (extra,)))
 
 
 def extra_of(module: str | None) -> Extra | None:

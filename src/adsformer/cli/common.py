@@ -55,6 +55,14 @@ OverwriteOpt = Annotated[
     ),
 ]
 DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")]
+LogToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-to",
+        help="Also send the metrics to tensorboard (event files under ./tensorboard, or "
+        "$ADSFORMER_TENSORBOARD_DIR) or mlflow (MLflow's tracking store); needs the track extra.",
+    ),
+]
 TaskOpt = Annotated[str | None, typer.Option("--task", help="ctr | pccvr (default: the config's, else ctr)")]
 ModelOpt = Annotated[
     str | None, typer.Option("--model", help="adsformer | baseline | bst | lastk (default: the config's)")

@@ -121,6 +121,8 @@ DEFAULTS: dict[str, str] = {
     "--requests": "every request",
     "--action": "none",
     "stats reengagement --out": "none: printed only",
+    "--log-to": "none: the run directory only",
+    "evaluate --data": "the run's own data, recorded when it trained",
 }
 
 

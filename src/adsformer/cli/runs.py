@@ -10,6 +10,7 @@ import typer
 from adsformer.cli.common import (
     ConfigOpt,
     DataOpt,
+    LogToOpt,
     ModelOpt,
     OutDir,
     OverwriteOpt,
@@ -30,14 +31,17 @@ def train_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    log_to: LogToOpt = None,
 ) -> None:
     """Train a CTR or PCCVR model; write a self-contained run directory."""
     from adsformer.experiments.runs import train_run
+    from adsformer.experiments.tracking import check_backend, train_tracked
     from adsformer.run.config import load_experiment
 
     with friendly_errors(), output_dir(out, overwrite):
+        backend = check_backend(log_to) if log_to else None
         cfg = load_experiment(config, set_, extra=given(task=task, model=model))
-        summary = train_run(data, cfg, out)
+        summary = train_run(data, cfg, out) if backend is None else train_tracked(data, cfg, out, backend)
     console.print(kv_table("trained", _trained_rows(summary, auto_batch=cfg.train.batch_size == 0)))
     console.print(f"wrote [bold]{out}[/]")
 
@@ -68,13 +72,19 @@ def _trained_rows(summary: dict[str, Any], *, auto_batch: bool = False) -> dict[
 
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `adsformer train`.")],
-    data: DataOpt,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Canonical dataset directory (or feature store) to score."),
+    ] = None,
+    log_to: LogToOpt = None,
 ) -> None:
     """Score the test split (natural rate); write RUN_DIR/metrics.json."""
     from adsformer.experiments.runs import evaluate_run
+    from adsformer.experiments.tracking import check_backend, evaluate_tracked
 
     with friendly_errors():
-        metrics = evaluate_run(run_dir, data)
+        backend = check_backend(log_to) if log_to else None
+        metrics = evaluate_run(run_dir, data) if backend is None else evaluate_tracked(run_dir, data, backend)
     console.print(kv_table("test metrics", {k: v for k, v in metrics.items() if k != "config"}))
     console.print(f"wrote [bold]{run_dir / 'metrics.json'}[/]")
 

@@ -21,6 +21,8 @@ from adsformer.errors import UserError
 TRAIN, VAL, TEST = 0, 1, 2
 UNUSED = 3  # outside the configured train / validation / test window (daily protocol)
 SPLIT_NAMES = ("train", "val", "test")
+#: The name of each split code, UNUSED included (``predict``'s ``split`` column)
+CODE_NAMES = ("train", "val", "test", "unused")
 DAY_S = 86_400
 
 
@@ -87,13 +89,26 @@ def time_split(ts: np.ndarray, cfg: SplitConfig) -> Split:
             )
     else:
         raise SplitError(f"unknown split mode {cfg.mode!r}; expected auto, days or fraction")
+    return Split(
+        split_at(ts, val_start, test_start, end, train_start), val_start, test_start, mode, end, train_start
+    )
+
+
+def split_at(
+    ts: np.ndarray, val_start: int, test_start: int, end: int | None = None, train_start: int | None = None
+) -> np.ndarray:
+    """(N,) int8 split of impressions at times ``ts`` (N,) cut at the given instants: TRAIN before
+    ``val_start``, VAL before ``test_start``, TEST before ``end`` (None: no end), UNUSED from ``end`` on and
+    before ``train_start`` (when set)."""
+    ts = np.asarray(ts, dtype=np.int64)
     split = np.full(ts.shape, TRAIN, dtype=np.int8)
     split[ts >= val_start] = VAL
     split[ts >= test_start] = TEST
-    split[ts >= end] = UNUSED
+    if end is not None:
+        split[ts >= end] = UNUSED
     if train_start is not None:
         split[ts < train_start] = UNUSED
-    return Split(split, val_start, test_start, mode, end, train_start)
+    return split
 
 
 def downsample_negatives(labels: np.ndarray, split: np.ndarray, cfg: SamplingConfig) -> np.ndarray:

@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,26 @@ def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = 
     return dataclasses.replace(cfg, model=model)
 
 
-def fit(cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True) -> tuple[Any, TrainResult]:
-    """Build the configured model for ``fs`` and train it; returns (model, result)."""
+#: Called with each epoch's record (``epochs.csv`` row: train loss, validation log loss and ROC-AUC)
+OnEpoch = Callable[[dict[str, Any]], None]
+
+
+def fit(
+    cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True, on_epoch: OnEpoch | None = None
+) -> tuple[Any, TrainResult]:
+    """Build the configured model for ``fs`` and train it; returns (model, result). ``on_epoch`` sees
+    every epoch's record as it ends (tracking, pruning)."""
     cfg = resolve_listing_pairs(cfg, fs, say=show_progress)
     model = seeded_model(cfg, fs)
     model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
     return model, train(
-        model, fs, cfg.task, cfg.train, show_progress=show_progress, ece_bins=cfg.eval.ece_bins
+        model,
+        fs,
+        cfg.task,
+        cfg.train,
+        show_progress=show_progress,
+        on_epoch=on_epoch,
+        ece_bins=cfg.eval.ece_bins,
     )
 
 
@@ -224,18 +237,32 @@ def _finite(value: float) -> float | None:
 
 
 def train_run(
-    data_dir: Path, cfg: ExperimentConfig, out: Path, *, show_progress: bool = True
+    data_dir: Path,
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    show_progress: bool = True,
+    on_epoch: OnEpoch | None = None,
 ) -> dict[str, Any]:
     """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary.
 
     ``data_dir`` is a canonical dataset, or a feature store (``adsformer features``), which is streamed with
     bounded memory; the run then takes the store's data settings. The progress lines are kept in the run
-    directory as ``run.log``."""
+    directory as ``run.log``; the summary records where the data was (``data_dir``, for ``evaluate``)."""
     with recording() as lines:
         log(f"train a {cfg.task} {cfg.model.user} model on {data_dir} into {out}")
+        where = str(Path(data_dir).resolve())
         if is_store(data_dir):
             store = FeatureStore.open(data_dir)
-            return _train_streamed(store, cfg, out, show_progress=show_progress, log_lines=lines)
+            return _train_streamed(
+                store,
+                cfg,
+                out,
+                show_progress=show_progress,
+                log_lines=lines,
+                on_epoch=on_epoch,
+                data_dir=where,
+            )
         with stage("read the dataset"):
             ds = read_dataset(data_dir)
             check_task(ds, cfg.task)
@@ -243,14 +270,29 @@ def train_run(
         with stage("build features (split, vocabularies, sequences)"):
             fs = build_features(ds, cfg.data)
         features_s = time.perf_counter() - start
-        model, result = fit(cfg, fs, show_progress=show_progress)
+        model, result = fit(cfg, fs, show_progress=show_progress, on_epoch=on_epoch)
         return finish_run(
-            out, cfg, fs, model, result, dataset=ds.meta.name, features_s=features_s, log_lines=lines
+            out,
+            cfg,
+            fs,
+            model,
+            result,
+            dataset=ds.meta.name,
+            features_s=features_s,
+            log_lines=lines,
+            data_dir=where,
         )
 
 
 def _train_streamed(
-    store: FeatureStore, cfg: ExperimentConfig, out: Path, *, show_progress: bool, log_lines: list[str]
+    store: FeatureStore,
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    show_progress: bool,
+    log_lines: list[str],
+    on_epoch: OnEpoch | None,
+    data_dir: str,
 ) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
@@ -258,9 +300,17 @@ def _train_streamed(
     model.set_base_rate(store.base_rate(cfg.task))
     source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
     result = train(
-        model, source, cfg.task, cfg.train, show_progress=show_progress, ece_bins=cfg.eval.ece_bins
+        model,
+        source,
+        cfg.task,
+        cfg.train,
+        show_progress=show_progress,
+        on_epoch=on_epoch,
+        ece_bins=cfg.eval.ece_bins,
     )
-    return finish_run(out, cfg, fs, model, result, dataset=store.meta["dataset"], log_lines=log_lines)
+    return finish_run(
+        out, cfg, fs, model, result, dataset=store.meta["dataset"], log_lines=log_lines, data_dir=data_dir
+    )
 
 
 def finish_run(
@@ -286,10 +336,11 @@ def write_run(
     dataset: str,
     features_s: float = 0.0,
     log_lines: Sequence[str] = (),
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write a trained model as a self-contained run directory (atomically), with ``log_lines`` (the
     timestamped progress lines of its training) as ``run.log``; returns the training summary."""
-    summary = run_summary(cfg, fs, model, result, dataset=dataset, features_s=features_s)
+    summary = run_summary(cfg, fs, model, result, dataset=dataset, features_s=features_s, data_dir=data_dir)
     cfg = resolved(cfg, fs)
     features = {
         "dense_names": fs.dense_names,
@@ -316,12 +367,17 @@ def run_summary(
     *,
     dataset: str,
     features_s: float = 0.0,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The training summary (``train_summary.json``) of a trained model."""
+    """The training summary (``train_summary.json``) of a trained model: with ``data_dir``, where its data
+    was (``evaluate`` defaults to it), and the instants that cut its data into train / val / test
+    (``split``: ``predict`` labels rows with them)."""
     summary = {
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": dataset,
+        "data_dir": data_dir,
+        "split": split_record(fs),
         "n_train": result.n_train or int(fs.rows("train", cfg.task).size),
         "n_val": result.n_val or int(fs.rows("val", cfg.task).size),
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -343,11 +399,49 @@ def run_summary(
     return summary
 
 
-def evaluate_run(run_dir: Path, data_dir: Path) -> dict[str, Any]:
-    """Score the test split of ``data_dir`` with the run's model; writes and returns ``metrics.json``. The
-    progress lines are appended to the run's ``run.log``."""
+def split_record(fs: FeatureSet) -> dict[str, Any]:
+    """The cut instants of ``fs``'s split (unix seconds): training before ``val_start``, validation before
+    ``test_start``, test before ``end``; rows before ``train_start`` (when set) or from ``end`` on are
+    unused."""
+    s = fs.split
+    return {
+        "mode": s.mode,
+        "train_start": s.train_start,
+        "val_start": int(s.val_start),
+        "test_start": int(s.test_start),
+        "end": None if s.end is None else int(s.end),
+    }
+
+
+def recorded_data(run_dir: Path) -> Path:
+    """The dataset (or feature store) ``run_dir`` was trained on, as its ``train_summary.json`` records it;
+    a :class:`ConfigError` saying to pass ``--data`` when it is not recorded or no longer there."""
+    path = Path(run_dir) / "train_summary.json"
+    try:
+        recorded = json.loads(path.read_text()).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not recorded:
+        raise ConfigError(
+            f"{run_dir}: the run does not record the data it was trained on (trained by an older adsformer, "
+            f"or not a run directory); pass --data DIR"
+        )
+    data = Path(recorded)
+    if not data.is_dir():
+        raise ConfigError(f"{run_dir}: the run's own data {data} is no longer there; pass --data DIR")
+    return data
+
+
+def evaluate_run(run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """Score the test split of ``data_dir`` (None: the run's own data, :func:`recorded_data`) with the
+    run's model; writes and returns ``metrics.json`` (``data_dir`` says which data it scored). The progress
+    lines are appended to the run's ``run.log``."""
     with recording() as lines:
-        log(f"evaluate {run_dir} on the test split of {data_dir}")
+        if data_dir is None:
+            data_dir = recorded_data(run_dir)
+            log(f"evaluate {run_dir} on the test split of {data_dir} (the run's own data)")
+        else:
+            log(f"evaluate {run_dir} on the test split of {data_dir}")
         metrics = _evaluate(Path(run_dir), Path(data_dir))
     save_log(run_dir, lines)
     return metrics
@@ -368,19 +462,31 @@ def _evaluate(run_dir: Path, data_dir: Path) -> dict[str, Any]:
                 )
         with stage("load the test split of the feature store"):
             test = store.load(("test",))
-        return write_evaluation(run_dir, cfg, test, art.model, art.calibrator, dataset=store.meta["dataset"])
+        return write_evaluation(
+            run_dir, cfg, test, art.model, art.calibrator, dataset=store.meta["dataset"], data_dir=data_dir
+        )
     with stage("read the dataset and build its features with the run's vocabularies"):
         ds = read_dataset(data_dir)
         check_task(ds, cfg.task)
         fs = build_features(ds, cfg.data, vocabs=art.vocabs, dense_stats=art.dense_stats)
-    return write_evaluation(run_dir, cfg, fs, art.model, art.calibrator, dataset=ds.meta.name)
+    return write_evaluation(
+        run_dir, cfg, fs, art.model, art.calibrator, dataset=ds.meta.name, data_dir=data_dir
+    )
 
 
 def write_evaluation(
-    run_dir: Path, cfg: ExperimentConfig, fs: FeatureSet, model: Any, calibrator: Calibrator, *, dataset: str
+    run_dir: Path,
+    cfg: ExperimentConfig,
+    fs: FeatureSet,
+    model: Any,
+    calibrator: Calibrator,
+    *,
+    dataset: str,
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Test-split metrics into ``run_dir/metrics.json`` and the predictions (label, p before and after
-    Platt scaling) into ``run_dir/test_predictions.parquet`` (for reports); returns the metrics."""
+    """Test-split metrics into ``run_dir/metrics.json`` (with ``data_dir``: where the data scored was)
+    and the predictions (label, p before and after Platt scaling) into ``run_dir/test_predictions.parquet``
+    (for reports); returns the metrics."""
     with stage(f"score the test split ({cfg.task})"):
         y, p_raw, p_cal = score_test_split(model, fs, cfg, calibrator)
         groups, p_logged = ranking_context(model, fs, cfg, calibrator)
@@ -390,6 +496,7 @@ def write_evaluation(
         "task": cfg.task,
         "model": cfg.model.user,
         "dataset": dataset,
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
         **scores,
         "calibration": calibrator.to_dict(),
         "ece_bins": cfg.eval.ece_bins,

@@ -23,6 +23,7 @@ Letters: N impressions scored, M max sequence length.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import pyarrow as pa
 from adsformer.config import Task
 from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import EVENTS, IMPRESSIONS, LISTINGS, Dataset, DatasetMeta, column_spec
+from adsformer.data.splits import CODE_NAMES, SplitError, split_at, time_split
 from adsformer.data.validate import MAX_ROWS_SHOWN, DatasetError, Problem, ValidationReport, read_dataset
 from adsformer.io import atomic_file
 from adsformer.run.artifact import RunArtifact, load_artifact
@@ -49,6 +51,8 @@ SCORING_REQUIRED: dict[str, tuple[str, ...]] = {
 _UNUSED = {"title", "tags", "image_path", "budget"}
 #: Impression columns copied to the output of :func:`predict_run`, when present.
 ID_COLUMNS = ("request_id", "user_id", "ts", "listing_id", "position")
+#: Label columns copied to the output of :func:`predict_run` (after the probability), when present.
+LABEL_COLUMNS = ("clicked", "purchased")
 _RUN_FILES = ("model.pt", "features.json", "vocab/vocab.json")
 
 
@@ -158,7 +162,8 @@ def predict_run(
     """``adsformer predict RUN_DIR --data DIR --out FILE.parquet``: score every impression of a dataset.
 
     Writes (atomically) the impressions' id columns (request_id, user_id, ts, listing_id, position, where
-    present) plus ``p_ctr`` or ``p_pccvr``, in the dataset's row order; returns a summary.
+    present), ``p_ctr`` or ``p_pccvr``, the labels (``clicked``, ``purchased``, where present) and ``split``
+    (:func:`split_names`), in the dataset's row order; returns a summary.
     """
     predictor = Predictor.load(run_dir)
     if batch_size is not None:
@@ -169,7 +174,12 @@ def predict_run(
     p = predictor.predict_dataset(ds)
     column = f"p_{predictor.task}"
     ids = [c for c in ID_COLUMNS if c in ds.impressions.columns]
+    labels = [c for c in LABEL_COLUMNS if c in ds.impressions.columns]
     frame = ds.impressions.select(ids).with_columns(pl.Series(column, p, dtype=pl.Float64))
+    frame = frame.with_columns(
+        *(ds.impressions[c] for c in labels),
+        pl.Series("split", split_names(predictor, ds.impressions["ts"].to_numpy()), dtype=pl.Utf8),
+    )
     out = Path(out)
     with atomic_file(out) as tmp:
         frame.write_parquet(tmp)
@@ -182,6 +192,38 @@ def predict_run(
         "mean_p": float(p.mean()) if p.size else float("nan"),
         "out": str(out),
     }
+
+
+def split_names(predictor: Predictor, ts: np.ndarray) -> list[str | None]:
+    """The split of each impression at times ``ts`` (N,) as the run split its data: ``train``, ``val``,
+    ``test`` or ``unused``, cut at the instants the run recorded (``train_summary.json``); for a run that
+    recorded none, the run's split settings applied to ``ts``, and None where they cannot cut them."""
+    recorded = _recorded_split(predictor.run_dir)
+    if recorded is not None:
+        codes = split_at(
+            ts,
+            recorded["val_start"],
+            recorded["test_start"],
+            recorded.get("end"),
+            recorded.get("train_start"),
+        )
+    else:
+        try:
+            codes = time_split(ts, predictor.config.data.split).split
+        except SplitError:
+            return [None] * int(np.asarray(ts).size)
+    return [CODE_NAMES[c] for c in codes.tolist()]
+
+
+def _recorded_split(run_dir: Path | None) -> dict[str, Any] | None:
+    """The ``split`` record of a run's ``train_summary.json`` (None: no run directory, or none recorded)."""
+    if run_dir is None:
+        return None
+    try:
+        split = json.loads((run_dir / "train_summary.json").read_text()).get("split")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return split if isinstance(split, dict) and "val_start" in split and "test_start" in split else None
 
 
 # -- input checks ----------------------------------------------------------------------------------------
