@@ -67,7 +67,15 @@ def serve_cmd(
     feature_log: Annotated[
         Path | None, typer.Option("--feature-log", help="Directory for the served-feature logs (Parquet).")
     ] = None,
-    threads: Annotated[int, typer.Option(help="Torch threads for scoring.")] = 1,
+    threads: Annotated[int, typer.Option(help="Torch threads for scoring (per worker process).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes on the port, each loading the runs (more than 1 needs --redis-url: "
+            "they share the online store).",
+        ),
+    ] = 1,
     cache_ttl: Annotated[
         float | None, typer.Option("--cache-ttl", help="Score cache TTL in seconds (0 = off).")
     ] = None,
@@ -87,13 +95,13 @@ def serve_cmd(
     """Serve POST /events, POST /rank, GET /healthz, GET /metrics (OpenAPI at /docs)."""
     needs("serve", "serve", *(("retrieval",) if index is not None else ()))
     import pydantic
-    import torch
     import uvicorn
 
     from adsformer.errors import UserError
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
-    from adsformer.serving.memory import keep_freed_memory
+    from adsformer.serving.memory import freeze_loaded_objects
+    from adsformer.serving.workers import check_workers, prepare_process, run_workers
 
     given: dict[str, Any] = {
         "run": run,
@@ -112,10 +120,9 @@ def serve_cmd(
             settings = ServingSettings(
                 **{**file_settings(config, set_, ServingSettings.model_fields), **chosen}
             )
-            if settings.torch_threads > 0:
-                torch.set_num_threads(settings.torch_threads)
-            keep_freed_memory()  # a server: keep freed tensor memory mapped (no page faults per request)
-            app = create_app(settings)
+            check_workers(workers, settings)
+            prepare_process(settings)  # torch threads; keep freed tensor memory mapped (no page faults)
+            app = create_app(settings)  # with --workers, a check that everything loads (each worker loads)
         except (CatalogError, pydantic.ValidationError) as exc:  # a bad catalog or setting: the user's to fix
             raise UserError(str(exc)) from exc
     service = app.state.service
@@ -136,6 +143,7 @@ def serve_cmd(
                 "store": service.store.kind,
                 "listings": len(service.catalog),
                 "url": f"http://{host}:{port}  (docs: /docs)",
+                "workers": workers,
             },
         )
     )
@@ -143,7 +151,14 @@ def serve_cmd(
         console.print(
             f"POST /events API key for this run: [bold]{app.state.api_keys[0]}[/] (header X-API-Key)"
         )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if workers == 1:
+        freeze_loaded_objects()  # no full garbage collection walks the loaded runs during requests
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+        return
+    keys = list(app.state.api_keys)  # every worker accepts the same (possibly random) key
+    service.store.close()
+    del app, service
+    run_workers(settings.model_copy(update={"api_keys": keys}), workers=workers, host=host, port=port)
 
 
 def serve_demo_cmd(

@@ -47,6 +47,7 @@ def create_app(settings: ServingSettings | None = None, *, service: RankingServi
         if service.feature_log is not None:  # write what is buffered before the process ends
             service.feature_log.close()
         service.store.close()
+        service.metrics.close()
 
     app = FastAPIOffline(
         static_url=DOCS_ASSETS,

@@ -1,6 +1,7 @@
 """Feature logging: what serving received and used, as Parquet files training can be built from.
 
-Three tables, each a folder of rotated, atomically written files ``DIR/TABLE/part-<utc>-<seq>.parquet``:
+Three tables, each a folder of rotated, atomically written files ``DIR/TABLE/part-<utc>-<pid>-<seq>.parquet``
+(the process id keeps the files of ``adsformer serve --workers N`` apart):
 
 * ``events`` -- every accepted action, in the data contract's events columns (``user_id`` is the store key,
   ``user:ID`` or ``browser:ID``, so logged-in users and browsers never collide);
@@ -21,6 +22,7 @@ all (written under a temporary name, then renamed).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -146,7 +148,7 @@ class FeatureLog:
             return
         self._seq += 1
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        path = self.directory / table / f"part-{stamp}-{self._seq:06d}.parquet"
+        path = self.directory / table / f"part-{stamp}-{os.getpid()}-{self._seq:06d}.parquet"
         self._pending = [f for f in self._pending if not f.done()]
         self._pending.append(self._writer.submit(self._write, table, rows, path))
 

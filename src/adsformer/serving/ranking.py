@@ -10,7 +10,8 @@ already stored, and bumps the user's version), log the events stored.
 ``rank(request)``:
 
 1. the user's version stamp in the store (epoch and version; a store failure -> the non-personalized path,
-   flagged);
+   flagged), only when the score cache is on: with it off, step 4's read carries the version (one store
+   round trip a request);
 2. the score cache, keyed by user, version stamp, query, context listing, ads wanted and context features
    (the epoch changes whenever the version counter could have started again: a ranking cached for the
    user's old sequences is never served for new ones);
@@ -262,7 +263,7 @@ class RankingService:
             raise ValueError(f"request time {now} is outside [0, {MAX_TS}]")
         personalized, reason = q.user_key is not None, None if q.user_key else NO_ID
         stamp = VersionStamp("", 0)
-        if q.user_key is not None:
+        if q.user_key is not None and self.cache.enabled:  # the cache key needs it; else the read has it
             try:
                 stamp = self.store.stamp(q.user_key)
             except StoreUnavailableError:
