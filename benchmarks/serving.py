@@ -2,6 +2,7 @@
 
     python benchmarks/serving.py --run RUN_DIR [--pccvr-run RUN_DIR] --data DATA_DIR [--index INDEX_DIR]
         [--candidates 600] [--repeats 200] [--threads 1] [--rate 50] [--duration 60] [--aof] [--skip-http]
+        [--variant LABEL=SERVE_ARGS ...] [--variant-src LABEL=SRC_DIR ...] [--http-repeats 3]
 
 Two parts, on a trained run and the dataset it was trained on (the catalog):
 
@@ -12,13 +13,20 @@ Two parts, on a trained run and the dataset it was trained on (the catalog):
    and a synthetic full window (``max_len`` events in every sequence). Both paths' outputs are checked equal
    (1e-5). Then the whole in-process ranking (retrieval, store, features, CTR + PCCVR, auction) for the
    busiest user. Prints p50 / p99 per path and the ratio of medians.
-2. **HTTP load** (unless ``--skip-http``): a ``redis-server`` on a free loopback port, ``adsformer serve``
-   (uvicorn) in a subprocess on it, and an open-loop load of ``--rate`` requests/s for ``--duration`` s
-   (httpx, asyncio): 80% ``POST /rank`` (query + user), 20% ``POST /events`` (a few actions), over a pool
-   of simulated users, the score cache off (``--cache-ttl 0``: every ranking scored). Prints client-side
-   p50 / p99 per route, the service's own ranking time, errors and non-personalized (fallback) rankings.
-   Redis keeps nothing on disk unless ``--aof`` (an append-only file fsynced every second, in a temporary
-   directory: the README's production setting).
+2. **HTTP load** (unless ``--skip-http``): per run a fresh ``redis-server`` on a free loopback port,
+   ``adsformer serve`` (uvicorn) in a subprocess on it, and an open-loop load of ``--rate`` requests/s for
+   ``--duration`` s (httpx, asyncio) from a process of its own: 80% ``POST /rank`` (query + user), 20%
+   ``POST /events`` (a few actions), over a pool of simulated users, the score cache off (``--cache-ttl 0``:
+   every ranking scored). Prints client-side p50 / p95 / p99 of ``/rank``, the service's own view from
+   ``/metrics`` (its HTTP latency and the mean / p99 of each ranking stage: retrieve, store, features,
+   queue, score, auction; estimated from the histograms' buckets over the measured load only), the
+   server's CPU time per request (its processes and workers, from /proc), errors, and the machine's load
+   average at the start and end. Several server configurations (``--variant``, e.g. ``--workers 1`` and
+   ``--workers 2``; ``--variant-src`` runs one from another source tree, such as the previous commit's)
+   are loaded in turn, ``--http-repeats`` rounds with the order alternated, and summarized as medians over
+   the rounds and the median of per-round ratios to the first variant: on a shared machine only
+   back-to-back ratios mean much. Redis keeps nothing on disk unless ``--aof`` (an append-only file
+   fsynced every second, in a temporary directory: the README's production setting).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -35,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +73,7 @@ def summary(xs_s: list[float]) -> dict[str, float]:
     ms = [x * 1e3 for x in xs_s]
     return {
         "p50_ms": statistics.median(ms),
+        "p95_ms": pct(ms, 95),
         "p99_ms": pct(ms, 99),
         "mean_ms": statistics.fmean(ms),
         "n": len(ms),
@@ -168,13 +180,41 @@ def bench_rank(service: RankingService, data: Path, repeats: int) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------- part 2
+# ---------------------------------------------------------------------------------------------- part 2
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration of the HTTP load test: extra ``adsformer serve`` arguments, and the source
+    tree it runs from (None: this one; else a directory holding another version's ``adsformer`` package,
+    e.g. ``git archive BASE src | tar -x -C DIR`` then ``DIR/src``)."""
+
+    label: str
+    serve_args: tuple[str, ...] = ()
+    src: Path | None = None
+
+
+def parse_variants(specs: list[str], sources: list[str]) -> list[Variant]:
+    """``--variant LABEL=ARGS`` (ARGS split on spaces) and ``--variant-src LABEL=DIR``."""
+    src: dict[str, Path] = {}
+    for spec in sources:
+        label, _, directory = spec.partition("=")
+        src[label] = Path(directory)
+    out = []
+    for spec in specs or ["serve="]:
+        label, _, args = spec.partition("=")
+        out.append(Variant(label, tuple(args.split()), src.get(label)))
+    unknown = set(src) - {v.label for v in out}
+    if unknown:
+        raise SystemExit(f"--variant-src for unknown variants {sorted(unknown)}")
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -191,6 +231,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 async def load(base: str, rate: float, duration: float, users: list[Any], key: str) -> dict[str, Any]:
+    """An open-loop load: request i is sent at ``i / rate`` s whatever the answers before it."""
     import httpx
 
     rng = random.Random(0)
@@ -260,18 +301,140 @@ async def load(base: str, rate: float, duration: float, users: list[Any], key: s
     }
 
 
-def bench_http(args: argparse.Namespace) -> dict[str, Any]:
+def load_process(base: str, rate: float, duration: float, data: Path, key: str) -> dict[str, Any]:
+    """The load generator, run in a process of its own (nothing else of the benchmark competes with its
+    event loop), with the service's /metrics scraped before and after it."""
+    users = pick_users(data, 40)
+    before = scrape(base)
+    load_before = os.getloadavg()[0]
+    res = asyncio.run(load(base, rate, duration, users, key))
+    res["service"] = service_timings(before, scrape(base))
+    res["load_average"] = {"start": load_before, "end": os.getloadavg()[0]}
+    return res
+
+
+def warm_up(base: str, data: Path, key: str) -> None:
+    asyncio.run(load(base, 5, 2, pick_users(data, 40), key))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and all its descendants (the workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu s)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # ended meanwhile
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total, grew = {pid}, 0.0, True
+    while grew:
+        grew = False
+        for p, (parent, _) in stats.items():
+            if parent in tree and p not in tree:
+                tree.add(p)
+                grew = True
+    for p in tree:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
+
+
+# the service's own view, from /metrics (the difference of two scrapes: the measured load alone)
+Histo = dict[str, Any]
+
+
+def scrape(base: str) -> dict[str, Any]:
+    """Counters and histograms of ``/metrics``: ``{"counters": {name{labels}: value}, "histograms":
+    {name{labels}: {"buckets": [(le, cumulative count)], "sum", "count"}}}``."""
+    import httpx
+
+    counters: dict[str, float] = {}
+    hist: dict[str, Histo] = {}
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name, _, labels = name_labels.partition("{")
+        labels = labels.rstrip("}")
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name.endswith(("_seconds" + suffix, "_candidates" + suffix)):
+                base_name = name[: -len(suffix)]
+                kept = ",".join(p for p in labels.split(",") if p and not p.startswith("le="))
+                h = hist.setdefault(f"{base_name}{{{kept}}}", {"buckets": [], "sum": 0.0, "count": 0.0})
+                if suffix == "_bucket":
+                    le = next(p for p in labels.split(",") if p.startswith("le=")).split("=")[1].strip('"')
+                    h["buckets"].append((float(le), float(value)))
+                else:
+                    h[suffix[1:]] = float(value)
+                break
+        else:
+            if name.endswith("_total"):
+                counters[name_labels] = float(value)
+    return {"counters": counters, "histograms": hist}
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus' estimate: linear within the bucket holding the q-th observation (cumulative counts)."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, cumulative in buckets:
+        if cumulative >= rank:
+            if le == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = le, cumulative
+    return lower
+
+
+def service_timings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per ranking stage and for the HTTP routes: mean, and p50 / p99 estimated from the buckets (ms),
+    of what happened between the scrapes; plus the responses counted by route and status."""
+    out: dict[str, Any] = {"responses": {}}
+    for key, value in after["counters"].items():
+        if key.startswith("adsformer_http_requests_total"):
+            delta = value - before["counters"].get(key, 0.0)
+            if delta:
+                out["responses"][key.partition("{")[2].rstrip("}")] = int(delta)
+    for key, h in after["histograms"].items():
+        if not key.startswith(("adsformer_rank_stage_seconds", "adsformer_http_request_seconds")):
+            continue
+        b = before["histograms"].get(key, {"buckets": [], "sum": 0.0, "count": 0.0})
+        old = dict(b["buckets"])
+        buckets = [(le, c - old.get(le, 0.0)) for le, c in h["buckets"]]
+        count = h["count"] - b["count"]
+        if count <= 0:
+            continue
+        label = key.partition("{")[2].rstrip("}").split("=")[1].strip('"')
+        group = "stages" if key.startswith("adsformer_rank_stage") else "http"
+        out.setdefault(group, {})[label] = {
+            "n": int(count),
+            "mean_ms": (h["sum"] - b["sum"]) / count * 1e3,
+            "p50_ms": histogram_quantile(buckets, 0.5) * 1e3,
+            "p99_ms": histogram_quantile(buckets, 0.99) * 1e3,
+        }
+    return out
+
+
+def start_redis(aof: bool, directory: str) -> tuple[subprocess.Popen, int]:
     exe = shutil.which("redis-server")
     if exe is None:
         raise SystemExit("redis-server not found: install it or pass --skip-http")
-    rport, sport = free_port(), free_port()
-    aof_dir = tempfile.TemporaryDirectory()
-    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if args.aof else ["--appendonly", "no"]
-    redis_proc = subprocess.Popen(
-        [exe, "--port", str(rport), "--bind", "127.0.0.1", "--dir", aof_dir.name, "--save", "", *persistence],
+    port = free_port()
+    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", "", *persistence],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return proc, port
+
+
+def serve_command(args: argparse.Namespace, variant: Variant, redis_port: int, port: int) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -282,46 +445,110 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         "--catalog",
         str(args.data),
     ]
-    cmd += ["--redis-url", f"redis://127.0.0.1:{rport}/0", "--port", str(sport), "--api-key", "bench"]
+    cmd += ["--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--port", str(port), "--api-key", "bench"]
     cmd += ["--threads", str(args.threads), "--cache-ttl", str(args.cache_ttl)]
     if args.pccvr_run:
         cmd += ["--pccvr-run", str(args.pccvr_run)]
     if args.index:
         cmd += ["--index", str(args.index)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{sport}"
-    try:
-        wait_http(base + "/healthz", server)
-        users = pick_users(args.data, 40)
-        asyncio.run(load(base, 5, 2, users, "bench"))  # warm-up
-        res = asyncio.run(load(base, args.rate, args.duration, users, "bench"))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        redis_proc.terminate()
-        redis_proc.wait(timeout=30)
-        aof_dir.cleanup()
+    return cmd + list(variant.serve_args)
+
+
+def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
+    """A fresh redis-server and ``adsformer serve`` (the variant's), the load from its own process."""
+    with tempfile.TemporaryDirectory() as directory:
+        redis_proc, redis_port = start_redis(args.aof, directory)
+        port = free_port()
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        if variant.src is not None:
+            env["PYTHONPATH"] = str(variant.src.resolve())
+        server = subprocess.Popen(
+            serve_command(args, variant, redis_port, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(base + "/healthz", server)
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                pool.submit(warm_up, base, args.data, "bench").result()
+                cpu = cpu_seconds(server.pid)
+                res = pool.submit(load_process, base, args.rate, args.duration, args.data, "bench").result()
+                res["server_cpu_ms_per_request"] = (cpu_seconds(server.pid) - cpu) * 1e3 / res["requests"]
+                return res
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            redis_proc.terminate()
+            redis_proc.wait(timeout=30)
+
+
+def print_run(label: str, res: dict[str, Any]) -> None:
+    rk, la = res["/rank"], res["load_average"]
+    sv = res["service"]
+    http = sv.get("http", {}).get("/rank", {})
+    stages = " ".join(f"{k} {v['mean_ms']:.1f}/{v['p99_ms']:.0f}" for k, v in sv.get("stages", {}).items())
     print(
-        f"  HTTP load: {res['requests']} requests at {res['achieved_rate']:.1f}/s for {res['seconds']:.1f} s, "
-        f"errors {res['errors']}, non-personalized rankings {res['rank_fallbacks']} {res['fallback_reasons']}\n"
-        f"    all     p50 {res['all']['p50_ms']:.2f} ms p99 {res['all']['p99_ms']:.2f} ms\n"
-        f"    /rank   p50 {res['/rank']['p50_ms']:.2f} ms p99 {res['/rank']['p99_ms']:.2f} ms (n={res['/rank']['n']})",
+        f"  [{label}] {res['requests']} requests at {res['achieved_rate']:.1f}/s, errors {res['errors']}, "
+        f"load average {la['start']:.2f} -> {la['end']:.2f}; server CPU {res['server_cpu_ms_per_request']:.1f} ms "
+        "a request\n"
+        f"    /rank client p50 {rk['p50_ms']:.1f} p95 {rk['p95_ms']:.1f} p99 {rk['p99_ms']:.1f} ms (n={rk['n']}); "
+        f"service (/metrics) p50 ~{http.get('p50_ms', float('nan')):.1f} p99 ~{http.get('p99_ms', float('nan')):.1f} ms; "
+        f"{res['rank_candidates_mean']:.0f} candidates\n"
+        f"    stages mean/p99 ms: {stages}",
         flush=True,
     )
-    if res["rank_server_side"]:
-        sv = res["rank_server_side"]
-        print(
-            f"    /rank inside the service p50 {sv['p50_ms']:.2f} ms p99 {sv['p99_ms']:.2f} ms "
-            f"({res['rank_cached']} answered from the cache; {res['rank_candidates_mean']:.0f} candidates on average)",
-            flush=True,
-        )
-    if res["/events"]:
-        ev = res["/events"]
-        print(f"    /events p50 {ev['p50_ms']:.2f} ms p99 {ev['p99_ms']:.2f} ms (n={ev['n']})", flush=True)
     for e in res["error_examples"]:
         print(f"    error: {e}")
-    return res
+
+
+def aggregate(variants: list[Variant], rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over the rounds per variant, and the median of per-round ratios to the first variant."""
+    first = variants[0].label
+    out: dict[str, Any] = {}
+    for v in variants:
+        runs = [r[v.label] for r in rounds]
+        row = {
+            f"rank_{q}_ms": statistics.median(r["/rank"][f"{q}_ms"] for r in runs)
+            for q in ("p50", "p95", "p99")
+        }
+        row["achieved_rate"] = statistics.median(r["achieved_rate"] for r in runs)
+        row["errors"] = sum(r["errors"] for r in runs)
+        row["load_average"] = statistics.median(r["load_average"]["start"] for r in runs)
+        row["server_cpu_ms_per_request"] = statistics.median(r["server_cpu_ms_per_request"] for r in runs)
+        if v.label != first:
+            for q in ("p50", "p99"):
+                row[f"{q}_ratio_to_{first}"] = statistics.median(
+                    r[v.label]["/rank"][f"{q}_ms"] / r[first]["/rank"][f"{q}_ms"] for r in rounds
+                )
+        out[v.label] = row
+    return out
+
+
+def bench_http(args: argparse.Namespace) -> dict[str, Any]:
+    variants = parse_variants(args.variant, args.variant_src)
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for i in range(args.http_repeats):
+        order = variants if i % 2 == 0 else variants[::-1]  # alternate who goes first
+        print(f"  round {i + 1}/{args.http_repeats}:", flush=True)
+        results = {}
+        for v in order:
+            results[v.label] = run_variant(args, v)
+            print_run(v.label, results[v.label])
+        rounds.append(results)
+    agg = aggregate(variants, rounds)
+    print(f"  medians over {len(rounds)} round(s):", flush=True)
+    for label, row in agg.items():
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "ratio" in k)
+        print(
+            f"    [{label}] /rank p50 {row['rank_p50_ms']:.1f} p95 {row['rank_p95_ms']:.1f} p99 "
+            f"{row['rank_p99_ms']:.1f} ms at {row['achieved_rate']:.1f}/s, errors {row['errors']}, server CPU "
+            f"{row['server_cpu_ms_per_request']:.1f} ms a request, load average {row['load_average']:.2f}"
+            f"{'; ' + ratios if ratios else ''}",
+            flush=True,
+        )
+    return {"variants": [v.label for v in variants], "rounds": rounds, "medians": agg}
 
 
 def main() -> None:
@@ -338,6 +565,20 @@ def main() -> None:
     ap.add_argument(
         "--cache-ttl", type=float, default=0.0, help="the server's score cache TTL (0: every request scored)"
     )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL=SERVE_ARGS: a server configuration to load (repeatable; alternated per round), e.g. "
+        "'one=--workers 1' 'two=--workers 2'",
+    )
+    ap.add_argument(
+        "--variant-src",
+        action="append",
+        default=[],
+        help="LABEL=DIR: run that variant's server from another source tree (DIR on PYTHONPATH)",
+    )
+    ap.add_argument("--http-repeats", type=int, default=1, help="rounds of every variant")
     ap.add_argument("--aof", action="store_true", help="Redis with an append-only file (fsync every second)")
     ap.add_argument("--skip-http", action="store_true")
     ap.add_argument("--skip-scoring", action="store_true", help="only the HTTP load test")
@@ -345,14 +586,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory()  # as `adsformer serve` does
-    catalog = Catalog.load(args.data)
-    ctr = ServingModel.load(args.run, catalog)
     print(
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; torch threads {args.threads}; "
         f"malloc keeps freed memory: {kept}"
     )
     results: dict[str, Any] = {"threads": args.threads, "load_average": os.getloadavg()}
     if not args.skip_scoring:
+        catalog = Catalog.load(args.data)
+        ctr = ServingModel.load(args.run, catalog)
         print(
             f"1. scoring {args.candidates} candidates for one user ({args.run.name}, {args.repeats} repeats each):"
         )
@@ -366,7 +607,7 @@ def main() -> None:
         print(
             f"2. HTTP load test ({args.rate:g} requests/s for {args.duration:g} s; redis-server "
             f"{'with AOF (everysec)' if args.aof else 'without persistence'} + uvicorn; score cache TTL "
-            f"{args.cache_ttl:g} s):"
+            f"{args.cache_ttl:g} s; the load from a process of its own; service stage times from /metrics):"
         )
         results["http"] = bench_http(args)
     results["load_average_end"] = os.getloadavg()
