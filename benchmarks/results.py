@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from adsformer.data.adapters import ADAPTERS
-from adsformer.experiments.ablation import PAPER_SUITE, ablation_markdown, run_ablation
+from adsformer.experiments.ablation import PAPER_SUITE, run_ablation
+from adsformer.experiments.ablation_result import AblationResult, ablation_markdown
 from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
@@ -137,7 +138,7 @@ def write_comparison(work: Path, doc: Path) -> None:
     for name in COMPARISON:
         path = work / name / "ablation.json"
         if path.exists():
-            body = ablation_markdown(json.loads(path.read_text())).split("\n", 2)[2]
+            body = ablation_markdown(AblationResult.from_dict(json.loads(path.read_text()))).split("\n", 2)[2]
             blocks.append(f"### {name}\n\n`--set {' --set '.join(COMPARISON_SETS)}`\n\n{body}")
     text = doc.read_text() if doc.exists() else f"# Results\n\n{CBEGIN}\n{CEND}\n"
     generated = f"{CBEGIN}\n\n" + "\n".join(blocks) + f"\n{CEND}"
@@ -158,7 +159,7 @@ def write_doc(work: Path, doc: Path) -> None:
         skipped = f"\n\nNot run here: {', '.join(SKIP_ROWS[name])}." if name in SKIP_ROWS else ""
         blocks.append(
             f"### {name}\n\n`--set {' --set '.join(sets)} --set tables=<skipgram table>`{skipped}\n\n"
-            + ablation_markdown(result).split("\n", 2)[2]
+            + ablation_markdown(AblationResult.from_dict(result)).split("\n", 2)[2]
         )
     text = doc.read_text() if doc.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
     generated = f"{BEGIN}\n\n" + "\n".join(blocks) + f"\n{END}"

@@ -385,18 +385,25 @@ def test_ablate_tables_auto_learns_a_skipgram_table_inside_the_output(sim_dir, t
 
 def test_merge_treats_auto_tables_of_each_part_as_the_same():
     """Seeds spread over processes each learn the (same) auto table into their own output folder."""
-    from adsformer.experiments.ablation import merge_ablations, summarize
+    from adsformer.experiments.ablation import merge_ablations
+    from adsformer.experiments.ablation_result import AblationResult, summarize
 
     def part(seed, table, auto=True):
         run = {"roc_auc": 0.6, "pr_auc": 0.1, "log_loss": 0.3, "ece": 0.01, "train_examples_per_s": 1.0,
                "n_test": 10}  # fmt: skip
         config = {"model": {"adpm": {"pretrained": {"tables": [table]}}}, "train": {"seed": seed}}
-        return {"task": "ctr", "dataset": "d", "suite": "paper", "skipped": [], "config": config,
-                **({"auto_tables": [table]} if auto else {}),
-                **summarize({"baseline": [run]}, ["baseline"], [seed])}  # fmt: skip
+        result = AblationResult("ctr", "d", "paper", (), config, (seed,), summarize({"baseline": [run]},
+                                ["baseline"]), auto_tables=(table,) if auto else None)  # fmt: skip
+        return json.loads(json.dumps(result.to_dict()))  # as ablate-merge reads it
 
     merged = merge_ablations([part(0, "a/tables/skipgram"), part(1, "b/tables/skipgram")])
-    assert merged["seed_values"] == [0, 1] and merged["auto_tables"] == ["a/tables/skipgram"]
+    assert merged.seed_values == (0, 1) and merged.auto_tables == ("a/tables/skipgram",)
+    written = merged.to_dict()
+    assert list(written) == [
+        "task", "dataset", "suite", "skipped", "config", "seeds", "seed_values", "rows", "auto_tables",
+    ]  # fmt: skip
+    assert written["seeds"] == 2 and written["seed_values"] == [0, 1]
+    assert written["rows"][0]["runs"] == [part(0, "x")["rows"][0]["runs"][0]] * 2
     with pytest.raises(ConfigError, match="tables"):
         merge_ablations([part(0, "a/t", auto=False), part(1, "b/t", auto=False)])
 
@@ -509,7 +516,7 @@ def test_ranking_fields_are_null_where_the_data_or_the_model_cannot_give_them(si
 
 def test_ablation_rows_tolerate_missing_ranking_metrics():
     """Runs without request ids or a position tower (or from an older adsformer) give null, not a crash."""
-    from adsformer.experiments.ablation import ablation_markdown, summarize
+    from adsformer.experiments.ablation_result import AblationResult, ablation_markdown, summarize
 
     def run(auc, gauc):
         return {"roc_auc": auc, "pr_auc": 0.1, "log_loss": 0.3, "ece": 0.01, "train_examples_per_s": 1.0,
@@ -517,11 +524,17 @@ def test_ablation_rows_tolerate_missing_ranking_metrics():
 
     runs = {"baseline": [run(0.6, 0.55), run(0.62, None)], "x": [{k: v for k, v in run(0.7, 0.6).items()
             if k != "gauc"}, run(0.7, 0.62)]}  # fmt: skip
-    rows = summarize(runs, ["baseline", "adsformer"], [0, 1])["rows"]
-    assert rows[0]["gauc"] == {"mean": 0.55, "std": 0.0}  # the present values only
-    assert rows[1]["gauc"] == {"mean": 0.62, "std": 0.0}
-    assert rows[0]["mrr"] is None and rows[0]["roc_auc_logged"] is None
-    table = ablation_markdown({"task": "ctr", "dataset": "d", "seeds": 2, "rows": rows, "skipped": []})
+    rows = summarize(runs, ["baseline", "adsformer"])
+    assert rows[0].metrics["gauc"] == {"mean": 0.55, "std": 0.0}  # the present values only
+    assert rows[1].metrics["gauc"] == {"mean": 0.62, "std": 0.0}
+    assert rows[0].metrics["mrr"] is None and rows[0].to_dict()["roc_auc_logged"] is None
+    # the lift against the same seed's baseline: +16.67% and +12.90%, their mean and Student-t interval
+    lift = rows[1].to_dict()
+    assert lift["roc_auc_lift"]["mean"] == pytest.approx((100 * 0.1 / 0.6 + 100 * 0.08 / 0.62) / 2)
+    assert lift["roc_auc_lift_ci"][0] < lift["roc_auc_lift"]["mean"] < lift["roc_auc_lift_ci"][1]
+    result = AblationResult("ctr", "d", "paper", (), {}, (0, 1), rows)
+    assert AblationResult.from_dict(json.loads(json.dumps(result.to_dict()))).to_dict() == result.to_dict()
+    table = ablation_markdown(result)
     assert "| GAUC |" in table and "0.5500 ± 0.0000" in table
 
 

@@ -32,27 +32,24 @@ from adsformer.adpm.config import ADPMConfig, LearnedPooling, Pooling
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import log as progress_line
 from adsformer.console import stage
-from adsformer.data.features import build_features
+from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.validate import read_dataset
+from adsformer.experiments.ablation_result import (
+    AblationResult,
+    RunMetrics,
+    SkippedRow,
+    ablation_markdown,
+    summarize,
+)
 from adsformer.experiments.peers import FUXICTR_VERSION, PEERS, peer_logits, peer_pair, peers_unavailable
 from adsformer.experiments.rules import RULES, rule_scores
-from adsformer.experiments.runs import (
-    _calibrated_metrics,
-    check_task,
-    fit,
-    mean_std,
-    mean_std_present,
-    test_metrics,
-)
+from adsformer.experiments.runs import _calibrated_metrics, check_task, fit, test_metrics
 from adsformer.io import atomic_dir
 from adsformer.models.config import is_user_name
 from adsformer.representations.skipgram import SkipGramConfig, train_skipgram
 from adsformer.run.calibration import Calibrator
 from adsformer.run.config import ExperimentConfig
 
-METRICS = ("roc_auc", "pr_auc", "log_loss", "gauc", "ndcg_at_10", "mrr", "roc_auc_logged")
-#: metrics a run may lack (null: no request ids, no position tower, older runs): their mean/std is null
-OPTIONAL_METRICS = frozenset({"gauc", "ndcg_at_10", "mrr", "roc_auc_logged"})
 #: ``tables=auto``: learn a skip-gram table into OUT/AUTO_TABLE before the rows run
 AUTO = "auto"
 AUTO_TABLE = Path("tables") / "skipgram"
@@ -173,7 +170,7 @@ def run_ablation(
     *,
     only: tuple[str, ...] = (),
     log: Callable[[str], None] = progress_line,
-) -> dict[str, Any]:
+) -> AblationResult:
     """Train and test every row (or the rows named in ``only``, plus the baseline) for seeds
     ``train.seed .. train.seed + seeds - 1``; write ``ablation.json`` (with every seed's metrics) and
     ``ablation.md`` atomically. Runs over disjoint seeds can be combined with :func:`merge_ablations`.
@@ -183,54 +180,68 @@ def run_ablation(
     auto = AUTO in cfg.model.adpm.pretrained.tables
     if auto:  # the rows are named by the tables: name the one to learn before learning it
         cfg = _with_tables(cfg, out / AUTO_TABLE)
-    rows = SUITES[suite](cfg.model.adpm.pretrained.tables)
-    unknown = sorted(set(only) - {r.name for r in rows})
-    if unknown:
-        raise ConfigError(f"unknown rows {unknown} for suite {suite!r}; rows: {[r.name for r in rows]}")
-    if only:
-        rows = tuple(r for r in rows if r.name in only or r.name == "baseline")
+    rows = _suite_rows(suite, cfg, only)
     ds = read_dataset(data_dir)
     check_task(ds, cfg.task)
     fs = build_features(ds, cfg.data)
     if auto:
         learn_auto_tables(ds, cfg, out / AUTO_TABLE, log=log)
     reasons = _skip_reasons(rows, cfg, fs)
-    skipped = [{"name": r.name, "reason": reasons[r.name]} for r in rows if r.name in reasons]
     active = [r for r in rows if r.name not in reasons]
-    seed_values = [cfg.train.seed + i for i in range(seeds)]
-    runs: dict[str, list[dict[str, float]]] = {r.name: [] for r in active}
+    seed_values = tuple(cfg.train.seed + i for i in range(seeds))
+    runs: dict[str, list[RunMetrics]] = {r.name: [] for r in active}
     for seed in seed_values:
         for row in active:
-            row_cfg = row.apply(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
-            if row.is_rule:
-                m, seconds = _rule_metrics(row.user, fs, row_cfg), 0.0
-            elif row.is_peer:
-                m, seconds = _peer_metrics(row.user, fs, row_cfg)
-            else:
-                with stage(f"seed {seed} {row.name}: train and test"):
-                    model, result = fit(row_cfg, fs, show_progress=False)
-                    m = test_metrics(model, fs, row_cfg, result.calibrator)
-                m["train_examples_per_s"] = result.examples_per_s
-                seconds = result.train_seconds
-            runs[row.name].append(m)
-            log(
-                f"seed {seed} {row.name:<20} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
-                f"log_loss {m['log_loss']:.4f}  ({seconds:.1f} s)"
-            )
-    summary: dict[str, Any] = {
-        "task": cfg.task,
-        "dataset": ds.meta.name,
-        "suite": suite,
-        "skipped": skipped,
-        "config": to_dict(cfg),
-        **summarize(runs, [r.user for r in active], seed_values),
-    }
-    if auto:
-        summary["auto_tables"] = [str(out / AUTO_TABLE)]
-    if any(r.is_peer for r in active):
-        summary["peers"] = {"package": f"fuxictr {FUXICTR_VERSION}", "sequence": peer_pair(fs)}
-    write_ablation(summary, out, keep=("tables",) if auto else ())
-    return summary
+            runs[row.name].append(_run_row(row, cfg, fs, seed, log))
+    result = AblationResult(
+        task=cfg.task,
+        dataset=ds.meta.name,
+        suite=suite,
+        skipped=tuple(SkippedRow(r.name, reasons[r.name]) for r in rows if r.name in reasons),
+        config=to_dict(cfg),
+        seed_values=seed_values,
+        rows=summarize(runs, [r.user for r in active]),
+        auto_tables=(str(out / AUTO_TABLE),) if auto else None,
+        peers={"package": f"fuxictr {FUXICTR_VERSION}", "sequence": peer_pair(fs)}
+        if any(r.is_peer for r in active)
+        else None,
+    )
+    write_ablation(result, out, keep=("tables",) if auto else ())
+    return result
+
+
+def _suite_rows(suite: str, cfg: ExperimentConfig, only: tuple[str, ...]) -> tuple[Row, ...]:
+    """The suite's rows (only those named in ``only``, and the baseline, when given)."""
+    rows = SUITES[suite](cfg.model.adpm.pretrained.tables)
+    unknown = sorted(set(only) - {r.name for r in rows})
+    if unknown:
+        raise ConfigError(f"unknown rows {unknown} for suite {suite!r}; rows: {[r.name for r in rows]}")
+    if only:
+        rows = tuple(r for r in rows if r.name in only or r.name == "baseline")
+    return rows
+
+
+def _run_row(
+    row: Row, cfg: ExperimentConfig, fs: FeatureSet, seed: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """One row for one seed: the test metrics of the rule, the peer or the trained model (with its
+    training examples/s), logged in one line."""
+    row_cfg = row.apply(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed)))
+    if row.is_rule:
+        m, seconds = _rule_metrics(row.user, fs, row_cfg), 0.0
+    elif row.is_peer:
+        m, seconds = _peer_metrics(row.user, fs, row_cfg)
+    else:
+        with stage(f"seed {seed} {row.name}: train and test"):
+            model, result = fit(row_cfg, fs, show_progress=False)
+            m = test_metrics(model, fs, row_cfg, result.calibrator)
+        m["train_examples_per_s"] = result.examples_per_s
+        seconds = result.train_seconds
+    log(
+        f"seed {seed} {row.name:<20} roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  "
+        f"log_loss {m['log_loss']:.4f}  ({seconds:.1f} s)"
+    )
+    return m
 
 
 def _with_tables(cfg: ExperimentConfig, learned: Path) -> ExperimentConfig:
@@ -315,57 +326,40 @@ def _peer_metrics(name: str, fs: Any, cfg: ExperimentConfig) -> tuple[dict[str, 
     return m, result.train_seconds
 
 
-#: two-sided 97.5% Student-t quantiles by degrees of freedom (1..10); more seeds use 1.96
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+def merge_ablations(parts: list[dict[str, Any]]) -> AblationResult:
+    """Combine ablation results (``ablation.json`` objects) run over disjoint seeds (e.g. one process per
+    seed) into one, as if a single run had trained them all. Rows present in only some parts are dropped
+    with a reason in ``skipped``, since their lift would average over different seeds than the others'."""
+    results = _merge_parts(parts)
+    first = results[0]
+    seed_values = [seed for p in results for seed in p.seed_values]
+    if len(set(seed_values)) != len(seed_values):
+        raise ConfigError(f"cannot merge ablations sharing seeds: {sorted(seed_values)}")
+    names = [r.name for r in first.rows]
+    for p in results[1:]:
+        names += [r.name for r in p.rows if r.name not in names]
+    common = [n for n in names if all(n in {r.name for r in p.rows} for p in results)]
+    order = sorted(range(len(seed_values)), key=seed_values.__getitem__)
+    runs: dict[str, list[RunMetrics]] = {}
+    users: list[str] = []
+    for name in common:
+        per_part = [next(r for r in p.rows if r.name == name) for p in results]
+        flat = [run for rec in per_part for run in rec.runs]
+        runs[name] = [flat[i] for i in order]
+        users.append(per_part[0].model)
+    skipped = [s for p in results for s in p.skipped]
+    skipped += [SkippedRow(n, "not run for every merged seed") for n in names if n not in common]
+    return dataclasses.replace(
+        first,
+        skipped=tuple({s.name: s for s in skipped}.values()),
+        seed_values=tuple(sorted(seed_values)),
+        rows=summarize(runs, users),
+    )
 
 
-def t_interval(values: list[float]) -> list[float] | None:
-    """95% Student-t interval ``[lo, hi]`` of the mean of ``values`` (None for fewer than two)."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = sum(values) / n
-    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
-    half = (T_975[n - 2] if n - 2 < len(T_975) else 1.96) * sd / n**0.5
-    return [mean - half, mean + half]
-
-
-def summarize(
-    runs: dict[str, list[dict[str, float]]], users: list[str], seed_values: list[int]
-) -> dict[str, Any]:
-    """Mean ± std of every metric per row over the seeds, and the lift against the baseline of the same
-    seed (percent, then averaged). ``runs[name][i]`` holds the metrics of seed ``seed_values[i]``."""
-    base = runs.get("baseline")
-    table_rows = []
-    for (name, row_runs), user in zip(runs.items(), users, strict=True):
-        rec: dict[str, Any] = {"name": name, "model": user}
-        for metric in METRICS:
-            if metric in OPTIONAL_METRICS:
-                rec[metric] = mean_std_present([r.get(metric) for r in row_runs])
-            else:
-                rec[metric] = mean_std([r[metric] for r in row_runs])
-        for metric in ("roc_auc", "pr_auc"):
-            if base:
-                lifts = [
-                    100.0 * (r[metric] - b[metric]) / b[metric] for r, b in zip(row_runs, base, strict=True)
-                ]
-                rec[f"{metric}_lift"] = mean_std(lifts)
-                rec[f"{metric}_lift_ci"] = t_interval(lifts)
-            else:
-                rec[f"{metric}_lift"] = None
-                rec[f"{metric}_lift_ci"] = None
-        rec["ece"] = mean_std([r["ece"] for r in row_runs])
-        rec["train_examples_per_s"] = mean_std_present([r.get("train_examples_per_s") for r in row_runs])
-        rec["n_test"] = row_runs[0]["n_test"]
-        rec["runs"] = row_runs
-        table_rows.append(rec)
-    return {"seeds": len(seed_values), "seed_values": seed_values, "rows": table_rows}
-
-
-def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Combine ablation results run over disjoint seeds (e.g. one process per seed) into one, as if a
-    single run had trained them all. Rows present in only some parts are dropped with a reason in
-    ``skipped``, since their lift would average over different seeds than the others'."""
+def _merge_parts(parts: list[dict[str, Any]]) -> list[AblationResult]:
+    """The parts as results, once each has per-seed runs and all share task, dataset, suite and settings
+    (all but the seed and the thread count)."""
     if not parts:
         raise ConfigError("nothing to merge")
     for i, p in enumerate(parts):
@@ -375,53 +369,27 @@ def merge_ablations(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 f"cannot merge part {i + 1}: its ablation.json lacks {missing or ['per-seed runs']} "
                 "(written by an older adsformer? re-run ablate)"
             )
-    first = parts[0]
+    results = [AblationResult.from_dict(p) for p in parts]
     for key in ("task", "dataset", "suite"):
-        values = {p[key] for p in parts}
+        values = {getattr(p, key) for p in results}
         if len(values) > 1:
             raise ConfigError(f"cannot merge ablations with different {key}: {sorted(map(str, values))}")
-    base_cfg = _comparable(_auto_as_auto(first))
-    for i, p in enumerate(parts[1:], start=2):
-        other = _comparable(_auto_as_auto(p))
+    base_cfg = _comparable(_auto_as_auto(results[0]))
+    for i, part in enumerate(results[1:], start=2):
+        other = _comparable(_auto_as_auto(part))
         diff = sorted(k for k in base_cfg.keys() | other.keys() if base_cfg.get(k) != other.get(k))
         if diff:
             raise ConfigError(
                 f"cannot merge: part {i} ran with other settings than part 1 ({', '.join(diff)})"
             )
-    seed_values: list[int] = [seed for p in parts for seed in p["seed_values"]]
-    if len(set(seed_values)) != len(seed_values):
-        raise ConfigError(f"cannot merge ablations sharing seeds: {sorted(seed_values)}")
-    names = [r["name"] for r in first["rows"]]
-    for p in parts[1:]:
-        names += [r["name"] for r in p["rows"] if r["name"] not in names]
-    common = [n for n in names if all(n in {r["name"] for r in p["rows"]} for p in parts)]
-    order = sorted(range(len(seed_values)), key=seed_values.__getitem__)
-    runs: dict[str, list[dict[str, float]]] = {}
-    users: list[str] = []
-    for name in common:
-        per_part = [next(r for r in p["rows"] if r["name"] == name) for p in parts]
-        flat = [run for rec in per_part for run in rec["runs"]]
-        runs[name] = [flat[i] for i in order]
-        users.append(per_part[0]["model"])
-    skipped = [s for p in parts for s in p["skipped"]]
-    skipped += [{"name": n, "reason": "not run for every merged seed"} for n in names if n not in common]
-    merged = {
-        "task": first["task"],
-        "dataset": first["dataset"],
-        "suite": first["suite"],
-        "skipped": list({s["name"]: s for s in skipped}.values()),
-        "config": first["config"],
-        **summarize(runs, users, sorted(seed_values)),
-    }
-    merged.update({k: first[k] for k in ("auto_tables", "peers") if k in first})
-    return merged
+    return results
 
 
-def _auto_as_auto(part: dict[str, Any]) -> dict[str, Any]:
+def _auto_as_auto(part: AblationResult) -> dict[str, Any]:
     """A part's config with the tables it learned for ``tables=auto`` written back as ``auto``: runs over
     other seeds learn the same table (same data, split and settings) into their own output folders."""
-    learned = set(part.get("auto_tables") or ())
-    config = part["config"]
+    learned = set(part.auto_tables or ())
+    config = dict(part.config)
     try:
         tables = config["model"]["adpm"]["pretrained"]["tables"]
     except (KeyError, TypeError):
@@ -445,7 +413,7 @@ def _comparable(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def write_ablation(summary: dict[str, Any], out: Path, *, keep: tuple[str, ...] = ()) -> None:
+def write_ablation(result: AblationResult, out: Path, *, keep: tuple[str, ...] = ()) -> None:
     """Write ``ablation.json`` and ``ablation.md`` into ``out`` atomically; the entries named in ``keep``
     (e.g. ``tables``, learned for ``tables=auto``) that ``out`` already holds are carried into the new
     ``out`` (hard links where the file system allows: no copy of big tables)."""
@@ -453,8 +421,8 @@ def write_ablation(summary: dict[str, Any], out: Path, *, keep: tuple[str, ...] 
         for name in keep:
             if (out / name).is_dir():
                 shutil.copytree(out / name, tmp / name, copy_function=_link_or_copy)
-        (tmp / "ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (tmp / "ablation.md").write_text(ablation_markdown(summary))
+        (tmp / "ablation.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (tmp / "ablation.md").write_text(ablation_markdown(result))
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -462,46 +430,3 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def ablation_markdown(result: dict[str, Any]) -> str:
-    def cell(v: dict[str, float] | None, pct: bool = False) -> str:
-        if v is None:
-            return "n/a"
-        return f"{v['mean']:+.2f}% ± {v['std']:.2f}" if pct else f"{v['mean']:.4f} ± {v['std']:.4f}"
-
-    def interval(ci: list[float] | None) -> str:
-        if not ci:
-            return "n/a"
-        mark = "" if ci[0] > 0 or ci[1] < 0 else " (n.s.)"
-        return f"[{ci[0]:+.2f}%, {ci[1]:+.2f}%]{mark}"
-
-    lines = [
-        f"# Ablation: {result['task'].upper()} on {result['dataset']} "
-        f"({result['seeds']} seed{'s' if result['seeds'] != 1 else ''}, mean ± std)",
-        "",
-        "| model | ROC-AUC | PR-AUC | log loss | GAUC | ROC-AUC logged | ROC-AUC lift | 95% interval "
-        "| PR-AUC lift |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['name']} | {cell(r['roc_auc'])} | {cell(r['pr_auc'])} | {cell(r['log_loss'])} | "
-            f"{cell(r.get('gauc'))} | {cell(r.get('roc_auc_logged'))} | {cell(r['roc_auc_lift'], True)} | "
-            f"{'—' if r['name'] == 'baseline' else interval(r.get('roc_auc_lift_ci'))} | "
-            f"{cell(r['pr_auc_lift'], True)} |"
-        )
-    lines += [
-        "",
-        "Lift intervals: Student-t 95% over seeds (lift against the same seed's baseline); (n.s.) = the "
-        "interval crosses zero, not significant; n/a with one seed. Rules do not learn: their spread is 0.",
-    ]
-    if result.get("peers"):
-        peers = result["peers"]
-        lines.append(
-            f"\nDIN, TransAct: {peers['package']} (model_zoo.LongCTR) on the {peers['sequence']} sequence, "
-            "trained on the same rows, split and features; no position tower (no ROC-AUC logged)."
-        )
-    for s in result["skipped"]:
-        lines.append(f"\n- skipped {s['name']}: {s['reason']}")
-    return "\n".join(lines) + "\n"
