@@ -355,7 +355,10 @@ def _field_type(cls: type, loc: Sequence[str]) -> Any:
     for name in loc:
         if typing.get_origin(tp) in (typing.Union, types.UnionType):
             tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        tp = typing.get_type_hints(tp)[name] if dataclasses.is_dataclass(tp) else tp
+        if typing.get_origin(tp) is dict:  # a mapping's key: its values' type
+            tp = typing.get_args(tp)[1]
+        elif dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp)[name]
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     return tp
@@ -537,12 +540,13 @@ def resolve_config(
         raise ConfigError(f"--config {config}: a {kind} config; this command needs a {want} config")
     data = to_dict(cls())
     origin: dict[str, str] = {}
+    replaced = cast(frozenset[str], getattr(cls, "REPLACED", frozenset()))
     for layer in layers:
         values = (layer.values.get(section) or {}) if section else layer.values
         if not isinstance(values, dict):
             raise ConfigError(f"{layer.source}: {section} must be a mapping")
         try:
-            _merge(data, values, origin, layer.source, "")
+            _merge(data, values, origin, layer.source, "", replaced)
         except ConfigError as exc:
             raise ConfigError(f"{layer.source}: {exc.one_line()}") from None
     short = short_keys_of(cls)
@@ -569,17 +573,23 @@ def load_config(
 
 
 def _merge(
-    data: dict[str, Any], values: Mapping[str, Any], origin: dict[str, str], source: str, at: str
+    data: dict[str, Any],
+    values: Mapping[str, Any],
+    origin: dict[str, str],
+    source: str,
+    at: str,
+    replaced: frozenset[str] = frozenset(),
 ) -> None:
-    """Deep-merge a file's ``values`` into ``data`` (lists and scalars replace), recording each leaf's source;
-    a key the config does not have is refused here, with its full dotted path."""
+    """Deep-merge a file's ``values`` into ``data`` (lists, scalars and the mappings named in ``replaced``
+    replace), recording each leaf's source; a key the config does not have is refused here, with its full
+    dotted path."""
     for key, value in values.items():
         path = f"{at}{key}"
         if key not in data:
             known = sorted(data)
             raise ConfigError(f"unknown config key {path!r}; expected one of {known}", key=path)
-        if isinstance(data[key], dict) and isinstance(value, dict):
-            _merge(data[key], value, origin, source, f"{path}.")
+        if isinstance(data[key], dict) and isinstance(value, dict) and path not in replaced:
+            _merge(data[key], value, origin, source, f"{path}.", replaced)
             continue
         data[key] = value
         _mark(origin, path, source)

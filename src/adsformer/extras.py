@@ -12,7 +12,7 @@ from typing import Literal
 
 from adsformer.errors import UserError
 
-Extra = Literal["serve", "retrieval", "vision", "represent", "spark", "peers", "track"]
+Extra = Literal["serve", "retrieval", "vision", "represent", "spark", "peers", "tune", "track"]
 
 #: The importable packages of each extra (what ``pip install 'adsformer[EXTRA]'`` brings)
 PACKAGES: dict[Extra, tuple[str, ...]] = {
@@ -22,6 +22,7 @@ PACKAGES: dict[Extra, tuple[str, ...]] = {
     "represent": ("gensim", "scipy"),
     "spark": ("pyspark", "py4j"),
     "peers": ("sklearn", "h5py", "tqdm", "pandas"),  # fuxictr itself is installed by hand (README)
+    "tune": ("optuna",),
     "track": ("tensorboard", "mlflow"),  # --log-to needs only its own backend's (:func:`require_package`)
 }
 

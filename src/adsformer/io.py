@@ -291,6 +291,26 @@ def _merge_into(tmp: Path, dest: Path, entries: list[str]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def growing_dir(dest: str | Path) -> Path:
+    """``dest`` as a directory that grows entry by entry over runs (a resumable study): refused as
+    :func:`check_output_dir` refuses, created when absent (marked as adsformer's, with its missing parents),
+    else kept as it is and marked. Each entry is then written atomically (:func:`atomic_file`,
+    :func:`atomic_dir`) or, written in place by a program that keeps its own journal (a SQLite database),
+    listed with :func:`claim`."""
+    dest = Path(dest)
+    check_output_dir(dest)
+    if not dest.exists():
+        _make_parents(dest)
+    elif read_marker(dest) is None:
+        write_marker(dest, [])  # empty, or --overwrite: the files already there stay the user's
+    return dest
+
+
+def claim(directory: str | Path, name: str) -> None:
+    """List ``name`` in the marker of ``directory`` (adsformer's): an entry written in place."""
+    _register(Path(directory), name)
+
+
 @contextlib.contextmanager
 def atomic_file(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary file path that is renamed onto ``dest`` when the block exits cleanly (an existing

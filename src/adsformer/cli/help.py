@@ -30,6 +30,7 @@ ORDER = (
     "report",
     "ablate",
     "ablate-merge",
+    "tune",
     "daily",
     "position",
     "index",
@@ -72,6 +73,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "adsformer ablate --data data --out ablation --suite pretrained --set tables=tables/skipgram,tables/air",
     ),
     "ablate-merge": ("adsformer ablate-merge --out ablation ablation-seed0 ablation-seed1 ablation-seed2",),
+    "tune": ("adsformer tune --data data --out tune --config ctr_test --trials 12 --set epochs=3 --final",),
     "daily": ("adsformer daily --data data --out daily --days 3 --task ctr",),
     "position": ("adsformer position --data data --out position --seeds 2",),
     "index build": (
@@ -121,6 +123,7 @@ DEFAULTS: dict[str, str] = {
     "--requests": "every request",
     "--action": "none",
     "stats reengagement --out": "none: printed only",
+    "--trials": "the config's tune.trials",
     "--log-to": "none: the run directory only",
     "evaluate --data": "the run's own data, recorded when it trained",
 }

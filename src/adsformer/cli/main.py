@@ -30,6 +30,7 @@ from adsformer.cli import (
     runs,
     serve,
     stats,
+    tune,
 )
 from adsformer.cli.common import CONTROL_FLOW, fail, set_debug
 from adsformer.cli.prepare import prepare_app
@@ -100,6 +101,7 @@ def _add_commands() -> None:
     app.command("evaluate")(runs.evaluate_cmd)
     app.command("ablate")(experiments.ablate_cmd)
     app.command("ablate-merge")(experiments.ablate_merge_cmd)
+    app.command("tune")(tune.tune_cmd)
     app.command("daily")(experiments.daily_cmd)
     app.command("position")(experiments.position_cmd)
     app.command("predict")(runs.predict_cmd)

@@ -109,6 +109,113 @@ class EvalConfig:
         )
 
 
+#: A value a categorical search dimension may take: a scalar, or a list of them (``model.ranker.deep``)
+Choice = bool | int | float | str | None | tuple[bool | int | float | str | None, ...]
+
+
+@with_config(KNOWN_KEYS_ONLY)
+@dataclass(frozen=True)
+class ParamSpec:
+    """One dimension of a search space: a range ``[low, high]`` (``log``: sampled on a log scale; ``step``:
+    a grid) or a list of ``choices`` (scalars or lists: ``[[256, 128], [64]]``). A range over an integer
+    config key draws integers."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Choice, ...] | None = None
+
+    def __post_init__(self) -> None:
+        low, high = self.low, self.high
+        is_range = low is not None and high is not None
+        check_ranges(
+            self,
+            [
+                (
+                    "choices",
+                    (self.choices is None) == is_range and (self.choices is None or len(self.choices) > 0),
+                    "must be a non-empty list given alone (or give low and high instead)",
+                ),
+                (
+                    "high",
+                    low is None or high is None or (finite(low) and finite(high) and low <= high),
+                    "must be a finite number >= low",
+                ),
+                ("low", not (self.log and low is not None) or low > 0, "must be > 0 on a log scale"),
+                (
+                    "step",
+                    self.step is None or (finite(self.step) and self.step > 0 and not self.log),
+                    "must be > 0 (and not combined with log)",
+                ),
+            ],
+        )
+
+    @property
+    def is_range(self) -> bool:
+        return self.choices is None
+
+
+#: The search space when the config declares none (:func:`default_space`): the optimizer and the regularizers
+DEFAULT_SPACE: Mapping[str, ParamSpec] = {
+    "train.lr": ParamSpec(low=3e-4, high=1e-2, log=True),
+    "train.weight_decay": ParamSpec(choices=(0.0, 1e-4, 1e-3, 1e-2)),
+    "model.ranker.dropout": ParamSpec(low=0.0, high=0.3),
+    "model.ranker.cross_layers": ParamSpec(low=0, high=3),
+}
+#: What the default space adds for the user module that has a dropout of its own
+DEFAULT_SPACE_BY_MODEL: Mapping[str, Mapping[str, ParamSpec]] = {
+    "adsformer": {"model.adpm.encoder.dropout": ParamSpec(low=0.0, high=0.3)},
+    "bst": {"model.bst.dropout": ParamSpec(low=0.0, high=0.3)},
+}
+
+
+@with_config(KNOWN_KEYS_ONLY)
+@dataclass(frozen=True)
+class TuneConfig:
+    """A hyperparameter search (``adsformer tune``): how many trials, the validation metric it optimizes
+    (``roc_auc`` is maximized, ``log_loss`` minimized) and the search space, dotted config keys to
+    :class:`ParamSpec` (None: :data:`DEFAULT_SPACE` and the model's entry of
+    :data:`DEFAULT_SPACE_BY_MODEL`). A file's ``space`` replaces the space of the file it extends."""
+
+    trials: int = 20  # trials the study holds when the command ends (a rerun adds the missing ones)
+    metric: Monitor = "roc_auc"
+    space: dict[str, ParamSpec] | None = None
+    seed: int = 0  # the sampler's seed
+    base_trial: bool = True  # the first trial is the config itself (its values of the space's keys)
+    prune: bool = True  # stop trials whose validation metric trails the median of earlier trials' (per epoch)
+    startup_trials: int = 5  # trials before the sampler and the pruner act on what earlier ones found
+    warmup_epochs: int = 1  # epochs a trial runs before it may be pruned
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            [
+                ("trials", in_range(self.trials, 1, 100_000), "must be in [1, 100000]"),
+                ("metric", self.metric in get_args(Monitor), f"must be one of {list(get_args(Monitor))}"),
+                (
+                    "space",
+                    self.space is None or len(self.space) > 0,
+                    "must list at least one key (or be null)",
+                ),
+                ("seed", in_range(self.seed, 0, MAX_SEED), "must be an integer >= 0"),
+                ("startup_trials", in_range(self.startup_trials, 0, 100_000), "must be in [0, 100000]"),
+                ("warmup_epochs", in_range(self.warmup_epochs, 0, 100_000), "must be in [0, 100000]"),
+            ],
+        )
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """``maximize`` for ROC-AUC, ``minimize`` for log loss."""
+        return "maximize" if self.metric == "roc_auc" else "minimize"
+
+    def space_for(self, model: str) -> dict[str, ParamSpec]:
+        """The declared space, or the default one for ``model`` (``model.user``)."""
+        if self.space is not None:
+            return dict(self.space)
+        return {**DEFAULT_SPACE, **DEFAULT_SPACE_BY_MODEL.get(model, {})}
+
+
 @with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -136,13 +243,17 @@ class ExperimentConfig:
         "deep": "model.ranker.deep",
         "ece_bins": "eval.ece_bins",
         "bootstrap": "eval.bootstrap",
+        "trials": "tune.trials",
     }
+    #: Mappings a config file replaces whole rather than merges into (their keys are not config fields)
+    REPLACED: ClassVar[frozenset[str]] = frozenset({"tune.space"})
 
     task: Task = "ctr"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)  # read by adsformer tune only
 
 
 def load_experiment(
