@@ -22,7 +22,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,129 +181,218 @@ def train(
     torch.manual_seed(cfg.seed)
     source = InMemorySource(data, task) if isinstance(data, FeatureSet) else data
     ctx = distributed.context(cfg.device)
+    _check_rows(source, task)
+    if not ctx.sparse_gradients:  # nccl cannot all-reduce sparse gradients: dense Adam for the id tables
+        cfg = dataclasses.replace(cfg, sparse_embeddings=False)
+    run = _Run.prepare(model, source, task, cfg, ctx)
+    quiet = not show_progress or not ctx.is_main
+    if not quiet:
+        log(run.start_line())
+    with ProgressBar(*_BAR_COLUMNS, disable=quiet) as bar:
+        job = bar.add_task(f"train {task}", total=run.total, loss=float("nan"))
+        for epoch in range(cfg.epochs):
+            start = time.perf_counter()
+            train_loss = run.train_epoch(epoch, lambda loss: bar.update(job, advance=1, loss=loss))
+            record, improved = run.validate(epoch, train_loss)
+            if on_epoch:
+                on_epoch(record)
+            if not quiet:
+                log(epoch_line(task, record, cfg.epochs, time.perf_counter() - start, best=improved))
+            if run.should_stop(epoch, improved):
+                bar.update(job, total=run.step)
+                break
+    run.finish(ece_bins)
+    return run.result
+
+
+_BAR_COLUMNS = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    TextColumn("{task.completed}/{task.total} steps"),
+    TextColumn("loss {task.fields[loss]:.4f}"),
+    TimeElapsedColumn(),
+    TimeRemainingColumn(),
+)
+
+
+def _check_rows(source: BatchSource, task: Task) -> None:
     if source.n_train == 0:
         raise ConfigError(
             f"no training rows for task {task!r} after the time split and negative down-sampling; use more "
             f"impressions, a higher data.sampling.neg_keep_rate, or larger training fractions of the split"
         )
-    if not ctx.sparse_gradients:  # nccl cannot all-reduce sparse gradients: dense Adam for the id tables
-        cfg = dataclasses.replace(cfg, sparse_embeddings=False)
-    batch_size = resolve_batch_size(cfg.batch_size, source.n_train)
-    steps_per_epoch = math.ceil(source.n_train / batch_size)
-    if steps_per_epoch < FEW_STEPS and ctx.is_main:
-        advice = "lower batch_size (0 = auto)" if batch_size > AUTO_BATCH_MIN else "use more training rows"
-        warn(
-            f"only {steps_per_epoch} optimizer step{'s' if steps_per_epoch > 1 else ''} an epoch "
-            f"({source.n_train:,} training rows, batch "
-            f"{batch_size:,}{' (auto)' if cfg.batch_size == 0 else ''}): the model may barely train; {advice}"
-        )
-    total = steps_per_epoch * cfg.epochs
-    reads = model.pairs if isinstance(model, Ranker) else None  # batches carry only the sequences read
-    model.to(ctx.device)
-    if ctx.distributed:
-        distributed.sync_batchnorm(model)  # before the optimizers see the parameters
-    optimizers = make_optimizers(model, cfg, task)
-    net = distributed.wrap(model, ctx)  # DDP when distributed (after the id tables are marked sparse)
-    schedules = [
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
-        for opt in optimizers
-    ]
-    loss_fn = nn.BCEWithLogitsLoss()
 
-    result = TrainResult(
-        n_train=source.n_train,
-        world_size=ctx.world,
-        batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
-        monitor=cfg.monitor,
+
+def _warn_few_steps(steps_per_epoch: int, n_train: int, batch_size: int, cfg: TrainConfig) -> None:
+    """A warning on stderr when an epoch has fewer than :data:`FEW_STEPS` optimizer steps."""
+    if steps_per_epoch >= FEW_STEPS:
+        return
+    advice = "lower batch_size (0 = auto)" if batch_size > AUTO_BATCH_MIN else "use more training rows"
+    warn(
+        f"only {steps_per_epoch} optimizer step{'s' if steps_per_epoch > 1 else ''} an epoch "
+        f"({n_train:,} training rows, batch "
+        f"{batch_size:,}{' (auto)' if cfg.batch_size == 0 else ''}): the model may barely train; {advice}"
     )
-    best_score, best_state = -float("inf"), None
-    best_val_logits = np.zeros(0, np.float32)
-    val_labels = np.zeros(0, np.int8)
-    step = 0
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    quiet = not show_progress or not ctx.is_main
-    if not quiet:
-        log(
-            f"train {task}: {source.n_train:,} rows, batch {batch_size:,}, {steps_per_epoch:,} steps an "
+
+
+@dataclass
+class _Run:
+    """One call of :func:`train`: what its epochs share (the model and ``net``, its DDP wrapper when
+    distributed; the optimizers and their cosine schedules; the step count; the best epoch so far) and the
+    stages of an epoch."""
+
+    model: nn.Module
+    net: nn.Module
+    source: BatchSource
+    task: Task
+    cfg: TrainConfig
+    ctx: DistContext
+    optimizers: list[torch.optim.Optimizer]
+    schedules: list[torch.optim.lr_scheduler.LambdaLR]
+    reads: Collection[str] | None  # the sequences batches carry (those the model reads)
+    result: TrainResult
+    total: int  # optimizer steps of every epoch
+    step: int = 0
+    best_score: float = -float("inf")
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val_logits: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    val_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+    @classmethod
+    def prepare(
+        cls, model: nn.Module, source: BatchSource, task: Task, cfg: TrainConfig, ctx: DistContext
+    ) -> _Run:
+        """The batch size, the model on its device (global batch norm when distributed), its optimizers and
+        schedules, and the DDP wrapper."""
+        batch_size = resolve_batch_size(cfg.batch_size, source.n_train)
+        steps_per_epoch = math.ceil(source.n_train / batch_size)
+        if ctx.is_main:
+            _warn_few_steps(steps_per_epoch, source.n_train, batch_size, cfg)
+        total = steps_per_epoch * cfg.epochs
+        reads = model.pairs if isinstance(model, Ranker) else None
+        model.to(ctx.device)
+        if ctx.distributed:
+            distributed.sync_batchnorm(model)  # before the optimizers see the parameters
+        optimizers = make_optimizers(model, cfg, task)
+        net = distributed.wrap(model, ctx)  # DDP when distributed (after the id tables are marked sparse)
+        schedules = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total, cfg.min_lr_ratio))
+            for opt in optimizers
+        ]
+        result = TrainResult(
+            n_train=source.n_train,
+            world_size=ctx.world,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            monitor=cfg.monitor,
+        )
+        return cls(model, net, source, task, cfg, ctx, optimizers, schedules, reads, result, total)
+
+    def start_line(self) -> str:
+        cfg, r = self.cfg, self.result
+        return (
+            f"train {self.task}: {r.n_train:,} rows, batch {r.batch_size:,}, {r.steps_per_epoch:,} steps an "
             f"epoch, at most {cfg.epochs} epochs (stops after {cfg.patience} without a better val "
             f"{cfg.monitor})"
         )
-    with ProgressBar(*columns, disable=quiet) as bar:
-        job = bar.add_task(f"train {task}", total=total, loss=float("nan"))
-        for epoch in range(cfg.epochs):
-            net.train()
-            start, running, seen = time.perf_counter(), 0.0, 0
-            for chunk, rows in source.train_batches(batch_size, seed=cfg.seed * 1000 + epoch):
-                batch = make_batch(chunk, distributed.shard(rows, ctx), task, pairs=reads)
-                if ctx.device.type != "cpu":
-                    batch = batch.to(ctx.device)
-                logits = forward(net, batch, with_position=True)
-                if ctx.distributed:  # this rank's share of the global batch's mean loss
-                    loss_sum = nn.functional.binary_cross_entropy_with_logits(
-                        logits, batch.label, reduction="sum"
-                    )
-                    loss = loss_sum * (ctx.world / rows.shape[0])
-                    running += float(loss_sum.detach())
-                else:
-                    loss = loss_fn(logits, batch.label)
-                    running += float(loss.detach()) * len(batch)
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt, sched in zip(optimizers, schedules, strict=True):
-                    opt.step()
-                    sched.step()
-                step += 1
-                seen += len(batch)
-                if step % cfg.log_every == 0 or step == total:
-                    total_loss, total_seen = distributed.all_sum([running, float(seen)], ctx)
-                    result.history.append(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "train_loss": total_loss / total_seen,
-                            "lr": schedules[0].get_last_lr()[0],
-                        }
-                    )
-                bar.update(job, advance=1, loss=running / max(seen, 1))
-            result.train_seconds += time.perf_counter() - start
-            running, global_seen = distributed.all_sum([running, float(seen)], ctx)
-            result.train_examples += int(global_seen)
-            val_labels, val_logits = _validation_logits(model, source, task, cfg.eval_batch_size, ctx)
-            val_pred = Calibrator(source.keep_rate).uncalibrated(val_logits)
-            record = epoch_record(epoch, running / max(global_seen, 1), val_labels, val_pred, step)
-            result.epochs.append(record)
-            if on_epoch:
-                on_epoch(record)
-            score = monitored_score(record, cfg.monitor)
-            improved = score > best_score
-            if not quiet:
-                log(epoch_line(task, record, cfg.epochs, time.perf_counter() - start, best=improved))
-            if improved:
-                best_score, result.best_epoch = score, epoch
-                best_state = _snapshot(model)
-                best_val_logits = val_logits
-            elif val_labels.size and epoch - result.best_epoch >= cfg.patience and epoch + 1 < cfg.epochs:
-                result.stopped_early = True  # every rank sees the same gathered scores: all stop together
-                bar.update(job, total=step)
-                break
-    if ctx.distributed:
-        distributed.unsync_batchnorm(model)
-    result.n_val = int(val_labels.size)
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)  # frozen tables are not in the snapshot
-        result.calibrator = choose_calibrator(best_val_logits, val_labels, source.keep_rate, bins=ece_bins)
-    else:
-        result.calibrator = Calibrator(source.keep_rate, decision="not_fit")
-    return result
+
+    def train_epoch(self, epoch: int, progress: Callable[[float], None]) -> float:
+        """One pass over the training rows (``progress`` gets the running mean loss after every step);
+        returns the epoch's mean training loss over every rank's rows."""
+        self.net.train()
+        start, running, seen = time.perf_counter(), 0.0, 0
+        for chunk, rows in self.source.train_batches(
+            self.result.batch_size, seed=self.cfg.seed * 1000 + epoch
+        ):
+            loss_sum, n = self._step(chunk, rows)
+            running, seen = running + loss_sum, seen + n
+            if self.step % self.cfg.log_every == 0 or self.step == self.total:
+                self._log_step(epoch, running, seen)
+            progress(running / max(seen, 1))
+        self.result.train_seconds += time.perf_counter() - start
+        running, global_seen = distributed.all_sum([running, float(seen)], self.ctx)
+        self.result.train_examples += int(global_seen)
+        return running / max(global_seen, 1)
+
+    def _step(self, chunk: FeatureSet, rows: np.ndarray) -> tuple[float, int]:
+        """One optimizer step on this rank's share of the global batch ``rows`` (B,) of ``chunk``; returns
+        its summed loss and its number of rows."""
+        ctx = self.ctx
+        batch = make_batch(chunk, distributed.shard(rows, ctx), self.task, pairs=self.reads)
+        if ctx.device.type != "cpu":
+            batch = batch.to(ctx.device)
+        logits = forward(self.net, batch, with_position=True)
+        if ctx.distributed:  # this rank's share of the global batch's mean loss
+            loss_sum = nn.functional.binary_cross_entropy_with_logits(logits, batch.label, reduction="sum")
+            loss = loss_sum * (ctx.world / rows.shape[0])
+            summed = float(loss_sum.detach())
+        else:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+            summed = float(loss.detach()) * len(batch)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt, sched in zip(self.optimizers, self.schedules, strict=True):
+            opt.step()
+            sched.step()
+        self.step += 1
+        return summed, len(batch)
+
+    def _log_step(self, epoch: int, running: float, seen: int) -> None:
+        """A ``history`` row: the epoch's running mean training loss over every rank, the learning rate."""
+        total_loss, total_seen = distributed.all_sum([running, float(seen)], self.ctx)
+        self.result.history.append(
+            {
+                "step": self.step,
+                "epoch": epoch,
+                "train_loss": total_loss / total_seen,
+                "lr": self.schedules[0].get_last_lr()[0],
+            }
+        )
+
+    def validate(self, epoch: int, train_loss: float) -> tuple[dict[str, Any], bool]:
+        """Score the validation rows, record the epoch; keep a snapshot when it improved on the best;
+        returns the record and whether it improved."""
+        labels, logits = _validation_logits(
+            self.model, self.source, self.task, self.cfg.eval_batch_size, self.ctx
+        )
+        self.val_labels = labels
+        val_pred = Calibrator(self.source.keep_rate).uncalibrated(logits)
+        record = epoch_record(epoch, train_loss, labels, val_pred, self.step)
+        self.result.epochs.append(record)
+        score = monitored_score(record, self.cfg.monitor)
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.result.best_epoch = score, epoch
+            self.best_state = _snapshot(self.model)
+            self.best_val_logits = logits
+        return record, improved
+
+    def should_stop(self, epoch: int, improved: bool) -> bool:
+        """Early stopping: ``patience`` epochs without improvement (with validation rows, before the last)."""
+        stop = (
+            not improved
+            and bool(self.val_labels.size)
+            and epoch - self.result.best_epoch >= self.cfg.patience
+            and epoch + 1 < self.cfg.epochs
+        )
+        if stop:
+            self.result.stopped_early = True  # every rank sees the same gathered scores: all stop together
+        return stop
+
+    def finish(self, ece_bins: int) -> None:
+        """Restore the best epoch's state and fit the calibrator on its validation scores."""
+        if self.ctx.distributed:
+            distributed.unsync_batchnorm(self.model)
+        result, keep_rate = self.result, self.source.keep_rate
+        result.n_val = int(self.val_labels.size)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state, strict=False)  # frozen tables are not in the snapshot
+            result.calibrator = choose_calibrator(
+                self.best_val_logits, self.val_labels, keep_rate, bins=ece_bins
+            )
+        else:
+            result.calibrator = Calibrator(keep_rate, decision="not_fit")
 
 
 def epoch_record(
