@@ -138,8 +138,16 @@ def write_comparison(work: Path, doc: Path) -> None:
     for name in COMPARISON:
         path = work / name / "ablation.json"
         if path.exists():
-            body = ablation_markdown(AblationResult.from_dict(json.loads(path.read_text()))).split("\n", 2)[2]
-            blocks.append(f"### {name}\n\n`--set {' --set '.join(COMPARISON_SETS)}`\n\n{body}")
+            result = json.loads(path.read_text())
+            body = ablation_markdown(AblationResult.from_dict(result)).split("\n", 2)[2]
+            train = result.get("config", {}).get("train", {})
+            ran = {row["name"] for row in result["rows"]}
+            missing = [r for r in COMPARISON_ROWS if r not in ran]
+            note = f" Not run this time: {', '.join(missing)}." if missing else ""
+            blocks.append(
+                f"### {name}\n\nAt most {train.get('epochs', '?')} epochs (early stopping, patience "
+                f"{train.get('patience', '?')}); {result['seeds']} seeds.{note}\n\n{body}"
+            )
     text = doc.read_text() if doc.exists() else f"# Results\n\n{CBEGIN}\n{CEND}\n"
     generated = f"{CBEGIN}\n\n" + "\n".join(blocks) + f"\n{CEND}"
     doc.write_text(
