@@ -165,13 +165,8 @@ def prepare_movielens(
         "skipped_lines": len(skipped),
         "seed": None,
     }
-    meta = DatasetMeta(
-        name=NAME,
-        source=f"MovieLens-100k ({layout} layout)",
-        has_conversions=False,
-        notes=notes,
-        protocol=protocol,
-    )
+    source = f"MovieLens-100k ({layout} layout)"
+    meta = DatasetMeta(NAME, source, has_conversions=False, notes=notes, protocol=protocol)
     return publish((listings, events, impressions), meta, out, say, skipped)
 
 

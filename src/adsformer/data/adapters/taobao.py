@@ -209,13 +209,8 @@ def prepare_taobao(
         "requests_without_negatives": stats["lonely_requests"],
         "skipped_lines": len(skipped),
     }
-    meta = DatasetMeta(
-        name=NAME,
-        source=f"Taobao UserBehavior ({file.name})",
-        has_conversions=True,
-        notes=notes,
-        protocol=protocol,
-    )
+    source = f"Taobao UserBehavior ({file.name})"
+    meta = DatasetMeta(NAME, source, has_conversions=True, notes=notes, protocol=protocol)
     return publish((listings, events, impressions), meta, out, say, skipped)
 
 

@@ -192,13 +192,9 @@ def prepare_trivago(path: Path, out: Path, *, progress: Progress | None = None) 
         "skipped_rows": len(skipped),
         "seed": None,
     }
+    source = f"trivago RecSys Challenge 2019 session log ({file.name})"
     meta = DatasetMeta(
-        name=NAME,
-        source=f"trivago RecSys Challenge 2019 session log ({file.name})",
-        actions=list(EXTRA_ACTIONS),
-        has_conversions=False,
-        notes=notes,
-        protocol=protocol,
+        NAME, source, actions=list(EXTRA_ACTIONS), has_conversions=False, notes=notes, protocol=protocol
     )
     return publish((listings, events, impressions), meta, out, say, skipped)
 
