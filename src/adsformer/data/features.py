@@ -348,8 +348,7 @@ def build_features(
     dense = _dense_features(inputs, cfg, dense_stats, _request_groups(inputs.imps, request))
     pairs = _sequence_pairs(cfg.sequences.pairs, inputs, score_all)
     timeline = _timeline(inputs, cfg.sequences.window_s)
-    encoded = _pair_events(pairs, inputs, score_all)
-    positions = _event_positions(encoded, timeline, cfg.sequences, engine)
+    built = _event_positions(_pair_events(pairs, inputs, score_all), timeline, cfg.sequences, engine)
     clicked = _int_column(inputs.imps, "clicked", np.int8)
     has_purchases = ds.meta.has_conversions and "purchased" in inputs.imps.columns
     return FeatureSet(
@@ -363,11 +362,11 @@ def build_features(
         categorical=_categoricals(inputs, ds),
         dense=dense.values,
         dense_names=dense.names,
-        sequences=_sequences(pairs, positions, encoded, inputs.imps.height, cfg.sequences.max_len),
+        sequences=_sequences(pairs, built, inputs.imps.height, cfg.sequences.max_len),
         vocabs=inputs.vocabs,
         info=FeatureInfo.of(pairs, cfg, inputs.split, dense.stats),
         request=request,
-        touch=_touch(pairs, positions, encoded, inputs, timeline),
+        touch=_touch(pairs, built, inputs, timeline),
         touch_pairs=[p.name for p in pairs],
     )
 
@@ -526,11 +525,28 @@ def _pair_events(pairs: list[Pair], inputs: _Inputs, score_all: bool) -> dict[st
     return out
 
 
+@dataclass(frozen=True)
+class _PairSequences:
+    """One pair's encoded ``events`` and its sequences over event *positions* (0..E_p-1 of the pair's events),
+    which map to the model's ids (:func:`_sequences`) and to raw-id codes and times for the touch signals
+    (:func:`_touch`)."""
+
+    events: _PairEvents
+    positions: SequenceColumn
+
+
 def _event_positions(
     encoded: dict[str, _PairEvents], timeline: _Timeline, seq_cfg: SequenceConfig, engine: Engine
+) -> dict[str, _PairSequences]:
+    """Pair name -> its events and their sequences, for every pair with encoded events."""
+    positions = _positions(encoded, timeline, seq_cfg, engine)
+    return {name: _PairSequences(e, positions[name]) for name, e in encoded.items()}
+
+
+def _positions(
+    encoded: dict[str, _PairEvents], timeline: _Timeline, seq_cfg: SequenceConfig, engine: Engine
 ) -> dict[str, SequenceColumn]:
-    """Pair name -> its sequences over event *positions* (0..E_p-1 of the pair's events), which map to the
-    model's ids (:func:`_sequences`) and to raw-id codes and times for the touch signals (:func:`_touch`)."""
+    """Pair name -> its sequences over event positions, by the local index or on Spark."""
     inputs = {
         name: (
             timeline.event_user[e.mask],
@@ -554,26 +570,18 @@ def _event_positions(
 
 
 def _sequences(
-    pairs: list[Pair],
-    positions: dict[str, SequenceColumn],
-    encoded: dict[str, _PairEvents],
-    n: int,
-    max_len: int,
+    pairs: list[Pair], built: dict[str, _PairSequences], n: int, max_len: int
 ) -> dict[str, SequenceColumn]:
     """Pair name -> the model's sequences of ids, in the pairs' order; empty for a pair without events."""
     empty = SequenceColumn(np.zeros(0, np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32), max_len)
     return {
-        p.name: positions[p.name].map_values(encoded[p.name].ids) if p.name in positions else empty
+        p.name: built[p.name].positions.map_values(built[p.name].events.ids) if p.name in built else empty
         for p in pairs
     }
 
 
 def _touch(
-    pairs: list[Pair],
-    positions: dict[str, SequenceColumn],
-    encoded: dict[str, _PairEvents],
-    inputs: _Inputs,
-    timeline: _Timeline,
+    pairs: list[Pair], built: dict[str, _PairSequences], inputs: _Inputs, timeline: _Timeline
 ) -> np.ndarray:
     """(N, P, 2) float32 raw touch signals [count, age_s] of the target in each pair's sequences; a pair
     without events or a target without that column never matches ([0, NEVER])."""
@@ -582,15 +590,19 @@ def _touch(
     touch[:, :, 1] = NEVER
     codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # column -> raw-id codes of targets, of all events
     for j, pair in enumerate(pairs):
-        if pair.name not in positions or pair.column not in wide.columns:
+        if pair.name not in built or pair.column not in wide.columns:
             continue
         if pair.column not in codes:  # one shared dictionary per column, for every pair reading it
             target_codes, event_codes = raw_codes(wide[pair.column], events[pair.column])
             codes[pair.column] = (target_codes, event_codes)
         target_codes, event_codes = codes[pair.column]
-        mask = encoded[pair.name].mask
+        mask = built[pair.name].events.mask
         touch[:, j] = _touch_column(
-            positions[pair.name], target_codes, event_codes[mask], timeline.event_ts[mask], timeline.imp_ts
+            built[pair.name].positions,
+            target_codes,
+            event_codes[mask],
+            timeline.event_ts[mask],
+            timeline.imp_ts,
         )
     return touch
 
