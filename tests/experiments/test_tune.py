@@ -238,3 +238,24 @@ def test_best_config_is_usable_as_config(data, tmp_path):
     got = load_experiment(out / "best_config.yaml")
     assert got.train == want.train and got.model == want.model and got.data == want.data
     assert "tune" not in yaml.safe_load(text)
+
+
+def test_tune_tracks_each_trial_and_the_final_test_metrics(data, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("ADSFORMER_TENSORBOARD_DIR", str(tmp_path / "tb"))
+    out = tmp_path / "t"
+    res = _tune(data, out, "--trials", "1", "--final", "--log-to", "tensorboard")
+    assert res.exit_code == 0, res.output
+    run = out / "trials" / "trial-0000"
+    record = json.loads((run / "tracking.json").read_text())
+    assert Path(record["log_dir"]).name.startswith("t-trial-0000-")
+    events = EventAccumulator(record["log_dir"])
+    events.Reload()
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert [e.value for e in events.Scalars("val_log_loss")] == pytest.approx(
+        [e["val_log_loss"] for e in summary["epochs"]], rel=1e-6
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert events.Scalars("test_log_loss")[0].value == pytest.approx(metrics["log_loss"], rel=1e-6)
