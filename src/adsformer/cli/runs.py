@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +21,9 @@ from adsformer.cli.common import (
     output_dir,
 )
 from adsformer.console import console, kv_table, stage
+
+if TYPE_CHECKING:
+    from adsformer.experiments.train_summary import TrainSummary
 
 
 def train_cmd(
@@ -46,25 +49,24 @@ def train_cmd(
     console.print(f"wrote [bold]{out}[/]")
 
 
-def _trained_rows(summary: dict[str, Any], *, auto_batch: bool = False) -> dict[str, Any]:
+def _trained_rows(summary: TrainSummary, *, auto_batch: bool = False) -> dict[str, Any]:
     """What `adsformer train` prints: the restored (best) epoch and its validation scores."""
-    epochs, steps = summary["epochs"], summary["steps_per_epoch"]
-    best = epochs[summary["best_epoch"]] if epochs else {}
-    run = f"{summary['epochs_run']} of at most {summary['max_epochs']}"
+    steps, best = summary.steps_per_epoch, summary.best
+    run = f"{summary.epochs_run} of at most {summary.max_epochs}"
     return {
-        "task": summary["task"],
-        "model": summary["model"],
-        "train rows": summary["n_train"],
-        "parameters": summary["parameters"],
-        "batch size": f"{summary['batch_size']:,}{' (auto)' if auto_batch else ''}, {steps:,} step"
+        "task": summary.task,
+        "model": summary.model,
+        "train rows": summary.n_train,
+        "parameters": summary.parameters,
+        "batch size": f"{summary.batch_size:,}{' (auto)' if auto_batch else ''}, {steps:,} step"
         f"{'s' if steps != 1 else ''} an epoch",
-        "examples/s": summary["train_examples_per_s"],
-        "epochs run": f"{run}, stopped early" if summary["stopped_early"] else run,
-        "best epoch (from 0, restored)": summary["best_epoch"],
-        f"best epoch's val roc_auc{' (monitored)' if summary['monitor'] == 'roc_auc' else ''}": best.get(
+        "examples/s": summary.train_examples_per_s,
+        "epochs run": f"{run}, stopped early" if summary.stopped_early else run,
+        "best epoch (from 0, restored)": summary.best_epoch,
+        f"best epoch's val roc_auc{' (monitored)' if summary.monitor == 'roc_auc' else ''}": best.get(
             "val_roc_auc", float("nan")
         ),
-        f"best epoch's val log_loss{' (monitored)' if summary['monitor'] == 'log_loss' else ''}": best.get(
+        f"best epoch's val log_loss{' (monitored)' if summary.monitor == 'log_loss' else ''}": best.get(
             "val_log_loss", float("nan")
         ),
     }

@@ -29,6 +29,7 @@ from adsformer.data.features import FeatureSet, build_features
 from adsformer.data.schema import Dataset
 from adsformer.data.stream import FeatureStore, StreamSource, is_store
 from adsformer.data.validate import read_dataset
+from adsformer.experiments.train_summary import TrainSummary
 from adsformer.io import atomic_dir, atomic_file, write_json
 from adsformer.run.artifact import RunArtifact, load_artifact, save_artifact
 from adsformer.run.calibration import Calibrator
@@ -243,7 +244,7 @@ def train_run(
     *,
     show_progress: bool = True,
     on_epoch: OnEpoch | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train on ``data_dir`` and write the run directory ``out`` atomically; returns the training summary.
 
     ``data_dir`` is a canonical dataset, or a feature store (``adsformer features``), which is streamed with
@@ -293,7 +294,7 @@ def _train_streamed(
     log_lines: list[str],
     on_epoch: OnEpoch | None,
     data_dir: str,
-) -> dict[str, Any]:
+) -> TrainSummary:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
     model = seeded_model(cfg, fs)
@@ -315,13 +316,13 @@ def _train_streamed(
 
 def finish_run(
     out: Path, cfg: ExperimentConfig, fs: FeatureSet, model: Any, result: TrainResult, **kw: Any
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Write the run directory from rank 0 only (under torchrun), wait for it, leave the process group;
     every rank returns the same training summary."""
     if distributed.is_main_process():
         summary = write_run(out, cfg, fs, model, result, **kw)
     else:  # the run log is rank 0's to write
-        summary = run_summary(cfg, fs, model, result, **{k: v for k, v in kw.items() if k != "log_lines"})
+        summary = TrainSummary.of(cfg, fs, model, result, **{k: v for k, v in kw.items() if k != "log_lines"})
     distributed.shutdown()
     return summary
 
@@ -337,10 +338,12 @@ def write_run(
     features_s: float = 0.0,
     log_lines: Sequence[str] = (),
     data_dir: str | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Write a trained model as a self-contained run directory (atomically), with ``log_lines`` (the
     timestamped progress lines of its training) as ``run.log``; returns the training summary."""
-    summary = run_summary(cfg, fs, model, result, dataset=dataset, features_s=features_s, data_dir=data_dir)
+    summary = TrainSummary.of(
+        cfg, fs, model, result, dataset=dataset, features_s=features_s, data_dir=data_dir
+    )
     cfg = resolved(cfg, fs)
     features = {
         "dense_names": fs.dense_names,
@@ -352,65 +355,11 @@ def write_run(
     art = RunArtifact(cfg, spec_from_features(fs), model, fs.vocabs, features, result.calibrator)
     with atomic_dir(out) as tmp:
         save_artifact(tmp, art)
-        (tmp / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "train_summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
         _write_history(tmp, result)
         log(f"write the run directory {out}")
         (tmp / RUN_LOG).write_text(log_text(log_lines))
     return summary
-
-
-def run_summary(
-    cfg: ExperimentConfig,
-    fs: FeatureSet,
-    model: Any,
-    result: TrainResult,
-    *,
-    dataset: str,
-    features_s: float = 0.0,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """The training summary (``train_summary.json``) of a trained model: with ``data_dir``, where its data
-    was (``evaluate`` defaults to it), and the instants that cut its data into train / val / test
-    (``split``: ``predict`` labels rows with them)."""
-    summary = {
-        "task": cfg.task,
-        "model": cfg.model.user,
-        "dataset": dataset,
-        "data_dir": data_dir,
-        "split": split_record(fs),
-        "n_train": result.n_train or int(fs.rows("train", cfg.task).size),
-        "n_val": result.n_val or int(fs.rows("val", cfg.task).size),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "train_examples_per_s": result.examples_per_s,
-        "train_seconds": result.train_seconds,
-        "features_seconds": features_s,
-        "batch_size": result.batch_size,  # resolved (batch_size=0 picks it from the training rows)
-        "steps_per_epoch": result.steps_per_epoch,
-        "max_epochs": cfg.train.epochs,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "monitor": result.monitor,
-        "best_epoch": result.best_epoch,  # index into epochs: the restored state
-        "epochs": result.epochs,
-        "calibration": result.calibrator.to_dict(),
-    }
-    if result.world_size > 1:
-        summary["world_size"] = result.world_size
-    return summary
-
-
-def split_record(fs: FeatureSet) -> dict[str, Any]:
-    """The cut instants of ``fs``'s split (unix seconds): training before ``val_start``, validation before
-    ``test_start``, test before ``end``; rows before ``train_start`` (when set) or from ``end`` on are
-    unused."""
-    s = fs.split
-    return {
-        "mode": s.mode,
-        "train_start": s.train_start,
-        "val_start": int(s.val_start),
-        "test_start": int(s.test_start),
-        "end": None if s.end is None else int(s.end),
-    }
 
 
 def recorded_data(run_dir: Path) -> Path:

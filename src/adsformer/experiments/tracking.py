@@ -23,10 +23,13 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import log
+
+if TYPE_CHECKING:
+    from adsformer.experiments.train_summary import TrainSummary
 from adsformer.extras import require_package
 from adsformer.io import write_json
 
@@ -204,7 +207,7 @@ def save_record(run_dir: Path, tracker: Tracker) -> None:
     write_json(Path(run_dir) / TRACKING_FILE, tracker.record)
 
 
-def train_tracked(data_dir: Path, cfg: Any, out: Path, backend: Backend) -> dict[str, Any]:
+def train_tracked(data_dir: Path, cfg: Any, out: Path, backend: Backend) -> TrainSummary:
     """``adsformer train --log-to BACKEND``: :func:`~adsformer.experiments.runs.train_run` with its config,
     every epoch's record and the restored epoch's (``best_*``) sent to a new tracked run."""
     from adsformer.experiments.runs import train_run
@@ -213,8 +216,8 @@ def train_tracked(data_dir: Path, cfg: Any, out: Path, backend: Backend) -> dict
     try:
         tracker.params(flat_params(cfg))
         summary = train_run(data_dir, cfg, out, on_epoch=tracker.epoch)
-        if summary["epochs"]:
-            tracker.metrics(summary["epochs"][summary["best_epoch"]], "best")
+        if summary.epochs:
+            tracker.metrics(summary.best, "best")
         save_record(out, tracker)
     finally:
         tracker.close()
