@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from adsformer.adpm.touch import TouchComponent
@@ -51,14 +51,17 @@ def _cfg(window_s: int = 100, max_len: int = 4, top_k: int = 750_000) -> DataCon
 
 
 def _reference(events, imps, entity: str, window_s: int, max_len: int) -> np.ndarray:
-    """Plain Python: per impression, the user's views in [t - W, t), newest first (ties: later input
-    first), the first M; count of entries equal to the target's value, age of the newest equal one."""
+    """Plain Python: per impression, the user's views in [t - W, t) that have the entity (a shop sequence
+    holds the views whose listing has a shop), newest first (ties: later input first), the first M; count of
+    entries equal to the target's value, age of the newest equal one."""
     shop = {"l0": "s0", "l1": "s0", "l2": "s1", "l3": "s1", "l4": "s2", "l5": None}
     value = (lambda lid: lid) if entity == "listing" else shop.get
     out = []
     for _, user, t, target, _ in imps:
         seq = [
-            (ts, i, lid) for i, (u, ts, a, lid) in enumerate(events) if u == user and t - window_s <= ts < t
+            (ts, i, lid)
+            for i, (u, ts, a, lid) in enumerate(events)
+            if u == user and t - window_s <= ts < t and value(lid) is not None
         ]
         seq.sort(key=lambda e: (e[0], e[1]), reverse=True)
         seq = seq[:max_len]
@@ -90,6 +93,13 @@ imp_st = st.tuples(
     window=st.sampled_from([0, 30, 100, 400]),
     max_len=st.sampled_from([1, 3, 50]),
     top_k=st.sampled_from([1, 750_000]),
+)
+@example(  # the newest view's listing has no shop: the shop sequence holds the older view of shop s0
+    events=[("u1", BASE + 10, "view", "l0"), ("u1", BASE + 10, "view", "l5")],
+    imps=[("r", "u1", BASE + 20, "l0", 0)],
+    window=100,
+    max_len=1,
+    top_k=1,
 )
 def test_touch_signals_equal_a_brute_force_reference(events, imps, window, max_len, top_k):
     imps = [(f"r{i}", u, t, lid, c) for i, (_, u, t, lid, c) in enumerate(imps)]
