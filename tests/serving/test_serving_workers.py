@@ -85,6 +85,8 @@ def test_more_than_one_worker_needs_redis(make_settings):
     with pytest.raises(UserError, match=r"--workers 2 needs --redis-url") as err:
         check_workers(2, make_settings())
     assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"--workers 0: give 1 or more"):
+        check_workers(0, make_settings(redis_url="redis://127.0.0.1:6379/0"))
     check_workers(1, make_settings())
     check_workers(4, make_settings(redis_url="redis://127.0.0.1:6379/0"))
 

@@ -71,7 +71,6 @@ def serve_cmd(
     workers: Annotated[
         int,
         typer.Option(
-            min=1,
             help="Server processes on the port, each loading the runs (more than 1 needs --redis-url: "
             "they share the online store).",
         ),
