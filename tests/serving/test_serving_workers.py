@@ -154,3 +154,25 @@ def test_workers_share_redis_and_metrics(ctr_run, sim_data, catalog, redis_serve
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def test_app_from_env_prepares_the_process_and_freezes_what_it_loaded(monkeypatch, ctr_run, sim_data):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from adsformer.serving.app import app_from_env
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("ADSFORMER_RUN", str(ctr_run))
+    monkeypatch.setenv("ADSFORMER_CATALOG", str(sim_data))
+    monkeypatch.setenv("ADSFORMER_TORCH_THREADS", "1")
+    gc.unfreeze()
+    try:
+        torch.set_num_threads(2)
+        app = app_from_env()
+        assert torch.get_num_threads() == 1 and gc.get_freeze_count() > 0
+        with TestClient(app) as client:
+            assert client.get("/healthz").json()["ctr_run"] == ctr_run.name
+    finally:
+        gc.unfreeze()
+        torch.set_num_threads(threads)

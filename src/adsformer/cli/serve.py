@@ -100,7 +100,8 @@ def serve_cmd(
     from adsformer.serving import ServingSettings, create_app
     from adsformer.serving.catalog import CatalogError
     from adsformer.serving.memory import freeze_loaded_objects
-    from adsformer.serving.workers import check_workers, prepare_process, run_workers
+    from adsformer.serving.process import prepare_process
+    from adsformer.serving.workers import check_workers, run_workers
 
     given: dict[str, Any] = {
         "run": run,

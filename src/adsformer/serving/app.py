@@ -25,6 +25,8 @@ from fastapi_offline import FastAPIOffline
 from adsformer import __version__
 from adsformer.serving.build import build_service
 from adsformer.serving.guard import RequestGuard, error_message, validation_errors
+from adsformer.serving.memory import freeze_loaded_objects
+from adsformer.serving.process import prepare_process
 from adsformer.serving.ranking import RankingService
 from adsformer.serving.routers import events, health, metrics, rank
 from adsformer.serving.settings import ServingSettings
@@ -83,5 +85,10 @@ def create_app(settings: ServingSettings | None = None, *, service: RankingServi
 
 
 def app_from_env() -> FastAPI:
-    """The app configured by ``ADSFORMER_*`` environment variables (for ``uvicorn --factory``)."""
-    return create_app(ServingSettings())
+    """The app configured by ``ADSFORMER_*`` environment variables (for ``uvicorn --factory``, also with
+    ``--workers``): the process prepared (torch threads, malloc), the loaded objects frozen."""
+    settings = ServingSettings()
+    prepare_process(settings)
+    app = create_app(settings)
+    freeze_loaded_objects()
+    return app

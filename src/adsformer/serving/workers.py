@@ -27,8 +27,9 @@ from fastapi import FastAPI
 
 from adsformer.errors import UserError
 from adsformer.serving.app import create_app
-from adsformer.serving.memory import freeze_loaded_objects, keep_freed_memory
+from adsformer.serving.memory import freeze_loaded_objects
 from adsformer.serving.metrics import MULTIPROC_ENV, multiprocess_dir
+from adsformer.serving.process import prepare_process
 from adsformer.serving.settings import ServingSettings
 
 #: The environment variable that carries the settings (JSON) from ``adsformer serve`` to its workers
@@ -48,16 +49,6 @@ def check_workers(workers: int, settings: ServingSettings) -> None:
             "processes (events posted to one worker would be missing from the others' rankings); start "
             "redis-server and pass --redis-url redis://HOST:PORT/DB, or serve with --workers 1"
         )
-
-
-def prepare_process(settings: ServingSettings) -> None:
-    """Process-wide settings of a serving process, before it loads anything: torch's intra-op threads
-    (``torch_threads``; 0 leaves torch's own) and malloc keeping freed memory."""
-    import torch
-
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
-    keep_freed_memory()
 
 
 def worker_app() -> FastAPI:
