@@ -72,7 +72,8 @@ def test_frozen_objects_leave_the_collectors_generations():
     kept = [object()]  # a tracked container made before the freeze
     try:
         frozen = freeze_loaded_objects()
-        assert frozen == gc.get_freeze_count() > 0
+        # >=: objects another test left frozen in this worker process count too
+        assert gc.get_freeze_count() >= frozen > 0
         assert not any(o is kept for o in gc.get_objects())
         fresh = [object()]
         assert any(o is fresh for o in gc.get_objects())
