@@ -9,6 +9,10 @@ candidates being ranked. Both call :func:`within_request_rank` on the
 *standardized* column (a monotone map of the raw value, so the ranks are the raw values' ranks, and a missing
 value, standardized to 0, ranks as the training mean does), so training and serving cannot disagree.
 
+Online, a column the request's ``context`` supplies holds one value for every candidate, so its rank is 0.5
+for all of them: rank a column the catalog holds per listing (or pass per-candidate values through the
+catalog), or switch the rank off (``data.request_ranks: []``) for a run served that way.
+
 ``auto`` (the default) ranks the price columns: ``price`` and every ``f_*price`` column except ``f_log_*``
 (the log of a price ranks exactly as the price does).
 """
