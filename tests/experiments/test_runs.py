@@ -6,10 +6,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from adsformer.adpm.config import ENCODER_MIN_POSITIVES
 from adsformer.cli import app
 from adsformer.config import ConfigError
 from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
+from adsformer.experiments.runs import resolve_for_data, train_positives
+from adsformer.run.artifact import load_artifact
 from adsformer.run.config import load_experiment
 from adsformer.simulator import SimulatorConfig, simulate
 from adsformer.training.metrics import roc_auc
@@ -556,3 +559,40 @@ def test_adsformer_beats_the_baseline_on_the_simulators_planted_signal(sim_dir):
             model, result = fit(run_cfg, fs, show_progress=False)
             auc[user].append(test_metrics(model, fs, run_cfg, result.calibrator)["roc_auc"])
     assert min(auc["adsformer"]) > max(auc["baseline"]) + 0.02, auc
+
+
+def test_encoder_auto_is_decided_by_the_training_positives(sim_dir):
+    cfg = load_experiment(None)
+    assert cfg.model.adpm.encoder.enabled == "auto"
+    fs = build_features(read_dataset(sim_dir), cfg.data)
+    n = train_positives(fs, "ctr")
+    assert 0 < n < ENCODER_MIN_POSITIVES  # the tiny simulation: too few to learn the encoder
+    assert n == int(fs.clicked[fs.rows("train")].sum())
+
+    def enabled(c, **kw):
+        return resolve_for_data(c, fs, **kw).model.adpm.encoder.enabled
+
+    assert enabled(cfg) is False
+    assert enabled(cfg, positives=ENCODER_MIN_POSITIVES) is True
+    assert enabled(cfg, positives=ENCODER_MIN_POSITIVES - 1) is False
+    # given true / false: kept whatever the count
+    assert enabled(load_experiment(None, ["model.adpm.encoder.enabled=true"])) is True
+    assert enabled(load_experiment(None, ["model.adpm.encoder.enabled=false"]), positives=10**6) is False
+    with pytest.raises(ConfigError, match=r"model\.adpm\.encoder\.enabled"):
+        load_experiment(None, ["model.adpm.encoder.enabled=maybe"])
+
+
+def test_a_run_trained_with_encoder_auto_writes_the_decision_and_loads_without_data(sim_dir, tmp_path):
+    run = tmp_path / "run"
+    res = _ok(
+        runner.invoke(
+            app,
+            ["train", "--data", str(sim_dir), "--out", str(run), "--set", "epochs=1", "--set", "threads=1"],
+        )
+    )
+    assert "the sequence encoder is left out" in res.output
+    art = load_artifact(run)
+    assert art.config.model.adpm.encoder.enabled is False
+    assert "enabled: false" in (run / "config.yaml").read_text()
+    assert art.model.user.encoder is None and art.model.user.learned is not None
+    _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))

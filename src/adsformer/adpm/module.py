@@ -68,7 +68,7 @@ class ADPM(UserModule):
         self.encoder: AdSformerEncoder | None = None
         self.pretrained: PretrainedComponent | None = None
         self.learned: LearnedComponent | None = None
-        if cfg.encoder.enabled:
+        if cfg.encoder.enabled:  # "auto" unresolved (a model built without data) reads as on
             requested = cfg.encoder.pair
             if requested == "auto":  # unresolved (a model built without data): views, else the first
                 requested = choose_listing_pair("auto", dict.fromkeys(pairs, 1))

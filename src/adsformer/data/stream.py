@@ -181,6 +181,10 @@ class FeatureStore:
         c = self._task_counts(task)
         return c["train_positives"] / max(c["train"], 1)
 
+    def train_positives(self, task: str) -> int:
+        """Positive labels in the training split of ``task``."""
+        return int(self._task_counts(task)["train_positives"])
+
     def _task_counts(self, task: str) -> dict[str, int]:
         if task not in self.meta["counts"]:
             raise StoreError(f"{self.path}: no {task} rows (the dataset has no conversions)")

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from adsformer.adpm.config import ENCODER_MIN_POSITIVES, EncoderConfig
 from adsformer.config import ConfigError, to_dict
 from adsformer.console import RUN_LOG, log, log_text, recording, save_log, stage
 from adsformer.data.batching import iterate_batches
@@ -68,16 +69,35 @@ def check_task(ds: Dataset, task: str) -> None:
 
 def resolved(cfg: ExperimentConfig, fs: FeatureSet) -> ExperimentConfig:
     """The config with the sequence pairs the data actually produced, so evaluation rebuilds the same,
-    and ``auto`` one-sequence pairs resolved (:func:`resolve_listing_pairs`)."""
+    and what ``auto`` means for this data decided (:func:`resolve_for_data`)."""
     seq = dataclasses.replace(cfg.data.sequences, pairs=fs.info.pairs)
-    return resolve_listing_pairs(
-        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq)), fs
-    )
+    return resolve_for_data(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sequences=seq)), fs)
 
 
-def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = False) -> ExperimentConfig:
-    """``auto`` pairs of the encoder, BST and last-k made concrete for this data: ``listing:view`` when
-    the data has it, else the listing sequence with the most events (said on the console with ``say``)."""
+def train_positives(fs: FeatureSet, task: str) -> int:
+    """Positive labels in the training split (clicks for CTR, purchases of clicked impressions for PCCVR)."""
+    return int(fs.labels(task)[fs.rows("train", task)].sum())
+
+
+def resolve_for_data(
+    cfg: ExperimentConfig, fs: FeatureSet, *, positives: int | None = None, say: bool = False
+) -> ExperimentConfig:
+    """The model's ``auto`` settings made concrete for this data (said on the console with ``say``): the
+    encoder's, BST's and last-k's ``auto`` pair (``listing:view`` when the data has it, else the listing
+    sequence with the most events) and ``encoder.enabled: auto`` (on from
+    :data:`~adsformer.adpm.config.ENCODER_MIN_POSITIVES` positives in the training split; ``positives``
+    overrides the count read from ``fs``, for a feature store whose ``fs`` holds no rows)."""
+    encoder = cfg.model.adpm.encoder
+    if encoder.enabled == "auto":
+        n = train_positives(fs, cfg.task) if positives is None else positives
+        encoder = encoder.for_positives(n)
+        if say and cfg.model.user == "adsformer" and not encoder.enabled:
+            log(
+                f"note: the training split has {n:,} positive labels, fewer than "
+                f"{ENCODER_MIN_POSITIVES:,}: the sequence encoder is left out (too few to learn it reliably; "
+                f"--set model.adpm.encoder.enabled=true keeps it)"
+            )
+    cfg = _with_encoder(cfg, encoder)
     m = cfg.model
     if "auto" not in (m.adpm.encoder.pair, m.bst.pair, m.lastk.pair):
         return cfg
@@ -88,16 +108,18 @@ def resolve_listing_pairs(cfg: ExperimentConfig, fs: FeatureSet, *, say: bool = 
     def fix(p: str) -> str:
         return pair if p == "auto" else p
 
-    adpm = dataclasses.replace(
-        m.adpm, encoder=dataclasses.replace(m.adpm.encoder, pair=fix(m.adpm.encoder.pair))
-    )
+    cfg = _with_encoder(cfg, dataclasses.replace(m.adpm.encoder, pair=fix(m.adpm.encoder.pair)))
     model = dataclasses.replace(
-        m,
-        adpm=adpm,
+        cfg.model,
         bst=dataclasses.replace(m.bst, pair=fix(m.bst.pair)),
         lastk=dataclasses.replace(m.lastk, pair=fix(m.lastk.pair)),
     )
     return dataclasses.replace(cfg, model=model)
+
+
+def _with_encoder(cfg: ExperimentConfig, encoder: EncoderConfig) -> ExperimentConfig:
+    adpm = dataclasses.replace(cfg.model.adpm, encoder=encoder)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adpm=adpm))
 
 
 #: Called with each epoch's record (``epochs.csv`` row: train loss, validation log loss and ROC-AUC)
@@ -109,7 +131,7 @@ def fit(
 ) -> tuple[Any, TrainResult]:
     """Build the configured model for ``fs`` and train it; returns (model, result). ``on_epoch`` sees
     every epoch's record as it ends (tracking, pruning)."""
-    cfg = resolve_listing_pairs(cfg, fs, say=show_progress)
+    cfg = resolve_for_data(cfg, fs, say=show_progress)
     model = seeded_model(cfg, fs)
     model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
     return model, train(
@@ -297,6 +319,7 @@ def _train_streamed(
 ) -> TrainSummary:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
+    cfg = resolve_for_data(cfg, fs, positives=store.train_positives(cfg.task), say=show_progress)
     model = seeded_model(cfg, fs)
     model.set_base_rate(store.base_rate(cfg.task))
     source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
