@@ -75,6 +75,7 @@ def child(table_dir: str, vocab_size: int, steps: int, batch_size: int, max_len:
 
     torch.set_num_threads(1)
     from adsformer.adpm.pretrained import FrozenTable
+    from adsformer.data.inputs import ModelInputs
     from adsformer.data.vocab import Vocabulary
     from adsformer.models.registry import ModelSpec, build_model
     from adsformer.representations.table import RepresentationTable, align_to_vocabulary, vocabulary_rows
@@ -115,8 +116,10 @@ def child(table_dir: str, vocab_size: int, steps: int, batch_size: int, max_len:
             for e in ("listing", "shop", "taxonomy")
         }
         start = time.perf_counter()
-        logits = model(target, {"query": torch.randint(2, 5002, (B,), generator=g)}, torch.randn(B, 3, generator=g),
-                       {"listing:view": seq}, {"listing:view": lengths}, torch.randint(1, 20, (B,), generator=g))  # fmt: skip
+        logits = model(ModelInputs(
+            target, {"query": torch.randint(2, 5002, (B,), generator=g)}, torch.randn(B, 3, generator=g),
+            {"listing:view": seq}, {"listing:view": lengths}, position=torch.randint(1, 20, (B,), generator=g),
+        ))  # fmt: skip
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits, torch.rand(B, generator=g).round()
         )

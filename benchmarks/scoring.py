@@ -52,6 +52,7 @@ from torch import nn
 
 from adsformer.data.batching import iterate_batches
 from adsformer.data.features import FeatureSet, build_features
+from adsformer.data.inputs import ModelInputs
 from adsformer.data.validate import read_dataset
 from adsformer.io import atomic_file, write_json
 from adsformer.models.fast import FastScorer
@@ -95,15 +96,14 @@ class PlainOption:
         self.model, self.grad_mode = model, grad_mode
 
     def __call__(self, f: RequestFeatures) -> torch.Tensor:
-        ids, lens = f.expanded()
         with self.grad_mode():
-            return self.model(f.target, f.categorical, f.dense, ids, lens, None, f.touch)
+            return self.model(f.repeated())
 
     def rows(self, fs: FeatureSet, rows: np.ndarray) -> np.ndarray:
         out = []
         for b in iterate_batches(fs, rows, 4096):
             with self.grad_mode():
-                out.append(self.model(b.target, b.categorical, b.dense, b.seq_ids, b.seq_len, None, b.touch))
+                out.append(self.model(b.without_position()))
         return torch.cat(out).double().numpy()
 
 
@@ -114,7 +114,7 @@ class FastOption:
         self.scorer = FastScorer(model, mode=mode)  # type: ignore[arg-type]
 
     def __call__(self, f: RequestFeatures) -> torch.Tensor:
-        return self.scorer.logits(f.target, f.categorical, f.dense, f.seq_ids, f.seq_len, f.touch)
+        return self.scorer.logits(f)
 
     def rows(self, fs: FeatureSet, rows: np.ndarray) -> np.ndarray:
         """Rows with the same request code share the user and time, hence the sequences (checked: a
@@ -129,12 +129,14 @@ class FastOption:
                 t = torch.from_numpy(part)
                 out[group[part]] = (
                     self.scorer.logits(
-                        {k: v[t] for k, v in batch.target.items()},
-                        {k: v[t] for k, v in batch.categorical.items()},
-                        batch.dense[t],
-                        {k: v[t[:1]] for k, v in batch.seq_ids.items()},
-                        {k: v[t[:1]] for k, v in batch.seq_len.items()},
-                        None if batch.touch is None else batch.touch[t],
+                        ModelInputs(
+                            target={k: v[t] for k, v in batch.target.items()},
+                            categorical={k: v[t] for k, v in batch.categorical.items()},
+                            dense=batch.dense[t],
+                            seq_ids={k: v[t[:1]] for k, v in batch.seq_ids.items()},
+                            seq_len={k: v[t[:1]] for k, v in batch.seq_len.items()},
+                            touch=None if batch.touch is None else batch.touch[t],
+                        )
                     )
                     .double()
                     .numpy()

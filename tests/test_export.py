@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from adsformer.data.batching import make_batch
+from adsformer.data.inputs import ModelInputs
 from adsformer.data.schema import write_dataset
 from adsformer.experiments.runs import train_run
 from adsformer.models.registry import ModelSpec, build_model
@@ -94,13 +95,14 @@ def test_parity_on_synthetic_batches(run, exported, batch_size):
     with torch.no_grad():
         got = module(*inputs).numpy().astype(np.float64)
         logit = pred.model(
-            {"listing": listing, "shop": shop, "taxonomy": taxonomy},
-            {name: cats[:, j] for j, name in enumerate(meta["categorical"])},
-            dense,
-            dict(zip(meta["pairs"], seq_ids, strict=True)),
-            dict(zip(meta["pairs"], seq_len, strict=True)),
-            None,
-            touch,
+            ModelInputs(
+                {"listing": listing, "shop": shop, "taxonomy": taxonomy},
+                {name: cats[:, j] for j, name in enumerate(meta["categorical"])},
+                dense,
+                dict(zip(meta["pairs"], seq_ids, strict=True)),
+                dict(zip(meta["pairs"], seq_len, strict=True)),
+                touch=touch,
+            )
         )
     eager = pred.calibrator(logit.numpy())  # down-sampling correction (keep rate 0.5), then the run's choice
     assert pred.calibrator.keep_rate == 0.5 and meta["calibration"] == pred.calibrator.to_dict()
@@ -139,11 +141,13 @@ def test_every_user_module_traces(user):
     inputs = example_inputs(spec, pairs, ["query"], 50, 11, seed=3)
     with torch.no_grad():
         logit = model.eval()(
-            dict(zip(("listing", "shop", "taxonomy"), inputs[:3], strict=True)),
-            {"query": inputs[3][:, 0]},
-            inputs[4],
-            dict(zip(pairs, inputs[5], strict=True)),
-            dict(zip(pairs, inputs[6], strict=True)),
+            ModelInputs(
+                dict(zip(("listing", "shop", "taxonomy"), inputs[:3], strict=True)),
+                {"query": inputs[3][:, 0]},
+                inputs[4],
+                dict(zip(pairs, inputs[5], strict=True)),
+                dict(zip(pairs, inputs[6], strict=True)),
+            )
         )
         eager = correct_downsampling(torch.sigmoid(logit).numpy(), 0.25)
         assert np.abs(traced(*inputs).numpy() - eager).max() < TOL

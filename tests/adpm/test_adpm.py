@@ -8,6 +8,7 @@ from adsformer.adpm import ADPM, ADPMConfig, EncoderConfig, LearnedConfig, Pretr
 from adsformer.adpm import encoder as encoder_module
 from adsformer.adpm.encoder import AdSformerEncoder
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.data.inputs import ModelInputs
 
 PAIRS = ["listing:view", "listing:favorite", "shop:view", "query:search"]
 SIZES = {"listing": 20, "shop": 6, "taxonomy": 4, "query": 5}
@@ -25,6 +26,12 @@ def _inputs(B=4, M=6, seed=0):
         ids[p] = torch.where(mask, raw, torch.zeros_like(raw))
     target = torch.randint(2, SIZES["listing"], (B,), generator=g)
     return target, ids, lengths
+
+
+def _u(m, target, ids, lengths):
+    """The user vector of ADPM ``m`` for these rows (the model's inputs: the target listing, sequences)."""
+    B = target.shape[0]
+    return m(ModelInputs({"listing": target}, {}, torch.zeros(B, 0), ids, lengths))
 
 
 def _table(d=3):
@@ -46,7 +53,7 @@ def _adpm(**over):
 
 def test_output_shape_is_concat_of_components():
     m = _adpm()
-    u = m(*_inputs())
+    u = _u(m, *_inputs())
     # o1 = 32, o2 = 3 d x 2 listing pairs, o3 = listing 32 x 2 + shop 16 + query 16
     assert u.shape == (4, 32 + 6 + 96) and m.out_dim == 134
     assert torch.isfinite(u).all()
@@ -55,13 +62,13 @@ def test_output_shape_is_concat_of_components():
 def test_changing_padded_positions_never_changes_output():
     m = _adpm()
     target, ids, lengths = _inputs()
-    u1 = m(target, ids, lengths)
+    u1 = _u(m, target, ids, lengths)
     garbage = {}
     for p, x in ids.items():
         mask = torch.arange(x.shape[1])[None, :] < lengths[p][:, None]
         noise = torch.randint(2, SIZES[p.split(":")[0]], x.shape)
         garbage[p] = torch.where(mask, x, noise)
-    u2 = m(target, garbage, lengths)
+    u2 = _u(m, target, garbage, lengths)
     assert torch.allclose(u1, u2, atol=1e-6)
 
 
@@ -69,7 +76,7 @@ def test_all_empty_sequences_give_finite_output():
     m = _adpm()
     target, ids, lengths = _inputs()
     zero = {p: torch.zeros_like(v) for p, v in lengths.items()}
-    u = m(target, {p: torch.zeros_like(v) for p, v in ids.items()}, zero)
+    u = _u(m, target, {p: torch.zeros_like(v) for p, v in ids.items()}, zero)
     assert torch.isfinite(u).all()
     # components 2 and 3 pool nothing -> exactly zero; the encoder still sees the target
     assert (u[:, 32:] == 0).all() and (u[:, :32] != 0).any()
@@ -105,7 +112,7 @@ def test_max_vs_mean_pooling_differ():
 def test_frozen_tables_get_no_gradient_and_live_in_state_dict():
     m = _adpm()
     m.train()
-    u = m(*_inputs())
+    u = _u(m, *_inputs())
     u.sum().backward()
     table = m.pretrained.tables[0]
     assert "vectors" not in dict(m.named_parameters())
@@ -147,7 +154,7 @@ def test_component_subsets_and_errors():
 
 @torch.no_grad()
 def test_golden_values_with_seed():
-    u = _adpm()(*_inputs())
+    u = _u(_adpm(), *_inputs())
     # pinned from a reference run: catches silent changes to initialization, masking or pooling
     got = [float(v) for v in (u.sum(), u[1, :32].sum(), u[2, 32:38].sum(), u[3, 38:].abs().sum())]
     assert got == pytest.approx([55.9363, 29.3915, 1.4766, 38.9767], abs=2e-3)

@@ -13,6 +13,7 @@ from adsformer.adpm import fast as fast_encoder
 from adsformer.adpm.config import ADPMConfig, EncoderConfig, LearnedConfig, PretrainedConfig
 from adsformer.adpm.fast import encode_one_user
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.data.inputs import ModelInputs
 from adsformer.layers import dcn
 from adsformer.layers.user import UserModule
 from adsformer.models.config import BSTConfig, LastKConfig, ModelConfig, RankerConfig
@@ -95,14 +96,12 @@ def _inputs(lengths: dict[str, int], width: int, seed: int = 1):
     count = torch.randint(0, 4, (B, len(PAIRS)), generator=g).float()
     age = torch.randint(0, 3600, (B, len(PAIRS)), generator=g).float()
     touch = torch.stack([count, torch.where(count > 0, age, -1.0)], dim=2)
-    return target, categorical, dense, seq_ids, seq_len, touch
+    return ModelInputs(target, categorical, dense, seq_ids, seq_len, touch)  # the one-user form
 
 
-def _plain(model, target, categorical, dense, seq_ids, seq_len, touch):
-    ids = {k: v.expand(B, -1).contiguous() for k, v in seq_ids.items()}
-    lens = {k: v.expand(B).contiguous() for k, v in seq_len.items()}
+def _plain(model, inputs):
     with torch.no_grad():
-        return model(target, categorical, dense, ids, lens, None, touch)
+        return model(inputs.repeated())
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -110,8 +109,8 @@ def _plain(model, target, categorical, dense, seq_ids, seq_len, touch):
 def test_fast_path_equals_plain_forward(name, length):
     model = _model(CONFIGS[name])
     args = _inputs({"listing:view": length, "shop:view": max(0, length - 2), "query:search": 1}, width=14)
-    ref = _plain(model, *args)
-    got = FastScorer(model).logits(*args)
+    ref = _plain(model, args)
+    got = FastScorer(model).logits(args)
     assert got.shape == (B,) and ref.std() > 0.01  # not a constant model
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -120,10 +119,10 @@ def test_candidates_in_many_chunks(monkeypatch):
     """The per-candidate work runs in chunks of candidates; tiny chunks give the same logits."""
     model = _model(CONFIGS["adpm-2blocks-mean-2heads"])
     args = _inputs({"listing:view": 9}, width=12)
-    whole = FastScorer(model).logits(*args)
+    whole = FastScorer(model).logits(args)
     monkeypatch.setattr(fast_encoder, "CHUNK_POSITIONS", 25)  # 2 candidates per chunk at L = 10
-    torch.testing.assert_close(FastScorer(model).logits(*args), whole, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(whole, _plain(model, *args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(FastScorer(model).logits(args), whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(whole, _plain(model, args), rtol=1e-5, atol=1e-5)
 
 
 def test_padding_width_and_garbage_do_not_matter():
@@ -132,10 +131,10 @@ def test_padding_width_and_garbage_do_not_matter():
     narrow = _inputs({"listing:view": 4}, width=4, seed=3)
     wide = _inputs({"listing:view": 4}, width=40, seed=3)
     for pair in PAIRS:  # same real events, different padding (width and garbage beyond the length)
-        wide[3][pair][0, :4] = narrow[3][pair][0, :4]
-    wide = (narrow[0], narrow[1], narrow[2], wide[3], wide[4], narrow[5])
-    torch.testing.assert_close(scorer.logits(*wide), scorer.logits(*narrow), rtol=0, atol=1e-6)
-    torch.testing.assert_close(scorer.logits(*wide), _plain(model, *wide), rtol=1e-5, atol=1e-5)
+        wide.seq_ids[pair][0, :4] = narrow.seq_ids[pair][0, :4]
+    wide = dataclasses.replace(narrow, seq_ids=wide.seq_ids, seq_len=wide.seq_len)
+    torch.testing.assert_close(scorer.logits(wide), scorer.logits(narrow), rtol=0, atol=1e-6)
+    torch.testing.assert_close(scorer.logits(wide), _plain(model, wide), rtol=1e-5, atol=1e-5)
 
 
 def test_encoder_positions_match_the_padded_block():
@@ -157,15 +156,10 @@ def test_one_user_split_is_the_user_vector(name):
     model = _model(CONFIGS[name])
     user = model.user
     assert isinstance(user, UserModule) and model.in_dim > user.out_dim >= user.shared_dim >= 0
-    target, _, _, seq_ids, seq_len, touch = _inputs({"listing:view": 7, "shop:view": 2}, width=9)
+    inputs = _inputs({"listing:view": 7, "shop:view": 2}, width=9)
     with torch.no_grad():
-        split = user.one_user(target["listing"], seq_ids, seq_len, touch)
-        ref = user(
-            target["listing"],
-            {k: v.expand(B, -1) for k, v in seq_ids.items()},
-            {k: v.expand(B) for k, v in seq_len.items()},
-            touch,
-        )
+        split = user.one_user(inputs)
+        ref = user(inputs.repeated())
     assert split.shared.shape == (user.shared_dim,)
     assert split.per_target.shape == (B, user.out_dim - user.shared_dim)
     torch.testing.assert_close(split.full(), ref, rtol=1e-5, atol=1e-5)
@@ -185,8 +179,8 @@ def test_cached_sequence_mode_is_the_target_blind_encoder(cfg):
     is no sequence."""
     model = _model(CONFIGS[cfg])
     args = _inputs({"listing:view": 9}, width=12)
-    cached = FastScorer(model, mode="cached-sequence").logits(*args)
-    exact = FastScorer(model).logits(*args)
+    cached = FastScorer(model, mode="cached-sequence").logits(args)
+    exact = FastScorer(model).logits(args)
     assert (cached - exact).abs().max() > 1e-4  # the sequence positions' view of the target is gone
     attention = type(model.user.encoder.blocks[0].attn)
     original = attention.forward
@@ -203,13 +197,13 @@ def test_cached_sequence_mode_is_the_target_blind_encoder(cfg):
 
     attention.forward = target_blind
     try:
-        ref = _plain(model, *args)
+        ref = _plain(model, args)
     finally:
         attention.forward = original
     torch.testing.assert_close(cached, ref, rtol=1e-5, atol=1e-5)
     empty = _inputs({"listing:view": 0}, width=12)
     torch.testing.assert_close(
-        FastScorer(model, mode="cached-sequence").logits(*empty), _plain(model, *empty), rtol=1e-5, atol=1e-5
+        FastScorer(model, mode="cached-sequence").logits(empty), _plain(model, empty), rtol=1e-5, atol=1e-5
     )
 
 
@@ -231,4 +225,4 @@ def test_two_layer_quadratic_read_out_in_the_ranker(monkeypatch, name):
     monkeypatch.setattr(dcn, "_QUADRATIC_MIN_ROWS", 1)
     model = _model(CONFIGS[name])
     args = _inputs({"listing:view": 6, "shop:view": 3}, width=8)
-    torch.testing.assert_close(FastScorer(model).logits(*args), _plain(model, *args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(FastScorer(model).logits(args), _plain(model, args), rtol=1e-5, atol=1e-5)

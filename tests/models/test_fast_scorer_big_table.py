@@ -7,6 +7,7 @@ import torch
 
 from adsformer.adpm.config import ADPMConfig, PretrainedConfig
 from adsformer.adpm.pretrained import FrozenTable
+from adsformer.data.inputs import ModelInputs
 from adsformer.models.config import ModelConfig
 from adsformer.models.fast import FastScorer
 from adsformer.models.registry import ModelSpec, build_model
@@ -34,15 +35,8 @@ def test_indexed_float16_table_in_the_fast_path():
     seq_len = {p: torch.tensor([7]) for p in PAIRS}
     count = torch.randint(0, 3, (B, len(PAIRS)), generator=g).float()  # (B, P) each candidate's touches
     touch = torch.stack([count, torch.where(count > 0, 60.0, -1.0)], dim=2)  # (B, P, 2)
+    inputs = ModelInputs(target, categorical, dense, seq_ids, seq_len, touch)  # the one-user form
     with torch.no_grad():
-        ref = model(
-            target,
-            categorical,
-            dense,
-            {k: v.expand(B, -1) for k, v in seq_ids.items()},
-            {k: v.expand(B) for k, v in seq_len.items()},
-            None,
-            touch,
-        )
-    got = FastScorer(model).logits(target, categorical, dense, seq_ids, seq_len, touch)
+        ref = model(inputs.repeated())
+    got = FastScorer(model).logits(inputs)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

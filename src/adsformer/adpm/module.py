@@ -20,6 +20,7 @@ from adsformer.adpm.pretrained import FrozenTable, PretrainedComponent
 from adsformer.adpm.touch import TouchComponent
 from adsformer.config import ConfigError
 from adsformer.data.features import MERGED_PAIR, choose_listing_pair
+from adsformer.data.inputs import ModelInputs
 from adsformer.layers.user import OneUser, OneUserMode, UserModule, no_columns, require_eval
 
 
@@ -114,20 +115,15 @@ class ADPM(UserModule):
         read += self.learned.pairs if self.learned is not None else []
         self.pairs = tuple(dict.fromkeys(read))  # the sequences read (touch reads the touch block)
 
-    def forward(
-        self,
-        target: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        touch: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """target (B,) listing ids, seq_ids pair -> (B, M), seq_len pair -> (B,), touch (B, P_all, 2) raw
-        touch signals of every pair  ->  u (B, out_dim)."""
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """Per-row inputs: the target listing (B,), seq_ids pair -> (B, M), seq_len pair -> (B,), touch
+        (B, P_all, 2) raw touch signals of every pair  ->  u (B, out_dim)."""
+        target, seq_ids, seq_len = inputs.listing, inputs.seq_ids, inputs.seq_len
         parts = []
         if self.encoder is not None:
             parts.append(self.encoder(target, seq_ids[self.encoder_pair], seq_len[self.encoder_pair]))  # o1
         if self.touch is not None:
-            parts.append(self.touch(_require_touch(touch)))  # o4
+            parts.append(self.touch(_require_touch(inputs.touch)))  # o4
         if self.learned is not None and self.learned.attended:
             parts.append(self.learned.attend(target, seq_ids, seq_len))  # o3, target-attended pairs
         if self.pretrained is not None:
@@ -136,27 +132,20 @@ class ADPM(UserModule):
             parts.append(self.learned.averaged(seq_ids, seq_len))  # o3, averaged pairs
         return torch.cat(parts, dim=1)
 
-    def one_user(
-        self,
-        target: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        touch: torch.Tensor | None = None,
-        *,
-        mode: OneUserMode = "exact",
-    ) -> OneUser:
+    def one_user(self, inputs: ModelInputs, *, mode: OneUserMode = "exact") -> OneUser:
         """B targets (B,) and one user (seq_ids pair -> (1, M), seq_len pair -> (1,)), touch (B, P_all, 2):
         o1 with the encoder's sequence-side work once (:mod:`adsformer.adpm.fast`; ``cached-sequence``:
         the sequence encoded once, see :data:`~adsformer.layers.user.OneUserMode`), o4 and attended o3 per
         target; o2 and averaged o3 once."""
         require_eval(self)
+        target, seq_ids, seq_len = inputs.listing, inputs.seq_ids, inputs.seq_len
         per_target = [no_columns(target)]
         if self.encoder is not None:
             ids, length = seq_ids[self.encoder_pair][0], int(seq_len[self.encoder_pair][0])
             pool = pooled_cached_sequence if mode == "cached-sequence" else pooled_one_user
             per_target.append(pool(self.encoder, target, ids, length))  # o1 (B, D)
         if self.touch is not None:
-            per_target.append(self.touch(_require_touch(touch)))  # o4 (B, 3P)
+            per_target.append(self.touch(_require_touch(inputs.touch)))  # o4 (B, 3P)
         shared = [target.new_zeros(0, dtype=torch.float32)]
         if self.learned is not None:
             attended, averaged = self.learned.one_user(target, seq_ids, seq_len)

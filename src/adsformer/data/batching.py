@@ -16,40 +16,17 @@ import torch
 
 from adsformer.config import Task
 from adsformer.data.features import FeatureSet
+from adsformer.data.inputs import ModelInputs
 
 
-@dataclass(frozen=True)
-class Batch:
-    """One mini-batch. Shapes in comments."""
+@dataclass(frozen=True, kw_only=True)
+class Batch(ModelInputs):
+    """One mini-batch: the model's inputs (:class:`~adsformer.data.inputs.ModelInputs`, per-row form, with
+    ``position`` always given and ``seq_ids`` pair -> (B, M_b), M_b <= M) plus what training and evaluation
+    read beside them."""
 
     label: torch.Tensor  # (B,) float32
-    target: dict[str, torch.Tensor]  # entity -> (B,) int64 ids of the target listing
-    categorical: dict[str, torch.Tensor]  # name -> (B,) int64
-    dense: torch.Tensor  # (B, F) float32
-    position: torch.Tensor  # (B,) int64, 0 = unknown
-    seq_ids: dict[str, torch.Tensor]  # pair -> (B, M_b) int64, newest first, 0 = padding; M_b <= M
-    seq_len: dict[str, torch.Tensor]  # pair -> (B,) int64
     rows: np.ndarray  # (B,) row indices into the FeatureSet
-    touch: torch.Tensor | None = None  # (B, P, 2) float32 raw touch signals [count, age_s] per pair
-
-    def __len__(self) -> int:
-        return int(self.label.shape[0])
-
-    def to(self, device: torch.device | str) -> Batch:
-        def move(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {k: v.to(device, non_blocking=True) for k, v in d.items()}
-
-        return Batch(
-            self.label.to(device),
-            move(self.target),
-            move(self.categorical),
-            self.dense.to(device),
-            self.position.to(device),
-            move(self.seq_ids),
-            move(self.seq_len),
-            self.rows,
-            None if self.touch is None else self.touch.to(device),
-        )
 
 
 def make_batch(
@@ -76,15 +53,15 @@ def make_batch(
         seq_ids[name] = torch.from_numpy(ids.astype(np.int64))
         seq_len[name] = torch.from_numpy(lengths.astype(np.int64))
     return Batch(
-        label=torch.from_numpy(fs.labels(task)[rows].astype(np.float32)),
         target={k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in fs.target.items()},
         categorical={k: torch.from_numpy(v[rows].astype(np.int64)) for k, v in fs.categorical.items()},
         dense=torch.from_numpy(np.ascontiguousarray(fs.dense[rows])),
         position=torch.from_numpy(fs.position[rows].astype(np.int64)),
         seq_ids=seq_ids,
         seq_len=seq_len,
-        rows=rows,
         touch=_touch(fs, rows),
+        label=torch.from_numpy(fs.labels(task)[rows].astype(np.float32)),
+        rows=rows,
     )
 
 

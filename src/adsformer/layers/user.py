@@ -7,13 +7,15 @@ ranker concatenates to its wide input. The ranker and the fast one-user scorer k
 * ``pairs``: the (entity, action) sequences ``forward`` reads (batches need carry no other);
 * ``shared_dim``: the width of ``u``'s *trailing* columns that do not depend on the target listing (a
   module lays out its columns target-dependent first, shared last);
-* ``forward``: ``(target (B,), seq_ids {pair: (B, M)}, seq_len {pair: (B,)}, touch (B, P, 2) | None)``
-  -> ``u`` (B, out_dim), one user per row (training, evaluation, the plain forward);
-* ``one_user``: the same for B targets and *one* user (``seq_ids`` pair -> (1, M), ``seq_len`` pair ->
-  (1,)), split into the per-target columns (B, out_dim - shared) and the shared ones (shared,) computed
-  once. ``mode="exact"`` equals ``forward`` with the sequences repeated B times, up to float rounding;
-  ``mode="cached-sequence"`` lets a module use a cheaper approximation where it has one (see
-  :data:`OneUserMode`); a module without one computes exactly.
+* ``forward``: the model's inputs (:class:`~adsformer.data.inputs.ModelInputs`, per-row form) -> ``u``
+  (B, out_dim), one user per row (training, evaluation, the plain forward). A user module reads the target
+  listing (``inputs.listing`` (B,)), the sequences (``seq_ids`` pair -> (B, M), ``seq_len`` pair -> (B,))
+  and the touch signals (``touch`` (B, P, 2) | None), nothing else;
+* ``one_user``: the same for B targets and *one* user (the one-user form: ``seq_ids`` pair -> (1, M),
+  ``seq_len`` pair -> (1,)), split into the per-target columns (B, out_dim - shared) and the shared ones
+  (shared,) computed once. ``mode="exact"`` equals ``forward`` with the sequences repeated B times, up to
+  float rounding; ``mode="cached-sequence"`` lets a module use a cheaper approximation where it has one
+  (see :data:`OneUserMode`); a module without one computes exactly.
 
 A new user module is one file: a subclass implementing ``forward`` and ``one_user``, plus its builder line
 in :mod:`adsformer.models.registry`.
@@ -32,6 +34,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+from adsformer.data.inputs import ModelInputs
 
 #: How :meth:`UserModule.one_user` computes: ``exact`` (equal to the plain forward) or ``cached-sequence``:
 #: the sequence positions of a transformer are encoded once, without attending to the target, and each
@@ -63,27 +67,13 @@ class UserModule(nn.Module):
     shared_dim: int = 0
     pairs: tuple[str, ...] = ()
 
-    def forward(
-        self,
-        target: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        touch: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """target (B,), seq_ids pair -> (B, M), seq_len pair -> (B,), touch (B, P, 2) -> u (B, out_dim)."""
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """Per-row inputs of B rows -> u (B, out_dim)."""
         raise NotImplementedError
 
-    def one_user(
-        self,
-        target: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        touch: torch.Tensor | None = None,
-        *,
-        mode: OneUserMode = "exact",
-    ) -> OneUser:
-        """target (B,), seq_ids pair -> (1, M), seq_len pair -> (1,), touch (B, P, 2) -> :class:`OneUser`
-        with ``shared`` of width ``shared_dim`` in exact mode. Needs eval mode (no dropout)."""
+    def one_user(self, inputs: ModelInputs, *, mode: OneUserMode = "exact") -> OneUser:
+        """One-user inputs of B targets -> :class:`OneUser` with ``shared`` of width ``shared_dim`` in exact
+        mode. Needs eval mode (no dropout)."""
         raise NotImplementedError
 
 

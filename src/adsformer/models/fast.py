@@ -1,9 +1,10 @@
 """Fast scoring of many candidate listings for one user: :class:`FastScorer`.
 
-A ranking request scores B candidates (up to ~600) against one user's sequences. The plain batched forward
-(:meth:`Ranker.forward` with the user's sequences repeated B times) recomputes everything the candidates
-share. :class:`FastScorer` computes the same logits with the shared work done once, through
-:meth:`Ranker.one_user_logits`: each part says itself what it shares.
+A ranking request scores B candidates (up to ~600) against one user's sequences: one
+:class:`~adsformer.data.inputs.ModelInputs` in its one-user form. The plain batched forward
+(:meth:`Ranker.forward` of ``inputs.repeated()``: the user's sequences repeated B times) recomputes
+everything the candidates share. :class:`FastScorer` computes the same logits with the shared work done
+once, through :meth:`Ranker.one_user_logits`: each part says itself what it shares.
 
 * **the user vector**: every user module splits itself into per-candidate and shared columns
   (:meth:`adsformer.layers.user.UserModule.one_user`). ADPM's encoder shares the first block's
@@ -26,12 +27,9 @@ from __future__ import annotations
 
 import torch
 
+from adsformer.data.inputs import ModelInputs
 from adsformer.layers.user import ONE_USER_MODES, OneUserMode
 from adsformer.models.ranker import Ranker
-
-SeqIds = dict[str, torch.Tensor]  # pair -> (1, M) ids of the one user, newest first
-SeqLen = dict[str, torch.Tensor]  # pair -> (1,) lengths
-Touch = torch.Tensor | None  # (B, P, 2) raw touch signals of each candidate
 
 
 class FastScorer:
@@ -46,18 +44,11 @@ class FastScorer:
         self.mode: OneUserMode = mode
 
     @torch.inference_mode()
-    def logits(
-        self,
-        target: dict[str, torch.Tensor],
-        categorical: dict[str, torch.Tensor],
-        dense: torch.Tensor,
-        seq_ids: SeqIds,
-        seq_len: SeqLen,
-        touch: Touch = None,
-    ) -> torch.Tensor:
-        """target / categorical: name -> (B,) ids, dense (B, F_d); seq_ids pair -> (1, M), seq_len pair ->
-        (1,) for the one user; touch (B, P, 2) each candidate's touch signals  ->  logits (B,), as
-        ``model(...)`` gives with the sequences repeated B times (exact mode)."""
+    def logits(self, inputs: ModelInputs) -> torch.Tensor:
+        """The one-user form of B candidates' inputs (target / categorical name -> (B,) ids, dense (B, F_d);
+        seq_ids pair -> (1, M), seq_len pair -> (1,) for the one user; touch (B, P, 2) each candidate's
+        touch signals)  ->  logits (B,), as ``model(inputs.repeated())`` gives without position (exact
+        mode)."""
         if self.model.training:
             raise ValueError("FastScorer needs a model in eval() mode")
-        return self.model.one_user_logits(target, categorical, dense, seq_ids, seq_len, touch, mode=self.mode)
+        return self.model.one_user_logits(inputs, mode=self.mode)

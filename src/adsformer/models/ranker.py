@@ -2,8 +2,9 @@
 (paper figure 3). The user module is passed in, so ADPM, BST, last-k or none are swapped by configuration.
 
 Clicks depend on where an ad was shown. A shallow position tower (:mod:`adsformer.layers.position`, paper
-section 5.3) absorbs that during training: its logit is added only when ``position`` is passed, which the
-training loop does and scoring never does, so predictions estimate relevance free of the display position.
+section 5.3) absorbs that during training: its logit is added only when the inputs carry a ``position``,
+which training batches do and scoring never does, so predictions estimate relevance free of the display
+position. Every path hands the ranker one :class:`~adsformer.data.inputs.ModelInputs`.
 
 Letters: B batch, F wide width (target + query + categorical embeddings + dense), U user width.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adsformer.data.inputs import ModelInputs
 from adsformer.layers.dcn import CrossNetwork, DeepTower
 from adsformer.layers.position import PositionTower
 from adsformer.layers.user import OneUserMode, UserModule, require_eval
@@ -87,57 +89,37 @@ class Ranker(nn.Module):
         rate = min(max(float(rate), 1e-6), 1 - 1e-6)
         self.head.bias.fill_(math.log(rate / (1 - rate)))
 
-    def forward(
-        self,
-        target: dict[str, torch.Tensor],
-        categorical: dict[str, torch.Tensor],
-        dense: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        position: torch.Tensor | None = None,
-        touch: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """-> logits (B,). ``position`` (B,) (1 = top, 0 = unknown) only in training; ``touch`` (B, P, 2) the
-        raw touch signals of every pair (read by ADPM's touch component)."""
-        parts = self._wide(target, categorical, dense)
-        x0 = torch.cat([*parts, self.user(target["listing"], seq_ids, seq_len, touch)], dim=1)  # (B, F + U)
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """Per-row inputs of B rows (:class:`~adsformer.data.inputs.ModelInputs`) -> logits (B,). The
+        position tower's logit is added when ``inputs.position`` (B,) (1 = top, 0 = unknown) is given, which
+        only training does; ``inputs.touch`` (B, P, 2) is read by ADPM's touch component."""
+        x0 = torch.cat([*self._wide(inputs), self.user(inputs)], dim=1)  # (B, F + U)
         h = torch.cat([self.cross(x0), self.deep(x0)], dim=1)  # (B, F + U + deep_out)
         logit = self.head(h).squeeze(1)  # (B,)
-        if position is not None and self.position_tower is not None:
-            logit = logit + self.position_tower(position, categorical)  # (B,)
+        if inputs.position is not None and self.position_tower is not None:
+            logit = logit + self.position_tower(inputs.position, inputs.categorical)  # (B,)
         return logit
 
-    def one_user_logits(
-        self,
-        target: dict[str, torch.Tensor],
-        categorical: dict[str, torch.Tensor],
-        dense: torch.Tensor,
-        seq_ids: dict[str, torch.Tensor],
-        seq_len: dict[str, torch.Tensor],
-        touch: torch.Tensor | None = None,
-        *,
-        mode: OneUserMode = "exact",
-    ) -> torch.Tensor:
-        """Logits (B,) of B candidates for *one* user, with the work the candidates share done once:
-        target / categorical name -> (B,), dense (B, F_d), seq_ids pair -> (1, M), seq_len pair -> (1,),
-        touch (B, P, 2). ``mode="exact"`` equals ``forward`` with the user's sequences repeated B times
-        (no position) up to float rounding.
+    def one_user_logits(self, inputs: ModelInputs, *, mode: OneUserMode = "exact") -> torch.Tensor:
+        """Logits (B,) of B candidates for *one* user, with the work the candidates share done once: the
+        one-user form of the inputs (target / categorical name -> (B,), dense (B, F_d), seq_ids pair ->
+        (1, M), seq_len pair -> (1,), touch (B, P, 2); the position is not read). ``mode="exact"`` equals
+        ``forward`` of :meth:`~adsformer.data.inputs.ModelInputs.repeated` without position, up to float
+        rounding.
 
         The user module splits its vector into per-candidate and shared columns
         (:meth:`~adsformer.layers.user.UserModule.one_user`); the cross network and the deep tower multiply
         the shared columns once, and the last cross layer folds into the head
         (:meth:`~adsformer.layers.dcn.CrossNetwork.read_out`). Needs eval mode."""
         require_eval(self)
-        u = self.user.one_user(target["listing"], seq_ids, seq_len, touch, mode=mode)
-        x_c = torch.cat([*self._wide(target, categorical, dense), u.per_target], dim=1)  # (B, F + Uc)
+        u = self.user.one_user(inputs, mode=mode)
+        x_c = torch.cat([*self._wide(inputs), u.per_target], dim=1)  # (B, F + Uc)
         w = self.head.weight[0]  # (F + U + deep_out,)
         deep = self.deep.forward_shared(x_c, u.shared)  # (B, deep_out)
         return self.cross.read_out(x_c, u.shared, w[: self.in_dim]) + deep @ w[self.in_dim :] + self.head.bias
 
-    def _wide(
-        self, target: dict[str, torch.Tensor], categorical: dict[str, torch.Tensor], dense: torch.Tensor
-    ) -> list[torch.Tensor]:
+    def _wide(self, inputs: ModelInputs) -> list[torch.Tensor]:
         """The wide input's parts: target and categorical embeddings (B, e each), dense (B, F_d)."""
-        parts = [emb(target[e]) for e, emb in self.target_emb.items()]
-        parts += [emb(categorical[name]) for name, emb in self.cat_emb.items()]
-        return [*parts, dense]
+        parts = [emb(inputs.target[e]) for e, emb in self.target_emb.items()]
+        parts += [emb(inputs.categorical[name]) for name, emb in self.cat_emb.items()]
+        return [*parts, inputs.dense]

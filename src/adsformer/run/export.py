@@ -19,7 +19,9 @@ then Platt scaling; PCCVR: Platt scaling)::
 ``M`` is the run's ``max_len``, always the full width (the module is traced on untrimmed blocks). The
 sidecar ``FILE.pt.json`` (also embedded in the module as the extra file ``adsformer.json``) names the
 inputs, their order, the dense statistics and the vocabulary sizes; the run's ``vocab/`` maps ids to
-indices (or use :class:`adsformer.run.predictor.Predictor` to build inputs, then :func:`stack_inputs`).
+indices (or use :class:`adsformer.run.predictor.Predictor` to build inputs, then :func:`stack_inputs`). The
+plain tensors are the :class:`~adsformer.data.inputs.ModelInputs` every other path hands the ranker, taken
+apart (:func:`stack_inputs`) and put back together inside the module.
 
 The module is traced with ``torch.jit.trace`` on a synthetic batch whose sequences have many different
 lengths (0, 1, a few, M - 1 and M), then checked against the eager model on other batch sizes.
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adsformer.data.batching import Batch
+from adsformer.data.inputs import ModelInputs
 from adsformer.io import atomic_file
 from adsformer.models.ranker import Ranker
 from adsformer.models.registry import ModelSpec
@@ -92,34 +94,38 @@ class ScoringModule(nn.Module):
         # The trace fixes M: a block of another width fails here (expand) instead of scoring wrongly. A width
         # of 1 broadcasts, which is exact for lengths <= 1 since padding is masked everywhere.
         seq_ids = seq_ids.expand(len(self.pairs), -1, self.max_len)
-        target = {"listing": listing, "shop": shop, "taxonomy": taxonomy}
-        cats = {name: categorical[:, j] for j, name in enumerate(self.categorical)}
-        ids = {pair: seq_ids[i] for i, pair in enumerate(self.pairs)}
-        lengths = {pair: seq_len[i] for i, pair in enumerate(self.pairs)}
-        logit = self.model(target, cats, dense, ids, lengths, None, touch)  # (B,), no position tower
+        inputs = ModelInputs(  # the plain tensors put back together, as stack_inputs took them apart
+            target={"listing": listing, "shop": shop, "taxonomy": taxonomy},
+            categorical={name: categorical[:, j] for j, name in enumerate(self.categorical)},
+            dense=dense,
+            seq_ids={pair: seq_ids[i] for i, pair in enumerate(self.pairs)},
+            seq_len={pair: seq_len[i] for i, pair in enumerate(self.pairs)},
+            touch=touch,
+        )
+        logit = self.model(inputs)  # (B,), no position tower
         return torch.sigmoid(self.scale * (logit + self.log_keep_rate) + self.bias)
 
 
-def stack_inputs(batch: Batch, pairs: list[str], categorical: list[str]) -> tuple[torch.Tensor, ...]:
-    """A :class:`Batch` built with ``make_batch(..., trim=False)`` as the exported module's inputs."""
-    widths = {int(batch.seq_ids[p].shape[1]) for p in pairs}
+def stack_inputs(inputs: ModelInputs, pairs: list[str], categorical: list[str]) -> tuple[torch.Tensor, ...]:
+    """Per-row model inputs with every sequence block M wide (a :class:`~adsformer.data.batching.Batch`
+    built with ``make_batch(..., trim=False)``) as the exported module's plain tensors, in
+    :data:`INPUT_NAMES` order; the position is not an input."""
+    widths = {int(inputs.seq_ids[p].shape[1]) for p in pairs}
     if len(widths) > 1:
         raise ValueError(
             f"sequence blocks have different widths {sorted(widths)}: use make_batch(trim=False)"
         )
-    B = len(batch)
-    cats = [batch.categorical[name] for name in categorical]
+    B = len(inputs)
+    cats = [inputs.categorical[name] for name in categorical]
     return (
-        batch.target["listing"],
-        batch.target["shop"],
-        batch.target["taxonomy"],
+        *(inputs.target[e] for e in TARGETS),
         torch.stack(cats, dim=1) if cats else torch.zeros((B, 0), dtype=torch.int64),
-        batch.dense,
-        torch.stack([batch.seq_ids[p] for p in pairs])
+        inputs.dense,
+        torch.stack([inputs.seq_ids[p] for p in pairs])
         if pairs
         else torch.zeros((0, B, 1), dtype=torch.int64),
-        torch.stack([batch.seq_len[p] for p in pairs]) if pairs else torch.zeros((0, B), dtype=torch.int64),
-        batch.touch if batch.touch is not None else _untouched(B, len(pairs)),
+        torch.stack([inputs.seq_len[p] for p in pairs]) if pairs else torch.zeros((0, B), dtype=torch.int64),
+        inputs.touch if inputs.touch is not None else _untouched(B, len(pairs)),
     )
 
 

@@ -20,11 +20,9 @@ from adsformer.run.calibration import sigmoid
 
 
 def forward(model: nn.Module, batch: Batch, *, with_position: bool = False) -> torch.Tensor:
-    """The model's logits (B,) for a batch; the position tower only ``with_position`` (training)."""
-    position = batch.position if with_position else None
-    return model(
-        batch.target, batch.categorical, batch.dense, batch.seq_ids, batch.seq_len, position, batch.touch
-    )
+    """The model's logits (B,) for a batch (its :class:`~adsformer.data.inputs.ModelInputs`); the position
+    tower only ``with_position`` (training)."""
+    return model(batch if with_position else batch.without_position())
 
 
 @torch.no_grad()

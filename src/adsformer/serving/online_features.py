@@ -6,7 +6,8 @@ Two halves, both mirroring :mod:`adsformer.data.features` (the parity test compa
 * :func:`sequence_items` turns a batch of events into the store's entries: each event is enriched from its
   listing (shop, taxonomy and ``c_*`` attributes where the event lacks them, as ``enrich_events`` does) and
   contributes its entity value to every configured (entity, action) pair of its action;
-* :class:`OnlineFeatures` builds a request's tensors for one trained run: the candidates' target ids
+* :class:`OnlineFeatures` builds a request's model inputs (:class:`~adsformer.data.inputs.ModelInputs`,
+  the type training batches and export use too) for one trained run: the candidates' target ids
   (listing, shop, taxonomy), categorical ids (query, ``c_*``: request context first, else the listing's),
   standardized dense features (bid, price, ``f_*``) -- precomputed per catalog listing where they do not
   depend on the request -- and the user's sequences from the store, cut to the run's window and length
@@ -30,6 +31,7 @@ import torch
 
 from adsformer.data.dense import standardize, transform
 from adsformer.data.features import MERGED_PAIR, Pair, pack_actions
+from adsformer.data.inputs import ModelInputs
 from adsformer.data.ranks import ranked_column, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.sequences import in_window
@@ -82,24 +84,14 @@ def enrich_event(event: Mapping[str, Any], catalog: Catalog) -> dict[str, str]:
     return values
 
 
-@dataclass
-class RequestFeatures:
-    """One request's model inputs (tensors shaped as a :class:`~adsformer.data.batching.Batch` row set)."""
+@dataclass(frozen=True, kw_only=True)
+class RequestFeatures(ModelInputs):
+    """One request's model inputs in the one-user form (:class:`~adsformer.data.inputs.ModelInputs`: the
+    candidates' target, categorical, dense and touch (B, ...), the user's ``seq_ids`` pair -> (1, M) and
+    ``seq_len`` pair -> (1,); no position), with the candidates' ids and the raw sequence entries used."""
 
     listing_ids: list[str]
-    target: dict[str, torch.Tensor]  # entity -> (B,) int64
-    categorical: dict[str, torch.Tensor]  # name -> (B,) int64
-    dense: torch.Tensor  # (B, F) float32
-    seq_ids: dict[str, torch.Tensor]  # pair -> (1, M) int64, newest first, 0 = padding
-    seq_len: dict[str, torch.Tensor]  # pair -> (1,) int64
     sequences: dict[str, list[tuple[int, str]]]  # pair -> the raw (ts, value) entries used, newest first
-    touch: torch.Tensor | None = None  # (B, P, 2) float32 raw touch signals of each candidate, pairs' order
-
-    def expanded(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """The sequences repeated for every candidate: (B, M) ids and (B,) lengths (the plain forward)."""
-        B = len(self.listing_ids)
-        ids = {k: v.expand(B, -1).contiguous() for k, v in self.seq_ids.items()}
-        return ids, {k: v.expand(B).contiguous() for k, v in self.seq_len.items()}
 
 
 class OnlineFeatures:
@@ -179,14 +171,14 @@ class OnlineFeatures:
         self._request_ranks(dense)
         seq_ids, seq_len, used = self._sequences(state, now)
         return RequestFeatures(
-            list(listing_ids),
-            {e: torch.from_numpy(v.astype(np.int64)) for e, v in target.items()},
-            {c: torch.from_numpy(v.astype(np.int64)) for c, v in categorical.items()},
-            torch.from_numpy(dense),
-            seq_ids,
-            seq_len,
-            used,
-            torch.from_numpy(self._touch(listing_ids, rows, query, context, used, now)),
+            target={e: torch.from_numpy(v.astype(np.int64)) for e, v in target.items()},
+            categorical={c: torch.from_numpy(v.astype(np.int64)) for c, v in categorical.items()},
+            dense=torch.from_numpy(dense),
+            seq_ids=seq_ids,
+            seq_len=seq_len,
+            touch=torch.from_numpy(self._touch(listing_ids, rows, query, context, used, now)),
+            listing_ids=list(listing_ids),
+            sequences=used,
         )
 
     def _touch(

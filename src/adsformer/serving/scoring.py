@@ -71,14 +71,9 @@ class ServingModel:
         if not feats.listing_ids:
             return torch.zeros(0)
         if fast:
-            return self.scorer.logits(
-                feats.target, feats.categorical, feats.dense, feats.seq_ids, feats.seq_len, feats.touch
-            )
-        seq_ids, seq_len = feats.expanded()
+            return self.scorer.logits(feats)
         with torch.inference_mode():
-            return self.predictor.model(
-                feats.target, feats.categorical, feats.dense, seq_ids, seq_len, None, feats.touch
-            )
+            return self.predictor.model(feats.repeated())
 
     def probabilities(self, feats: RequestFeatures, *, fast: bool = True) -> np.ndarray:
         """Calibrated probabilities (B,) float64."""
