@@ -34,8 +34,9 @@ import numbers
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,7 +49,7 @@ from adsformer.serving.candidates import CandidateSource
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.feature_log import FeatureLog, served_rows
 from adsformer.serving.metrics import ServingMetrics
-from adsformer.serving.online_features import sequence_items
+from adsformer.serving.online_features import RequestFeatures, sequence_items
 from adsformer.serving.outcome import RankedAd, RankOutcome, RankQuery
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import (
@@ -256,100 +257,160 @@ class RankingService:
 
     # -- ranking ---------------------------------------------------------------------------------------
     def rank(self, q: RankQuery) -> RankOutcome:
+        """Ranked, priced ads for ``q``: the stages of the module docstring, in order."""
+        r = self._begin(q)
+        hit = self._cached(r)
+        if hit is not None:
+            return hit
+        candidates, retrieval_note = self._retrieve(r)
+        state = self._user_state(r)
+        self._count(r, candidates)
+        ids = [c.listing_id for c in candidates]
+        bids = self.bids(ids)
+        feats = self._features(r, ids, bids, state)
+        p_ctr, p_pccvr = self._score(r, feats, ids)
+        ads = self._auction(r, candidates, bids, p_ctr, p_pccvr)
+        return self._assemble(r, ads, len(ids), state, feats[0].sequences, retrieval_note)
+
+    def _begin(self, q: RankQuery) -> _Request:
+        """The request's time (``q.ts``, else the server clock; refused outside [0, MAX_TS]) and who it is
+        for: without a user or browser id it is not personalized."""
         start = time.perf_counter()
-        timings: dict[str, float] = {}
         now = int(q.ts) if q.ts is not None else int(self.clock())
         if not 0 <= now <= MAX_TS:
             raise ValueError(f"request time {now} is outside [0, {MAX_TS}]")
-        personalized, reason = q.user_key is not None, None if q.user_key else NO_ID
-        stamp = VersionStamp("", 0)
+        return _Request(q, now, start, q.user_key is not None, None if q.user_key else NO_ID)
+
+    def _cached(self, r: _Request) -> RankOutcome | None:
+        """Stages 1-2: the user's version stamp (only with the cache on: else the read carries the version;
+        a store failure -> not personalized) and the cache; a hit is logged and answered as is."""
+        q = r.q
         if q.user_key is not None and self.cache.enabled:  # the cache key needs it; else the read has it
             try:
-                stamp = self.store.stamp(q.user_key)
+                r.stamp = self.store.stamp(q.user_key)
             except StoreUnavailableError:
-                personalized, reason = False, STORE_DOWN
+                r.fall_back(STORE_DOWN)
                 self.metrics.store_errors.labels("version").inc()
-        version = stamp.version
-        key = self._cache_key(q, stamp if personalized else VersionStamp("", -1))
-        hit = self.cache.get(key) if personalized or q.user_key is None else None
-        if hit is not None:
-            self.metrics.cache.labels("hit").inc()
-            out = replace(hit, request_id=_request_id(), cached=True, timings_ms={"total": _ms(start)})
-            self._log(q, now, out, None)
-            return out
-        self.metrics.cache.labels("miss").inc()
+        r.version = r.stamp.version
+        r.key = self._cache_key(q, r.stamp if r.personalized else VersionStamp("", -1))
+        hit = self.cache.get(r.key) if r.cacheable else None
+        if hit is None:
+            self.metrics.cache.labels("miss").inc()
+            return None
+        self.metrics.cache.labels("hit").inc()
+        out = replace(hit, request_id=_request_id(), cached=True, timings_ms={"total": _ms(r.start)})
+        self._log(q, r.now, out, None)
+        return out
 
-        t = time.perf_counter()
-        candidates, retrieval_note = self.retrieve(q)
-        timings["retrieve"] = self._stage("retrieve", t)
+    def _retrieve(self, r: _Request) -> tuple[list[Any], str | None]:
+        """Stage 3: the candidates (:meth:`retrieve`), timed."""
+        with self._timed(r, "retrieve"):
+            return self.retrieve(r.q)
+
+    def _user_state(self, r: _Request) -> UserState | None:
+        """Stage 4: the user's sequences at the request time, when personalized (a store failure -> not
+        personalized); its version is the request's."""
+        if not (r.personalized and r.q.user_key is not None):
+            return None
         state: UserState | None = None
-        if personalized and q.user_key is not None:
-            t = time.perf_counter()
+        with self._timed(r, "store"):
             try:
-                state = self.store.read(q.user_key, self.pairs, now)
-                version = state.version
+                state = self.store.read(r.q.user_key, self.pairs, r.now)
+                r.version = state.version
             except StoreUnavailableError:
-                personalized, reason = False, STORE_DOWN
+                r.fall_back(STORE_DOWN)
                 self.metrics.store_errors.labels("read").inc()
-            timings["store"] = self._stage("store", t)
-        if reason is not None:
-            self.metrics.fallbacks.labels(reason).inc()
+        return state
+
+    def _count(self, r: _Request, candidates: Sequence[Any]) -> None:
+        """The request's fallback (why it is not personalized), if any, and its number of candidates."""
+        if r.reason is not None:
+            self.metrics.fallbacks.labels(r.reason).inc()
         self.metrics.candidates.observe(len(candidates))
 
-        ids = [c.listing_id for c in candidates]
-        bids = self.bids(ids)
-        t = time.perf_counter()
-        feats = [
-            m.features(ids, query=q.query, state=state, now=now, bids=bids, context=q.context)
-            for m in self.models
-        ]
-        timings["features"] = self._stage("features", t)
-        t = time.perf_counter()
-        # at most scoring_concurrency requests on the models at once; a request that waited scoring_wait_s
-        # is shed (503) rather than queue without bound behind an overload
-        if not self._scoring.acquire(timeout=self.scoring_wait_s):
-            self.metrics.shed.inc()
-            raise OverloadedError(f"no scoring slot within {self.scoring_wait_s} s (scoring_wait_s)")
-        try:
-            timings["queue"] = self._stage("queue", t)
-            t = time.perf_counter()
-            p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
-            p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
-        finally:
-            self._scoring.release()
-        timings["score"] = self._stage("score", t)
-        t = time.perf_counter()
-        result = run_auction(bids, p_ctr, pccvr_factor(p_pccvr, len(ids), self.auction), q.n, self.auction)
-        ads = [
-            RankedAd(
-                listing_id=ids[i],
-                position=r + 1,
-                p_ctr=float(p_ctr[i]),
-                p_pccvr=float(p_pccvr[i]) if p_pccvr is not None else None,
-                value=float(result.value[i]),
-                cpc=float(result.cpc[r]),
-                bid=float(bids[i]),
-                source=candidates[i].source,
-            )
-            for r, i in enumerate(result.winners.tolist())
-        ]
-        timings["auction"] = self._stage("auction", t)
-        timings["total"] = _ms(start)
+    def _features(
+        self, r: _Request, ids: list[str], bids: np.ndarray, state: UserState | None
+    ) -> list[RequestFeatures]:
+        """Stage 5a: each model's inputs for the candidates, timed."""
+        q = r.q
+        with self._timed(r, "features"):
+            return [
+                m.features(ids, query=q.query, state=state, now=r.now, bids=bids, context=q.context)
+                for m in self.models
+            ]
+
+    def _score(
+        self, r: _Request, feats: list[RequestFeatures], ids: list[str]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stage 5b: calibrated pCTR (B,) and pPCCVR (B,) (None without a PCCVR run), under a scoring slot:
+        at most ``scoring_concurrency`` requests on the models at once; a request that waited
+        ``scoring_wait_s`` is shed (:class:`OverloadedError`, 503) rather than queue without bound behind
+        an overload. The wait and the scoring are timed apart."""
+        with self._timed(r, "queue"):
+            if not self._scoring.acquire(timeout=self.scoring_wait_s):
+                self.metrics.shed.inc()
+                raise OverloadedError(f"no scoring slot within {self.scoring_wait_s} s (scoring_wait_s)")
+        with self._timed(r, "score"):
+            try:
+                p_ctr = self.ctr.probabilities(feats[0]) if ids else np.zeros(0)
+                p_pccvr = self.pccvr.probabilities(feats[1]) if self.pccvr is not None and ids else None
+            finally:
+                self._scoring.release()
+        return p_ctr, p_pccvr
+
+    def _auction(
+        self,
+        r: _Request,
+        candidates: Sequence[Any],
+        bids: np.ndarray,
+        p_ctr: np.ndarray,
+        p_pccvr: np.ndarray | None,
+    ) -> list[RankedAd]:
+        """Stage 6: value scores and the second-price auction; the winners as ranked ads, timed."""
+        with self._timed(r, "auction"):
+            n = len(candidates)
+            result = run_auction(bids, p_ctr, pccvr_factor(p_pccvr, n, self.auction), r.q.n, self.auction)
+            return [
+                RankedAd(
+                    listing_id=candidates[i].listing_id,
+                    position=place + 1,
+                    p_ctr=float(p_ctr[i]),
+                    p_pccvr=float(p_pccvr[i]) if p_pccvr is not None else None,
+                    value=float(result.value[i]),
+                    cpc=float(result.cpc[place]),
+                    bid=float(bids[i]),
+                    source=candidates[i].source,
+                )
+                for place, i in enumerate(result.winners.tolist())
+            ]
+
+    def _assemble(
+        self,
+        r: _Request,
+        ads: list[RankedAd],
+        n_candidates: int,
+        state: UserState | None,
+        sequences: Mapping[str, list[tuple[int, str]]],
+        retrieval_note: str | None,
+    ) -> RankOutcome:
+        """Stage 7: the outcome (with the total time), the feature log (request, sequences used, served
+        ads) and the cache."""
+        r.timings["total"] = _ms(r.start)
         out = RankOutcome(
             _request_id(),
             ads,
-            personalized,
-            reason,
+            r.personalized,
+            r.reason,
             False,
-            len(ids),
-            version,
+            n_candidates,
+            r.version,
             state.n_events if state is not None else 0,
-            timings,
+            r.timings,
             retrieval_note,
         )
-        self._log(q, now, out, feats[0].sequences if feats else None)
-        if personalized or q.user_key is None:
-            self.cache.put(key, out)
+        self._log(r.q, r.now, out, sequences)
+        if r.cacheable:
+            self.cache.put(r.key, out)
         return out
 
     def retrieve(self, q: RankQuery) -> tuple[list[Any], str | None]:
@@ -380,10 +441,15 @@ class RankingService:
         context = tuple(sorted((k, str(v)) for k, v in q.context.items()))
         return (q.user_key, stamp.epoch, stamp.version, q.query, q.listing_id, q.n, context, q.ts)
 
-    def _stage(self, stage: str, t: float) -> float:
+    @contextmanager
+    def _timed(self, r: _Request, stage: str) -> Iterator[None]:
+        """Time the block as ``stage``: the request's ``timings[stage]`` (ms) and the stage latency metric;
+        a block that raises records nothing."""
+        t = time.perf_counter()
+        yield
         seconds = time.perf_counter() - t
         self.metrics.stage_latency.labels(stage).observe(seconds)
-        return seconds * 1e3
+        r.timings[stage] = seconds * 1e3
 
     def _log(
         self, q: RankQuery, now: int, out: RankOutcome, sequences: Mapping[str, list[tuple[int, str]]] | None
@@ -394,6 +460,33 @@ class RankingService:
         impressions, request = served_rows(q, now, out, sequences, runs)
         self.feature_log.log("impressions", impressions)
         self.feature_log.log("requests", [request])
+
+
+@dataclass
+class _Request:
+    """One ranking request as its stages see it: when and for whom, whether it is still personalized (a
+    store failure turns that off, with the reason), the version stamp and version it is scored at, its
+    cache key and the stage timings (ms) so far."""
+
+    q: RankQuery
+    now: int
+    start: float  # time.perf_counter() at arrival
+    personalized: bool
+    reason: str | None
+    stamp: VersionStamp = field(default_factory=lambda: VersionStamp("", 0))  # none read (yet)
+    version: int = 0
+    key: tuple = ()
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def fall_back(self, reason: str) -> None:
+        """Serve the request without the user's sequences, saying why."""
+        self.personalized, self.reason = False, reason
+
+    @property
+    def cacheable(self) -> bool:
+        """A ranking may be cached (and a cached one served) when personalized, or for nobody in particular;
+        never for a user whose history could not be read."""
+        return self.personalized or self.q.user_key is None
 
 
 def _request_id() -> str:
