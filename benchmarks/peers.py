@@ -173,7 +173,7 @@ def run_ours(entry: ModelEntry, fs: Any, base: list[str], seed: int) -> dict[str
         "train_seconds": result.train_seconds,
         "train_examples_per_s": result.examples_per_s,
         "best_epoch": result.best_epoch,
-        "epochs": [{k: v for k, v in e.items() if k != "step"} for e in result.epochs],
+        "epochs": [{k: v for k, v in e.to_dict().items() if k != "step"} for e in result.epochs],
     }
 
 
@@ -191,7 +191,7 @@ def run_peer(
         "train_seconds": result.train_seconds,
         "train_examples_per_s": result.examples_per_s,
         "best_epoch": result.best_epoch,
-        "epochs": [{k: v for k, v in e.items() if k != "step"} for e in result.epochs],
+        "epochs": [{k: v for k, v in e.to_dict().items() if k != "step"} for e in result.epochs],
     }
 
 

@@ -97,5 +97,5 @@ def test_peer_training_mirrors_the_loop(sim_dir):
     assert result.calibrator.method == "platt" and result.calibrator.fit_rows == fs.rows("val").size
     z = peer_logits(model, adapter, fs.rows("val"), 64)  # the restored (best) state scores validation
     assert z.shape == (fs.rows("val").size,)
-    best = result.epochs[result.best_epoch]["val_roc_auc"]
-    assert best == max(e["val_roc_auc"] for e in result.epochs)
+    best = result.epochs[result.best_epoch].val_roc_auc
+    assert best == max(e.val_roc_auc for e in result.epochs)

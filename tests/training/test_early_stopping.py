@@ -76,11 +76,11 @@ def test_stops_after_patience_epochs_without_improvement_and_restores_the_best(t
     monkeypatch.setattr(loop, "roc_auc", _scripted([0.60, 0.70, 0.65, 0.64, 0.90, 0.95]))
     model, result, states = _train(tiny, ["epochs=6", "patience=2"])
     assert result.best_epoch == 1 and result.stopped_early and result.epochs_run == 4
-    assert [e["epoch"] for e in result.epochs] == [0, 1, 2, 3]
-    assert result.best == result.epochs[1] and result.best["val_roc_auc"] == 0.70
+    assert [e.epoch for e in result.epochs] == [0, 1, 2, 3]
+    assert result.best == result.epochs[1] and result.best.val_roc_auc == 0.70
     assert _same_state(model.state_dict(), states[1]) and not _same_state(states[1], states[3])
     # the returned model scores the validation rows exactly as the best epoch did
-    assert _val_log_loss(model, tiny[1], result) == pytest.approx(result.epochs[1]["val_log_loss"], abs=1e-6)
+    assert _val_log_loss(model, tiny[1], result) == pytest.approx(result.epochs[1].val_log_loss, abs=1e-6)
 
 
 def test_monitor_log_loss_keeps_the_lowest_loss(tiny, monkeypatch):

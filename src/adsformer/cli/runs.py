@@ -63,11 +63,11 @@ def _trained_rows(summary: TrainSummary, *, auto_batch: bool = False) -> dict[st
         "examples/s": summary.train_examples_per_s,
         "epochs run": f"{run}, stopped early" if summary.stopped_early else run,
         "best epoch (from 0, restored)": summary.best_epoch,
-        f"best epoch's val roc_auc{' (monitored)' if summary.monitor == 'roc_auc' else ''}": best.get(
-            "val_roc_auc", float("nan")
+        f"best epoch's val roc_auc{' (monitored)' if summary.monitor == 'roc_auc' else ''}": (
+            best.val_roc_auc if best is not None else float("nan")
         ),
-        f"best epoch's val log_loss{' (monitored)' if summary.monitor == 'log_loss' else ''}": best.get(
-            "val_log_loss", float("nan")
+        f"best epoch's val log_loss{' (monitored)' if summary.monitor == 'log_loss' else ''}": (
+            best.val_log_loss if best is not None else float("nan")
         ),
     }
 

@@ -49,6 +49,7 @@ from adsformer.training.metrics import (
     roc_auc,
     rowwise,
 )
+from adsformer.training.records import EpochRecord, StepRecord
 
 #: Rows above which the bootstrap draws fewer requests per resample (m-out-of-n, rescaled): bounds its cost
 BOOTSTRAP_MAX_ROWS = 100_000
@@ -123,7 +124,7 @@ def _with_encoder(cfg: ExperimentConfig, encoder: EncoderConfig) -> ExperimentCo
 
 
 #: Called with each epoch's record (``epochs.csv`` row: train loss, validation log loss and ROC-AUC)
-OnEpoch = Callable[[dict[str, Any]], None]
+OnEpoch = Callable[[EpochRecord], None]
 
 
 def fit(
@@ -486,30 +487,32 @@ def write_evaluation(
 
 
 def _write_history(directory: Path, result: TrainResult) -> None:
-    with (directory / "history.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "epoch", "train_loss", "lr"])
-        writer.writeheader()
-        writer.writerows(result.history)
-    with (directory / "epochs.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(result.epochs[0]) if result.epochs else ["epoch"])
-        writer.writeheader()
-        writer.writerows(result.epochs)
+    _write_rows(directory / "history.csv", StepRecord.COLUMNS, [h.to_dict() for h in result.history])
+    _write_rows(directory / "epochs.csv", EpochRecord.COLUMNS, [e.to_dict() for e in result.epochs])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     if result.history:
-        steps = [h["step"] for h in result.history]
-        axes[0].plot(steps, [h["train_loss"] for h in result.history], label="train (running mean per epoch)")
+        steps = [h.step for h in result.history]
+        axes[0].plot(steps, [h.train_loss for h in result.history], label="train (running mean per epoch)")
     if result.epochs:
-        ep_steps = [e["step"] for e in result.epochs]
+        ep_steps = [e.step for e in result.epochs]
         axes[0].plot(
-            ep_steps, [e["val_log_loss"] for e in result.epochs], "o-", label="validation (natural rate)"
+            ep_steps, [e.val_log_loss for e in result.epochs], "o-", label="validation (natural rate)"
         )
-        axes[1].plot(ep_steps, [e["val_roc_auc"] for e in result.epochs], "o-", color="C2")
+        axes[1].plot(ep_steps, [e.val_roc_auc for e in result.epochs], "o-", color="C2")
     axes[0].set(xlabel="step", ylabel="log loss", title="Loss")
     axes[0].legend(fontsize=8)
     axes[1].set(xlabel="step", ylabel="ROC-AUC", title="Validation ROC-AUC")
     fig.tight_layout()
     fig.savefig(directory / "curves.png", dpi=110)
     plt.close(fig)
+
+
+def _write_rows(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """A CSV file of ``rows`` under a header of ``columns``."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def mean_std(values: list[float]) -> dict[str, float]:

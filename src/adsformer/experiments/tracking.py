@@ -30,6 +30,7 @@ from adsformer.console import log
 
 if TYPE_CHECKING:
     from adsformer.experiments.train_summary import TrainSummary
+    from adsformer.training.records import EpochRecord
 from adsformer.extras import require_package
 from adsformer.io import write_json
 
@@ -50,8 +51,8 @@ class Tracker(Protocol):
     def params(self, params: Mapping[str, Any]) -> None:
         """The run's settings (flat: dotted keys to scalars)."""
 
-    def epoch(self, record: Mapping[str, Any]) -> None:
-        """One epoch's record (``epochs.csv`` row): its numbers as scalars at step ``record['epoch']``."""
+    def epoch(self, record: EpochRecord) -> None:
+        """One epoch's record (``epochs.csv`` row): its numbers as scalars at step ``record.epoch``."""
 
     def metrics(self, values: Mapping[str, Any], prefix: str) -> None:
         """Final numbers (e.g. the test metrics) as ``PREFIX_NAME`` scalars; non-numbers are skipped."""
@@ -115,10 +116,9 @@ class TensorBoardTracker:
         text = "\n".join(f"    {k}: {v}" for k, v in params.items())  # indented: markdown code
         self.writer.add_text("config", text, 0)
 
-    def epoch(self, record: Mapping[str, Any]) -> None:
-        step = int(record.get("epoch", 0))
-        for key, value in numbers(record).items():
-            self.writer.add_scalar(key, value, step)
+    def epoch(self, record: EpochRecord) -> None:
+        for key, value in numbers(record.to_dict()).items():
+            self.writer.add_scalar(key, value, record.epoch)
 
     def metrics(self, values: Mapping[str, Any], prefix: str) -> None:
         for key, value in numbers(values).items():
@@ -156,10 +156,9 @@ class MLflowTracker:
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
-    def epoch(self, record: Mapping[str, Any]) -> None:
-        step = int(record.get("epoch", 0))
-        for key, value in numbers(record).items():
-            self.client.log_metric(self.run_id, key, value, step=step)
+    def epoch(self, record: EpochRecord) -> None:
+        for key, value in numbers(record.to_dict()).items():
+            self.client.log_metric(self.run_id, key, value, step=record.epoch)
 
     def metrics(self, values: Mapping[str, Any], prefix: str) -> None:
         for key, value in numbers(values).items():
@@ -216,8 +215,8 @@ def train_tracked(data_dir: Path, cfg: Any, out: Path, backend: Backend) -> Trai
     try:
         tracker.params(flat_params(cfg))
         summary = train_run(data_dir, cfg, out, on_epoch=tracker.epoch)
-        if summary.epochs:
-            tracker.metrics(summary.best, "best")
+        if summary.best is not None:
+            tracker.metrics(summary.best.to_dict(), "best")
         save_record(out, tracker)
     finally:
         tracker.close()

@@ -5,7 +5,7 @@ The JSON is a public contract: :meth:`TrainSummary.to_dict` writes the fields ``
 ``train_seconds``, ``features_seconds``, ``batch_size``, ``steps_per_epoch``, ``max_epochs``, ``epochs_run``,
 ``stopped_early``, ``monitor``, ``best_epoch``, ``epochs``, ``calibration`` (and ``world_size`` when more
 than one process trained), in that order. ``epochs`` are the per-epoch records of ``epochs.csv``
-(:func:`adsformer.training.loop.epoch_record`).
+(:class:`adsformer.training.records.EpochRecord`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 from adsformer.data.features import FeatureSet
 from adsformer.run.config import ExperimentConfig
 from adsformer.training.loop import TrainResult
+from adsformer.training.records import EpochRecord
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class TrainSummary:
     stopped_early: bool
     monitor: str
     best_epoch: int  # index into epochs: the restored state
-    epochs: tuple[Mapping[str, Any], ...]
+    epochs: tuple[EpochRecord, ...]
     calibration: Mapping[str, Any]
     world_size: int = 1
 
@@ -118,9 +119,9 @@ class TrainSummary:
         )
 
     @property
-    def best(self) -> Mapping[str, Any]:
-        """The restored (best) epoch's record; empty before any epoch."""
-        return self.epochs[self.best_epoch] if self.epochs else {}
+    def best(self) -> EpochRecord | None:
+        """The restored (best) epoch's record; None before any epoch."""
+        return self.epochs[self.best_epoch] if self.epochs else None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of ``train_summary.json``."""
@@ -143,7 +144,7 @@ class TrainSummary:
             "stopped_early": self.stopped_early,
             "monitor": self.monitor,
             "best_epoch": self.best_epoch,
-            "epochs": [dict(e) for e in self.epochs],
+            "epochs": [e.to_dict() for e in self.epochs],
             "calibration": dict(self.calibration),
         }
         if self.world_size > 1:

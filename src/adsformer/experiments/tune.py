@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,10 @@ from adsformer.data.schema import Dataset
 from adsformer.data.stream import is_store
 from adsformer.data.validate import read_dataset
 from adsformer.experiments import tracking
-from adsformer.experiments.runs import check_task, evaluate_run, fit, write_run
+from adsformer.experiments.runs import OnEpoch, check_task, evaluate_run, fit, write_run
 from adsformer.io import atomic_file, claim, growing_dir, write_json
-from adsformer.run.config import ExperimentConfig, ParamSpec
+from adsformer.run.config import ExperimentConfig, Monitor, ParamSpec
+from adsformer.training.records import EpochRecord
 
 STUDY_FILE, STUDY_NAME, TRIALS_DIR = "study.db", "adsformer-tune", "trials"
 #: Files SQLite may leave beside the study (its rollback journal): adsformer's too
@@ -286,11 +287,11 @@ class EpochReport:
     """The ``on_epoch`` hook of a trial: reports the epoch's validation metric to Optuna and prunes the
     trial (raises :class:`optuna.TrialPruned`) when the pruner says so, never after the last epoch."""
 
-    def __init__(self, trial: Trial, metric: str, epochs: int) -> None:
+    def __init__(self, trial: Trial, metric: Monitor, epochs: int) -> None:
         self.trial, self.metric, self.epochs = trial, metric, epochs
 
-    def __call__(self, record: Mapping[str, Any]) -> None:
-        epoch, value = int(record["epoch"]), float(record[f"val_{self.metric}"])
+    def __call__(self, record: EpochRecord) -> None:
+        epoch, value = record.epoch, float(record.val(self.metric))
         if not math.isfinite(value):
             return
         self.trial.report(value, epoch)
@@ -300,10 +301,10 @@ class EpochReport:
             raise optuna.TrialPruned(f"val {self.metric} {value:.4f} after epoch {epoch + 1}")
 
 
-def hooks(*fns: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+def hooks(*fns: OnEpoch | None) -> OnEpoch:
     """One ``on_epoch`` hook calling each of ``fns`` in order."""
 
-    def call(record: dict[str, Any]) -> None:
+    def call(record: EpochRecord) -> None:
         for fn in fns:
             if fn is not None:
                 fn(record)
@@ -366,7 +367,7 @@ class Objective:
             )
             if tracker is not None:
                 tracking.save_record(run, tracker)
-        value = float(result.best[f"val_{cfg.tune.metric}"])
+        value = float(result.best.val(cfg.tune.metric)) if result.best is not None else float("nan")
         for key, attr in (
             ("run", f"{TRIALS_DIR}/{run.name}"),
             ("epochs_run", result.epochs_run),

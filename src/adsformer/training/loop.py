@@ -24,7 +24,6 @@ import math
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +44,7 @@ from adsformer.training.calibrate import choose_calibrator
 from adsformer.training.distributed import DistContext
 from adsformer.training.lazy_adam import LazyAdam
 from adsformer.training.metrics import log_loss, roc_auc
+from adsformer.training.records import EpochRecord, StepRecord
 from adsformer.training.sources import BatchSource, InMemorySource
 
 #: ``batch_size=0`` (auto): the largest power of two in [AUTO_BATCH_MIN, AUTO_BATCH_MAX] that still gives an
@@ -74,8 +74,8 @@ def resolve_batch_size(batch_size: int, n_train: int) -> int:
 
 @dataclass
 class TrainResult:
-    history: list[dict[str, Any]] = field(default_factory=list)  # per logged step
-    epochs: list[dict[str, Any]] = field(default_factory=list)  # per epoch run, with validation metrics
+    history: list[StepRecord] = field(default_factory=list)  # per logged step
+    epochs: list[EpochRecord] = field(default_factory=list)  # per epoch run, with validation metrics
     best_epoch: int = 0  # index into ``epochs`` of the restored state (best validation ``monitor``)
     stopped_early: bool = False  # ``patience`` epochs without improvement ended training before ``epochs``
     batch_size: int = 0  # the resolved (global) batch size
@@ -99,9 +99,9 @@ class TrainResult:
         return len(self.epochs)
 
     @property
-    def best(self) -> dict[str, Any]:
-        """The best epoch's record (train loss, validation metrics, step); empty before any epoch."""
-        return self.epochs[self.best_epoch] if self.epochs else {}
+    def best(self) -> EpochRecord | None:
+        """The best epoch's record (train loss, validation metrics, step); None before any epoch."""
+        return self.epochs[self.best_epoch] if self.epochs else None
 
 
 def make_optimizers(model: nn.Module, cfg: TrainConfig, task: str) -> list[torch.optim.Optimizer]:
@@ -162,7 +162,7 @@ def train(
     cfg: TrainConfig,
     *,
     show_progress: bool = True,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
     ece_bins: int = 15,
 ) -> TrainResult:
     """Train ``model`` on the training rows of ``data`` for ``task`` (ctr | pccvr); returns the history.
@@ -342,15 +342,15 @@ class _Run:
         """A ``history`` row: the epoch's running mean training loss over every rank, the learning rate."""
         total_loss, total_seen = distributed.all_sum([running, float(seen)], self.ctx)
         self.result.history.append(
-            {
-                "step": self.step,
-                "epoch": epoch,
-                "train_loss": total_loss / total_seen,
-                "lr": self.schedules[0].get_last_lr()[0],
-            }
+            StepRecord(
+                step=self.step,
+                epoch=epoch,
+                train_loss=total_loss / total_seen,
+                lr=float(self.schedules[0].get_last_lr()[0]),
+            )
         )
 
-    def validate(self, epoch: int, train_loss: float) -> tuple[dict[str, Any], bool]:
+    def validate(self, epoch: int, train_loss: float) -> tuple[EpochRecord, bool]:
         """Score the validation rows, record the epoch; keep a snapshot when it improved on the best;
         returns the record and whether it improved."""
         labels, logits = _validation_logits(
@@ -397,34 +397,35 @@ class _Run:
 
 def epoch_record(
     epoch: int, train_loss: float, val_labels: np.ndarray, val_pred: np.ndarray, step: int
-) -> dict[str, Any]:
-    """One row of ``epochs.csv``: the epoch's mean training loss and its validation log loss and ROC-AUC
-    (NaN without validation rows); the peers' training loop writes the same rows."""
+) -> EpochRecord:
+    """The record of a finished epoch: its mean training loss and its validation log loss and ROC-AUC of
+    ``val_pred`` (N,) against ``val_labels`` (N,) (NaN without validation rows); the peers' training loop
+    records the same."""
     has_val = bool(val_labels.size)
-    return {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "val_log_loss": log_loss(val_labels, val_pred) if has_val else float("nan"),
-        "val_roc_auc": roc_auc(val_labels, val_pred) if has_val else float("nan"),
-        "step": step,
-    }
-
-
-def epoch_line(task: Task, record: dict[str, Any], epochs: int, seconds: float, *, best: bool) -> str:
-    """The progress line of a finished epoch: its training loss and validation scores."""
-    return (
-        f"train {task}: epoch {record['epoch'] + 1}/{epochs} done in {seconds:.1f} s: train loss "
-        f"{record['train_loss']:.4f}, val log_loss {record['val_log_loss']:.4f}, val roc_auc "
-        f"{record['val_roc_auc']:.4f}{' (best so far)' if best else ''}"
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=train_loss,
+        val_log_loss=log_loss(val_labels, val_pred) if has_val else float("nan"),
+        val_roc_auc=roc_auc(val_labels, val_pred) if has_val else float("nan"),
+        step=step,
     )
 
 
-def monitored_score(record: dict[str, Any], monitor: str) -> float:
+def epoch_line(task: Task, record: EpochRecord, epochs: int, seconds: float, *, best: bool) -> str:
+    """The progress line of a finished epoch: its training loss and validation scores."""
+    return (
+        f"train {task}: epoch {record.epoch + 1}/{epochs} done in {seconds:.1f} s: train loss "
+        f"{record.train_loss:.4f}, val log_loss {record.val_log_loss:.4f}, val roc_auc "
+        f"{record.val_roc_auc:.4f}{' (best so far)' if best else ''}"
+    )
+
+
+def monitored_score(record: EpochRecord, monitor: str) -> float:
     """The higher-is-better score of an epoch record for ``monitor``: validation ROC-AUC (its negated log
     loss when AUC is undefined: one class only) or the negated validation log loss; NaN never improves."""
-    if monitor == "roc_auc" and np.isfinite(record["val_roc_auc"]):
-        return float(record["val_roc_auc"])
-    loss = float(record["val_log_loss"])
+    if monitor == "roc_auc" and np.isfinite(record.val_roc_auc):
+        return float(record.val_roc_auc)
+    loss = float(record.val_log_loss)
     return -loss if np.isfinite(loss) else -float("inf")
 
 
