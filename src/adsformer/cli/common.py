@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,10 @@ from adsformer.config import DataConfig, load_config, preset_names
 from adsformer.console import err_console, log
 from adsformer.errors import error_line
 from adsformer.extras import Extra, missing_extra, require
+
+if TYPE_CHECKING:
+    from adsformer.experiments.tracking import Backend
+    from adsformer.run.config import ExperimentConfig
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output directory (written atomically).")]
 SetOpt = Annotated[
@@ -159,6 +163,26 @@ def progress_printer() -> Callable[..., None]:
     return report
 
 
-def given(**kwargs: str | None) -> dict[str, str]:
+def given(**kwargs: Any) -> dict[str, Any]:
     """Command-line options that were actually given (they override the config file)."""
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@contextmanager
+def writing_runs(
+    out: Path,
+    overwrite: bool,
+    config: str | None,
+    overrides: list[str] | None,
+    log_to: str | None,
+    **options: Any,
+) -> Iterator[tuple[ExperimentConfig, Backend | None]]:
+    """What a command that trains into ``--out`` (``train``, ``tune``) does first, inside one-line errors and
+    the ``--out`` check (:func:`output_dir`): the tracking backend of ``--log-to`` (None without it) and the
+    experiment config (``--config``, the command's ``options`` that were given, ``--set``)."""
+    from adsformer.experiments.tracking import check_backend
+    from adsformer.run.config import load_experiment
+
+    with friendly_errors(), output_dir(out, overwrite):
+        backend = check_backend(log_to) if log_to else None
+        yield load_experiment(config, overrides, extra=given(**options)), backend

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from adsformer.cli.common import SettingsFileOpt, friendly_errors, needs, output_dir
+from adsformer.cli.common import DataOpt, SettingsFileOpt, friendly_errors, needs, output_dir
 from adsformer.config import load_config
 from adsformer.console import console, kv_table, records_table
+from adsformer.extras import Extra
 
 represent_app = typer.Typer(
     help="Learn listing representation tables (written atomically with a quality report).",
     no_args_is_help=True,
 )
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Canonical dataset directory.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Table directory (written atomically).")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="Override a setting: key=value (repeatable).")
@@ -46,22 +47,43 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     console.print(f"wrote [bold]{out}[/] (vectors.parquet, table.json, quality.json, similarity.png)")
 
 
-@represent_app.command("skipgram")
-def skipgram_cmd(
-    data: DataOpt,
-    out: OutOpt,
-    config: SettingsFileOpt = None,
-    set_: SetOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
-    sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
-    needs("represent skipgram", "represent")
-    from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
+#: A learner: (data, out, settings) -> the table's report (as ``represent_*`` return it)
+Learner = Callable[[Path, Path, Any], dict[str, Any]]
+#: What a kind prints once its table is written: (report, out)
+Show = Callable[[dict[str, Any], Path], None]
+#: A kind of table: imports and returns its settings class and its learner
+Kind = Callable[[], tuple[type, Learner]]
 
-    with friendly_errors(), output_dir(out, overwrite):
-        cfg = load_config(SkipGramConfig, config, set_)
-        report = represent_skipgram(data, out, cfg)
+
+def table_command(kind: str, show: Show, *extras: Extra) -> Callable[[Kind], Kind]:
+    """Register ``adsformer represent KIND``. The decorated function imports and returns the table's
+    settings class and learner; its docstring is the command's help. Every kind takes the same options
+    (``--data``, ``--out``, ``--config``, ``--set``, ``--overwrite``) and needs ``extras``; ``show`` prints
+    what it wrote."""
+
+    def register(learner: Kind) -> Kind:
+        def command(
+            data: DataOpt,
+            out: OutOpt,
+            config: SettingsFileOpt = None,
+            set_: SetOpt = None,
+            overwrite: OverwriteOpt = False,
+        ) -> None:
+            if extras:
+                needs(f"represent {kind}", *extras)
+            settings, learn = learner()
+            with friendly_errors(), output_dir(out, overwrite):
+                report = learn(data, out, load_config(settings, config, set_))
+            show(report, out)
+
+        command.__doc__ = learner.__doc__
+        represent_app.command(kind)(command)
+        return learner
+
+    return register
+
+
+def _show_skipgram(report: dict[str, Any], out: Path) -> None:
     s = report["settings"]
     console.print(
         f"{s['sessions']:,} sessions ({s['purchase_sessions']:,} with a purchase), "
@@ -70,23 +92,16 @@ def skipgram_cmd(
     _print_report(report, out)
 
 
-@represent_app.command("text")
-def text_cmd(
-    data: DataOpt,
-    out: OutOpt,
-    config: SettingsFileOpt = None,
-    set_: SetOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
-    window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
-    of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
-    needs("represent text", "represent")
-    from adsformer.representations.text import TextConfig, represent_text
+@table_command("skipgram", _show_skipgram, "represent")
+def _skipgram() -> tuple[type, Learner]:
+    """Skip-gram listing vectors from browsing sessions (d=64, window 5, hierarchical softmax, purchase
+    sessions up-sampled 5:1). Reads only events before the test period unless --set until=all."""
+    from adsformer.representations.skipgram import SkipGramConfig, represent_skipgram
 
-    with friendly_errors(), output_dir(out, overwrite):
-        cfg = load_config(TextConfig, config, set_)
-        report = represent_text(data, out, cfg)
+    return SkipGramConfig, represent_skipgram
+
+
+def _show_text(report: dict[str, Any], out: Path) -> None:
     s = report["settings"]
     console.print(
         f"{s['documents']:,} listings, {s['tokens']:,} tokens, vocabulary {s['vocabulary']:,} "
@@ -98,22 +113,17 @@ def text_cmd(
     _print_report(report, out)
 
 
-@represent_app.command("air")
-def air_cmd(
-    data: DataOpt,
-    out: OutOpt,
-    config: SettingsFileOpt = None,
-    set_: SetOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """AIR listing vectors (d=256): one shared tower over content tables (--set tables=TEXT,VISUAL) and
-    numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
-    softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
-    from adsformer.representations.air import AIRConfig, represent_air
+@table_command("text", _show_text, "represent")
+def _text() -> tuple[type, Learner]:
+    """fastText-style text vectors of listings (d=128, skip-gram with character n-grams 3..6, lr 0.05,
+    window 5, 5 negatives, 5 epochs) over normalized titles, tags and taxonomy paths; a listing is the mean
+    of its tokens. Works on a dataset or a catalog; tokens seen < min_count times are dropped unless in keep."""
+    from adsformer.representations.text import TextConfig, represent_text
 
-    with friendly_errors(), output_dir(out, overwrite):
-        cfg = load_config(AIRConfig, config, set_)
-        report = represent_air(data, out, cfg)
+    return TextConfig, represent_text
+
+
+def _show_air(report: dict[str, Any], out: Path) -> None:
     r = report["retrieval"]
     console.print(
         f"{r['listings']:,} listings, {r['train_pairs']:,} training pairs, {r['eval_pairs']:,} held-out pairs"
@@ -124,27 +134,17 @@ def air_cmd(
     _print_report(report, out)
 
 
-@represent_app.command("visual")
-def visual_cmd(
-    data: DataOpt,
-    out: OutOpt,
-    config: SettingsFileOpt = None,
-    set_: SetOpt = None,
-    overwrite: OverwriteOpt = False,
-) -> None:
-    """Multitask visual listing vectors: ImageNet EfficientNet-Lite0, a 256-d layer and one head per label
-    column (tasks=auto: article type, color, subcategory, gender where present, else taxonomy and color),
-    trained with a task-balanced sampler on cached backbone features (--set finetune_epochs=1 then also
-    fine-tunes the last blocks on augmented images). About 25 ms an image at 224 px on one CPU thread
-    (--set image_size=128 is ~4x faster). Also writes heads.json (held-out accuracy per head) and
-    neighbours.png."""
-    needs("represent visual", "vision")
-    from adsformer.console import records_table
-    from adsformer.representations.visual import VisualConfig, represent_visual
+@table_command("air", _show_air)
+def _air() -> tuple[type, Learner]:
+    """AIR listing vectors (d=256): one shared tower over content tables (--set tables=TEXT,VISUAL) and
+    numeric attributes, trained on co-viewed / co-clicked pairs before the test period with an in-batch
+    softmax over cosine / temperature. Prints recall@k of held-out pairs for AIR and for each input alone."""
+    from adsformer.representations.air import AIRConfig, represent_air
 
-    with friendly_errors(), output_dir(out, overwrite):
-        cfg = load_config(VisualConfig, config, set_)
-        report = represent_visual(data, out, cfg, say=lambda m: console.print(f"[yellow]note:[/] {m}"))
+    return AIRConfig, represent_air
+
+
+def _show_visual(report: dict[str, Any], out: Path) -> None:
     s, h = report["settings"], report["heads"]
     console.print(
         f"{s['images']:,} images ({s['train_images']:,} train, {s['val_images']:,} held out), "
@@ -170,3 +170,19 @@ def visual_cmd(
     )
     _print_report(report, out)
     console.print(f"and [bold]{out}[/]/heads.json, neighbours.png")
+
+
+@table_command("visual", _show_visual, "vision")
+def _visual() -> tuple[type, Learner]:
+    """Multitask visual listing vectors: ImageNet EfficientNet-Lite0, a 256-d layer and one head per label
+    column (tasks=auto: article type, color, subcategory, gender where present, else taxonomy and color),
+    trained with a task-balanced sampler on cached backbone features (--set finetune_epochs=1 then also
+    fine-tunes the last blocks on augmented images). About 25 ms an image at 224 px on one CPU thread
+    (--set image_size=128 is ~4x faster). Also writes heads.json (held-out accuracy per head) and
+    neighbours.png."""
+    from adsformer.representations.visual import VisualConfig, represent_visual
+
+    def learn(data: Path, out: Path, cfg: Any) -> dict[str, Any]:
+        return represent_visual(data, out, cfg, say=lambda m: console.print(f"[yellow]note:[/] {m}"))
+
+    return VisualConfig, learn

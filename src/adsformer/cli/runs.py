@@ -17,8 +17,7 @@ from adsformer.cli.common import (
     SetOpt,
     TaskOpt,
     friendly_errors,
-    given,
-    output_dir,
+    writing_runs,
 )
 from adsformer.console import console, kv_table, stage
 
@@ -38,12 +37,9 @@ def train_cmd(
 ) -> None:
     """Train a CTR or PCCVR model; write a self-contained run directory."""
     from adsformer.experiments.runs import train_run
-    from adsformer.experiments.tracking import check_backend, train_tracked
-    from adsformer.run.config import load_experiment
+    from adsformer.experiments.tracking import train_tracked
 
-    with friendly_errors(), output_dir(out, overwrite):
-        backend = check_backend(log_to) if log_to else None
-        cfg = load_experiment(config, set_, extra=given(task=task, model=model))
+    with writing_runs(out, overwrite, config, set_, log_to, task=task, model=model) as (cfg, backend):
         summary = train_run(data, cfg, out) if backend is None else train_tracked(data, cfg, out, backend)
     console.print(kv_table("trained", _trained_rows(summary, auto_batch=cfg.train.batch_size == 0)))
     console.print(f"wrote [bold]{out}[/]")

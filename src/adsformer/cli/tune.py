@@ -15,10 +15,8 @@ from adsformer.cli.common import (
     OverwriteOpt,
     SetOpt,
     TaskOpt,
-    friendly_errors,
-    given,
     needs,
-    output_dir,
+    writing_runs,
 )
 from adsformer.console import console, kv_table, records_table
 
@@ -51,16 +49,10 @@ def tune_cmd(
     The search space is the config's tune.space (dotted keys to {low, high, log} or {choices}), else the
     learning rate, weight decay, dropouts and cross layers."""
     needs("tune", "tune")
-    from adsformer.experiments.tracking import check_backend
     from adsformer.experiments.tune import run_tune
-    from adsformer.run.config import load_experiment
 
-    with friendly_errors(), output_dir(out, overwrite):
-        backend = check_backend(log_to) if log_to else None
-        extra: dict[str, Any] = given(task=task, model=model)
-        if trials is not None:
-            extra["trials"] = trials
-        cfg = load_experiment(config, set_, extra=extra)
+    given = {"task": task, "model": model, "trials": trials}
+    with writing_runs(out, overwrite, config, set_, log_to, **given) as (cfg, backend):
         summary = run_tune(data, cfg, out, final=final, log_to=backend)
     space = summary["space"]
     console.print(records_table("trials", [_row(r, space) for r in summary["trials"]]))
