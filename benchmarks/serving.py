@@ -37,12 +37,7 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -53,6 +48,7 @@ import numpy as np
 import polars as pl
 import torch
 
+import loopback
 from adsformer.serving.build import build_service
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.demo import pick_users
@@ -206,28 +202,6 @@ def parse_variants(specs: list[str], sources: list[str]) -> list[Variant]:
     if unknown:
         raise SystemExit(f"--variant-src for unknown variants {sorted(unknown)}")
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 async def load(base: str, rate: float, duration: float, users: list[Any], key: str) -> dict[str, Any]:
@@ -420,68 +394,36 @@ def service_timings(before: dict[str, Any], after: dict[str, Any]) -> dict[str, 
     return out
 
 
-def start_redis(aof: bool, directory: str) -> tuple[subprocess.Popen, int]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server not found: install it or pass --skip-http")
-    port = free_port()
-    persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", directory, "--save", "", *persistence],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, port
-
-
-def serve_command(args: argparse.Namespace, variant: Variant, redis_port: int, port: int) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "adsformer.cli",
-        "serve",
-        "--run",
-        str(args.run),
-        "--catalog",
-        str(args.data),
-    ]
-    cmd += ["--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--port", str(port), "--api-key", "bench"]
-    cmd += ["--threads", str(args.threads), "--cache-ttl", str(args.cache_ttl)]
+def serve_args(args: argparse.Namespace, variant: Variant) -> list[str]:
+    """The benchmark's ``adsformer serve`` options, then the variant's."""
+    out = ["--threads", str(args.threads), "--cache-ttl", str(args.cache_ttl)]
     if args.pccvr_run:
-        cmd += ["--pccvr-run", str(args.pccvr_run)]
+        out += ["--pccvr-run", str(args.pccvr_run)]
     if args.index:
-        cmd += ["--index", str(args.index)]
-    return cmd + list(variant.serve_args)
+        out += ["--index", str(args.index)]
+    return out + list(variant.serve_args)
 
 
 def run_variant(args: argparse.Namespace, variant: Variant) -> dict[str, Any]:
     """A fresh redis-server and ``adsformer serve`` (the variant's), the load from its own process."""
-    with tempfile.TemporaryDirectory() as directory:
-        redis_proc, redis_port = start_redis(args.aof, directory)
-        port = free_port()
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        if variant.src is not None:
-            env["PYTHONPATH"] = str(variant.src.resolve())
-        server = subprocess.Popen(
-            serve_command(args, variant, redis_port, port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(base + "/healthz", server)
-            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-                pool.submit(warm_up, base, args.data, "bench").result()
-                cpu = cpu_seconds(server.pid)
-                res = pool.submit(load_process, base, args.rate, args.duration, args.data, "bench").result()
-                res["server_cpu_ms_per_request"] = (cpu_seconds(server.pid) - cpu) * 1e3 / res["requests"]
-                return res
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-            redis_proc.terminate()
-            redis_proc.wait(timeout=30)
+    env = {"OMP_NUM_THREADS": str(args.threads)}
+    if variant.src is not None:
+        env["PYTHONPATH"] = str(variant.src.resolve())
+    service = loopback.service(
+        args.run,
+        args.data,
+        api_key="bench",
+        serve_args=serve_args(args, variant),
+        env=env,
+        aof=args.aof,
+        missing="install it or pass --skip-http",
+    )
+    with service as svc, ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(warm_up, svc.base, args.data, "bench").result()
+        cpu = cpu_seconds(svc.server.pid)
+        res = pool.submit(load_process, svc.base, args.rate, args.duration, args.data, "bench").result()
+        res["server_cpu_ms_per_request"] = (cpu_seconds(svc.server.pid) - cpu) * 1e3 / res["requests"]
+        return res
 
 
 def print_run(label: str, res: dict[str, Any]) -> None:

@@ -34,12 +34,7 @@ import asyncio
 import json
 import os
 import random
-import shutil
-import socket
 import string
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -49,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+import loopback
 
 KINDS = (
     "no_key_max_body",
@@ -66,63 +63,12 @@ MAX_CONTEXT = 16  # adsformer.serving.schemas.MAX_CONTEXT
 
 
 # ------------------------------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rss_mib(pid: int) -> float:
     """Resident memory of process ``pid`` in MiB (Linux ``/proc``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen, int]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server not found: install it (apt-get install redis-server)")
-    port = free_port()
-    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
-    cmd += ["--appendonly", "yes", "--appendfsync", "everysec"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port
-
-
-def start_server(args: argparse.Namespace, redis_port: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "adsformer.cli",
-        "serve",
-        "--run",
-        str(args.run),
-        "--catalog",
-        str(args.data),
-    ]
-    cmd += ["--redis-url", f"redis://127.0.0.1:{redis_port}/0", "--port", str(port), "--api-key", API_KEY]
-    cmd += ["--threads", "1"]
-    if args.pccvr_run:
-        cmd += ["--pccvr-run", str(args.pccvr_run)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ADSFORMER_MAX_BODY_BYTES": str(args.max_body)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    return proc, f"http://127.0.0.1:{port}"
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -304,42 +250,36 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        redis_proc, redis_port = start_redis(Path(tmp))
-        server, base = start_server(args, redis_port)
-        try:
-            wait_http(base + "/healthz", server)
-            warm_up(base)
-            time.sleep(2)
-            before = rss_mib(server.pid)
-            redis_before = rss_mib(redis_proc.pid)
-            print(
-                f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; server RSS before "
-                f"the flood {before:.1f} MiB (redis {redis_before:.1f} MiB)",
-                flush=True,
-            )
-            ctx = get_context("spawn")
-            with RssSampler(server.pid) as rss, ProcessPoolExecutor(args.processes, mp_context=ctx) as pool:
-                t0 = time.monotonic()
-                jobs = [
-                    pool.submit(flood, base, args.duration, args.concurrency, args.max_body, seed)
-                    for seed in range(args.processes)
-                ]
-                counts: Counter[str] = Counter()
-                for job in jobs:
-                    counts.update(job.result())
-                flood_s = time.monotonic() - t0
-            during = [mib for t, mib in rss.samples]
-            time.sleep(args.settle)
-            after = rss_mib(server.pid)
-            redis_after = rss_mib(redis_proc.pid)
-            check = httpx.post(f"{base}/rank", json={"user_id": "w1", "query": "mug", "n": 10}, timeout=30)
-            statuses = server_statuses(base)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            redis_proc.terminate()
-            redis_proc.wait(timeout=30)
+    serve_args = ["--threads", "1", *(["--pccvr-run", str(args.pccvr_run)] if args.pccvr_run else [])]
+    env = {"OMP_NUM_THREADS": "1", "ADSFORMER_MAX_BODY_BYTES": str(args.max_body)}
+    with loopback.service(args.run, args.data, api_key=API_KEY, serve_args=serve_args, env=env) as svc:
+        server, redis_proc, base = svc.server, svc.redis, svc.base
+        warm_up(base)
+        time.sleep(2)
+        before = rss_mib(server.pid)
+        redis_before = rss_mib(redis_proc.pid)
+        print(
+            f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; server RSS before "
+            f"the flood {before:.1f} MiB (redis {redis_before:.1f} MiB)",
+            flush=True,
+        )
+        ctx = get_context("spawn")
+        with RssSampler(server.pid) as rss, ProcessPoolExecutor(args.processes, mp_context=ctx) as pool:
+            t0 = time.monotonic()
+            jobs = [
+                pool.submit(flood, base, args.duration, args.concurrency, args.max_body, seed)
+                for seed in range(args.processes)
+            ]
+            counts: Counter[str] = Counter()
+            for job in jobs:
+                counts.update(job.result())
+            flood_s = time.monotonic() - t0
+        during = [mib for t, mib in rss.samples]
+        time.sleep(args.settle)
+        after = rss_mib(server.pid)
+        redis_after = rss_mib(redis_proc.pid)
+        check = httpx.post(f"{base}/rank", json={"user_id": "w1", "query": "mug", "n": 10}, timeout=30)
+        statuses = server_statuses(base)
 
     total = sum(counts.values())
     print(
