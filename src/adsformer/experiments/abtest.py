@@ -1083,6 +1083,7 @@ def plot_lifts(path: Path, summary: dict[str, Any]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     metrics = ("ctr", "revenue", "roas", "gms")
     daily = summary["daily"]
@@ -1104,6 +1105,7 @@ def plot_lifts(path: Path, summary: dict[str, Any]) -> None:
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_title(f"{LABELS[metric]} lift vs {summary['arms'][0]['name']} (%)")
         ax.set_xlabel("simulated day (cumulative)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # days are whole
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
