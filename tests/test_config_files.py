@@ -38,6 +38,7 @@ PRESET_CHANGES = {
         "data.sequences.max_len": 10,
         "data.vocab.listing_top_k": 1000,
         "data.split.mode": "fraction",
+        "model.adpm.encoder.enabled": True,
         "model.adpm.encoder.dim": 8,
         "model.adpm.encoder.head_dim": 4,
         "model.adpm.learned.listing_dim": 8,
