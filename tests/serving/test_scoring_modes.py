@@ -32,3 +32,11 @@ def test_exact_and_cached_sequence_modes(ctr_run, catalog):
     assert 0 < delta.max() < 0.05  # the sequence no longer sees each target: close, not equal
     with pytest.raises(ValueError, match="mode"):
         ServingModel.load(ctr_run, catalog, mode="int4")  # type: ignore[arg-type]
+
+
+def test_the_service_setting_picks_the_mode_of_both_runs(make_service, make_settings):
+    assert {m.scorer.mode for m in make_service().models} == {"exact"}
+    service = make_service(scoring_mode="cached-sequence")
+    assert [m.scorer.mode for m in service.models] == ["cached-sequence", "cached-sequence"]
+    with pytest.raises(ValueError, match="scoring_mode"):
+        make_settings(scoring_mode="int4")

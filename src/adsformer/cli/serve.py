@@ -144,6 +144,7 @@ def serve_cmd(
                 "listings": len(service.catalog),
                 "url": f"http://{host}:{port}  (docs: /docs)",
                 "workers": workers,
+                "scoring": settings.scoring_mode,
             },
         )
     )

@@ -69,8 +69,11 @@ def build_service(
     if settings.run is None:
         raise FileNotFoundError("serving needs a CTR run: give --run RUN_DIR (or ADSFORMER_RUN)")
     catalog = catalog or load_catalog(settings)
-    ctr = ServingModel.load(settings.run, catalog)
-    pccvr = ServingModel.load(settings.pccvr_run, catalog) if settings.pccvr_run is not None else None
+    mode = settings.scoring_mode
+    ctr = ServingModel.load(settings.run, catalog, mode=mode)
+    pccvr = (
+        ServingModel.load(settings.pccvr_run, catalog, mode=mode) if settings.pccvr_run is not None else None
+    )
     models = [m for m in (ctr, pccvr) if m is not None]
     spec = store_spec_for(
         models,

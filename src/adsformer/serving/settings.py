@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +113,14 @@ class ServingSettings(BaseSettings):
     torch_threads: Annotated[
         int, Field(ge=0, description="Intra-op threads for scoring (0 = leave torch's).")
     ] = 1
+    scoring_mode: Annotated[
+        Literal["exact", "cached-sequence"],
+        Field(
+            description="How candidates are scored: exact (the run's own scores) or cached-sequence (the "
+            "user's sequence encoded once per request, several times faster at hundreds of candidates; "
+            "an approximation: measure a run with benchmarks/scoring.py first)."
+        ),
+    ] = "exact"
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSettings:
