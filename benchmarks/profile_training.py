@@ -103,7 +103,7 @@ def main() -> None:
         parts["ADPM pretrained (component 2)"] = lambda b: user.pretrained(b.seq_ids, b.seq_len)
     if getattr(user, "learned", None) is not None:
         parts["ADPM learned (component 3)"] = lambda b: user.learned(b.seq_ids, b.seq_len)
-    width = model.cross.layers[0].in_features if len(model.cross.layers) else 0
+    width = model.cross.dim if len(model.cross.layers) else 0
     if width:
         parts["ranker cross network"] = lambda b: model.cross(torch.randn(len(b), width, requires_grad=True))
     print("\ncomponents alone, forward + backward:")

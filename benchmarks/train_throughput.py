@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --data DIR [--batch-size 1024] [--windows 7] [--steps 10]
         [--warmup 3] [--models adsformer-view,transact,din] [--threads 1] [--out bench_out/train_throughput]
+        [--set KEY=VALUE ...] [--variant NAME MODEL KEY=VALUE ... ...]
 
 In one process, on the same machine, the same :class:`FeatureSet` (``configs/ctr.yaml`` data settings) and
 the same shuffled training rows:
@@ -9,7 +10,11 @@ the same shuffled training rows:
 * ``adsformer-view``: our ranker with ADPM over ``listing:view`` (encoder, learned table, touch signals),
   the input the peers get; ``adsformer``: ADPM over every (entity, action) sequence (the default; optional);
 * ``transact`` / ``din``: FuxiCTR's TransAct and DIN, built and fed by ``benchmarks/peers.py`` (same
-  embedding widths, deep tower, cross layers, sequence length; their own ``train_step``).
+  embedding widths, deep tower, cross layers, sequence length; their own ``train_step``);
+* ``--variant NAME MODEL KEY=VALUE ...``: one more of our models, ``MODEL`` (one of ours) with these config
+  overrides on top of ``--set``, timed in the same rounds under ``NAME`` (repeatable), e.g.
+  ``--variant adsformer-r64 adsformer model.ranker.cross_rank=64``. ``--set`` applies to every model
+  (the peers read the ranker's widths from it too).
 
 A training step is what each side's training loop does per batch: gather the batch from the feature
 arrays, forward, loss, backward, optimizer step(s). After ``--warmup`` steps each, the models take turns
@@ -26,6 +31,7 @@ float32 matrix multiply (``--peak-n`` square, same threads) measured in the same
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import platform
@@ -47,7 +53,7 @@ from adsformer.run.config import load_experiment
 from adsformer.run.model import seeded_model
 from adsformer.run.scoring import forward
 from adsformer.training.loop import make_optimizers
-from peers import MODELS, FuxiAdapter, build_peer, import_fuxictr
+from peers import MODELS, FuxiAdapter, ModelEntry, build_peer, import_fuxictr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,8 +78,7 @@ def batches(rows: np.ndarray, batch_size: int, seed: int) -> Iterator[np.ndarray
             yield order[lo : lo + batch_size]
 
 
-def ours(name: str, fs: Any, base: list[str]) -> tuple[torch.nn.Module, Callable[[np.ndarray], None]]:
-    entry = MODELS[name]
+def ours(entry: ModelEntry, fs: Any, base: list[str]) -> tuple[torch.nn.Module, Callable[[np.ndarray], None]]:
     cfg = load_experiment(
         ROOT / "configs" / "ctr.yaml", [*base, *entry.overrides], extra={"model": entry.user}
     )
@@ -105,6 +110,18 @@ def peer(name: str, fuxi: dict[str, Any], adapter: FuxiAdapter, lr: float) -> tu
     return model, step
 
 
+def variant(spec: list[str]) -> ModelEntry:
+    """``--variant NAME MODEL KEY=VALUE ...``: our ``MODEL`` with more overrides, under the name ``NAME``."""
+    if len(spec) < 3 or spec[1] not in MODELS or MODELS[spec[1]].kind != "ours":
+        ours_names = sorted(n for n, e in MODELS.items() if e.kind == "ours")
+        raise SystemExit(f"--variant NAME MODEL KEY=VALUE ...: MODEL one of {ours_names}, got {spec}")
+    name, base, extra = spec[0], MODELS[spec[1]], tuple(spec[2:])
+    if name in MODELS:
+        raise SystemExit(f"--variant {name}: the name is a model's already; pick another")
+    description = f"{base.description}; {' '.join(extra)}"
+    return dataclasses.replace(base, name=name, overrides=(*base.overrides, *extra), description=description)
+
+
 def count_flops(step: Callable[[np.ndarray], None], rows: np.ndarray) -> int:
     with FlopCounterMode(display=False) as counter:
         step(rows)
@@ -123,24 +140,30 @@ def main() -> None:
     ap.add_argument("--peak-n", type=int, default=1024)
     ap.add_argument("--out", type=Path, default=Path("bench_out/train_throughput"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--variant", action="append", default=[], nargs="+", metavar="NAME MODEL KEY=VALUE")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     if any(m not in MODELS for m in names):
         raise SystemExit(f"--models: some of {sorted(MODELS)}")
+    variants = [variant(spec) for spec in args.variant]
+    if len({v.name for v in variants}) < len(variants):
+        raise SystemExit("--variant: each needs a name of its own")
+    entries = {name: MODELS[name] for name in names} | {v.name: v for v in variants}
+    names = list(entries)
 
     base = [f"batch_size={args.batch_size}", *args.overrides]
     cfg = load_experiment(ROOT / "configs" / "ctr.yaml", base)
     fs = build_features(read_dataset(args.data), cfg.data)
     train_rows = fs.rows("train", "ctr")
-    fuxi = import_fuxictr() if any(MODELS[m].kind == "peer" for m in names) else None
+    fuxi = import_fuxictr() if any(entries[m].kind == "peer" for m in names) else None
     adapter = FuxiAdapter(fs, cfg.model.ranker) if fuxi else None
     steps: dict[str, Callable[[np.ndarray], None]] = {}
     info: dict[str, dict[str, Any]] = {}
     peak_before = matmul_peak(args.peak_n)
     for name in names:
-        if MODELS[name].kind == "ours":
-            model, step = ours(name, fs, base)
+        if entries[name].kind == "ours":
+            model, step = ours(entries[name], fs, base)
         else:
             assert fuxi is not None and adapter is not None
             model, step = peer(name, fuxi, adapter, cfg.train.lr)
@@ -150,7 +173,7 @@ def main() -> None:
         flops = count_flops(step, next(feed))
         steps[name] = step
         info[name] = {
-            "description": MODELS[name].description,
+            "description": entries[name].description,
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "flops_per_example": flops / args.batch_size,
             "feed": feed,
@@ -204,8 +227,8 @@ def main() -> None:
             f"{max(i['rates']):,.0f} | {i['flops_per_example'] / 1e9:.4f} | {achieved / 1e9:.2f} | "
             f"{100 * i['utilization']:.1f}% |"
         )
-    ours_names = [n for n in names if MODELS[n].kind == "ours"]
-    peer_names = [n for n in names if MODELS[n].kind == "peer"]
+    ours_names = [n for n in names if entries[n].kind == "ours"]
+    peer_names = [n for n in names if entries[n].kind == "peer"]
     if ours_names and peer_names:
         lines.append("")
         for a in ours_names:

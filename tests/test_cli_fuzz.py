@@ -343,6 +343,7 @@ SET_KEYS = [
     "model.ranker.dropout", "model.adpm.encoder.dim", "model.adpm.encoder.head_dim", "model.bst.k",
     "model.lastk.dim", "model.ranker.embedding_std", "model.adpm.learned.pooling", "train.weight_decay",
     "train.min_lr_ratio", "train.device", "data.split.val_fraction", "data.vocab.shop_top_k",
+    "model.ranker.cross_rank",
 ]  # fmt: skip
 SET_BAD = [
     "-1",

@@ -33,11 +33,14 @@ from tinydata import make_tiny_dataset
 TOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@pytest.fixture(scope="module", params=[None, 4], ids=["full-rank-cross", "low-rank-cross"])
+def run(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
+    rank = [] if request.param is None else [f"model.ranker.cross_rank={request.param}"]
     cfg = load_experiment(
-        None, ["epochs=1", "batch_size=8", "split_mode=fraction"], extra={"task": "ctr", "model": "adsformer"}
+        None,
+        ["epochs=1", "batch_size=8", "split_mode=fraction", *rank],
+        extra={"task": "ctr", "model": "adsformer"},
     )
     data = write_dataset(make_tiny_dataset(), tmp / "ds")
     train_run(data, cfg, tmp / "run", show_progress=False)
@@ -65,6 +68,16 @@ def test_module_and_sidecar(run, exported):
     assert max(meta["trace_check_max_abs_diff"].values()) <= TOL
     assert sorted(p.name for p in exported.parent.iterdir()) == ["model.pt", "model.pt.json"]  # no temp files
     assert isinstance(module, torch.jit.ScriptModule)
+    rank = pred.artifact.config.model.ranker.cross_rank
+    cross = {n: tuple(p.shape) for n, p in module.named_parameters() if n.startswith("model.cross.layers.0.")}
+    F = pred.model.in_dim
+    full = {"model.cross.layers.0.weight": (F, F), "model.cross.layers.0.bias": (F,)}
+    low = {
+        "model.cross.layers.0.v.weight": (rank, F),
+        "model.cross.layers.0.u.weight": (F, rank),
+        "model.cross.layers.0.u.bias": (F,),
+    }
+    assert cross == (full if rank is None else low)
 
 
 def test_parity_on_real_rows_of_another_batch_size(run, exported):

@@ -1,5 +1,5 @@
 """The cross network's and deep tower's one-user forms equal their plain forward on rows that share their
-last columns (the user's shared columns), for every layer count and either read-out path."""
+last columns (the user's shared columns), for every layer count, either read-out path and low-rank layers."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ def _rows(B: int, F_c: int, S: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
 @pytest.mark.parametrize("layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("quadratic_from", [1, 10_000])  # the two-layer quadratic form on and off
 @pytest.mark.parametrize("S", [0, 9])
-def test_cross_read_out_equals_forward_then_head(monkeypatch, layers, quadratic_from, S):
+@pytest.mark.parametrize("rank", [None, 4])  # full-rank and low-rank layers
+def test_cross_read_out_equals_forward_then_head(monkeypatch, layers, quadratic_from, S, rank):
     monkeypatch.setattr(dcn, "_QUADRATIC_MIN_ROWS", quadratic_from)
     torch.manual_seed(layers)
-    cross = CrossNetwork(13 + S, layers)
+    cross = CrossNetwork(13 + S, layers, rank)
     h = torch.randn(13 + S)
     x_c, s, x0 = _rows(50, 13, S)
     with torch.no_grad():

@@ -50,3 +50,17 @@ def test_cross_network_is_dcn_v2_formula():
     assert torch.allclose(net(x0), x0 * layer(x0) + x0)
     tower = DeepTower(3, (8, 4))
     assert tower(torch.randn(5, 3)).shape == (5, 4) and tower.out_dim == 4
+
+
+def test_low_rank_cross_layer_is_u_v_of_rank_r():
+    """``cross_rank`` r: each layer's weight is U V (F x r times r x F) with U's bias, 2 F r + F parameters."""
+    torch.manual_seed(0)
+    net = CrossNetwork(dim=10, layers=2, rank=3)
+    x0 = torch.randn(6, 10)
+    x = x0
+    for layer in net.layers:
+        w = layer.u.weight @ layer.v.weight  # (F, F) of rank 3
+        assert torch.linalg.matrix_rank(w) == 3 and layer.v.bias is None
+        x = x0 * (x @ w.t() + layer.u.bias) + x
+    torch.testing.assert_close(net(x0), x)
+    assert sum(p.numel() for p in net.parameters()) == 2 * (2 * 10 * 3 + 10)

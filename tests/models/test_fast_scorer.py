@@ -59,6 +59,10 @@ CONFIGS = {
     "no-cross-no-deep": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=0, deep=())),
     "one-cross-layer": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=1, deep=(16,))),
     "three-cross-layers": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_layers=3, deep=(32, 16, 8))),
+    "low-rank-cross": dataclasses.replace(_adpm(), ranker=RankerConfig(cross_rank=8)),
+    "low-rank-three-cross-layers": dataclasses.replace(
+        _adpm(blocks=2), ranker=RankerConfig(cross_layers=3, cross_rank=5)
+    ),
 }
 
 
@@ -172,7 +176,9 @@ def test_every_registered_user_module_meets_the_contract():
         assert type(user).one_user is not UserModule.one_user, name  # its own split, not the base's
 
 
-@pytest.mark.parametrize("cfg", ["adpm-default", "adpm-2blocks-mean-2heads", "adpm-3blocks-max-len7"])
+@pytest.mark.parametrize(
+    "cfg", ["adpm-default", "adpm-2blocks-mean-2heads", "adpm-3blocks-max-len7", "low-rank-cross"]
+)
 def test_cached_sequence_mode_is_the_target_blind_encoder(cfg):
     """``cached-sequence`` equals the plain forward of the same model in which the sequence positions may
     not attend to the target (position 0); it differs from the exact scores, and equals them when there
@@ -218,7 +224,7 @@ def test_training_mode_is_refused():
         FastScorer(model)
 
 
-@pytest.mark.parametrize("name", ["adpm-default", "adpm-target-attention", "lastk"])
+@pytest.mark.parametrize("name", ["adpm-default", "adpm-target-attention", "lastk", "low-rank-cross"])
 def test_two_layer_quadratic_read_out_in_the_ranker(monkeypatch, name):
     """The default ranker (two cross layers) reads shared columns through a quadratic form from 128
     candidates on; forced on at B = 37, it gives the plain forward's logits."""

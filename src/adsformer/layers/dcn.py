@@ -1,6 +1,6 @@
 """Deep & cross network pieces (DCN-v2, Wang et al. 2021): explicit feature crosses plus a deep tower.
 
-Letters: B batch, F input width.
+Letters: B batch, F input width, r rank of a low-rank cross layer.
 """
 
 from __future__ import annotations
@@ -9,12 +9,31 @@ import torch
 from torch import nn
 
 
-class CrossNetwork(nn.Module):
-    """``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` for ``layers`` layers (full-rank DCN-v2 cross)."""
+class LowRankLinear(nn.Module):
+    """``U (V x) + b``: a (F x F) map of rank r as V (F -> r, no bias) then U (r -> F, with bias), DCN-v2's
+    low-rank cross layer weight ``W = U V`` (U: F x r, V: r x F)."""
 
-    def __init__(self, dim: int, layers: int) -> None:
+    def __init__(self, dim: int, rank: int) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.v = nn.Linear(dim, rank, bias=False)  # weight (r, F)
+        self.u = nn.Linear(rank, dim)  # weight (F, r), bias (F,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, F) -> (B, F)."""
+        return self.u(self.v(x))
+
+
+class CrossNetwork(nn.Module):
+    """``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` for ``layers`` layers (DCN-v2 cross): W_l full rank
+    (``nn.Linear``, F x F) when ``rank`` is None, else ``U_l V_l`` of rank ``rank`` (:class:`LowRankLinear`:
+    2 F r weights instead of F^2, and as many multiply-adds per row)."""
+
+    def __init__(self, dim: int, layers: int, rank: int | None = None) -> None:
+        super().__init__()
+        self.dim, self.rank = dim, rank
+        self.layers = nn.ModuleList(
+            nn.Linear(dim, dim) if rank is None else LowRankLinear(dim, rank) for _ in range(layers)
+        )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """x0 (B, F) -> (B, F)."""
@@ -37,11 +56,14 @@ class CrossNetwork(nn.Module):
           read-out only as ``sum_j s_j (g_j)(a_j + 1)``, a quadratic form in x_c: its (F_c x F_c) matrix is
           built once per call, and no row ever touches the shared columns (see :func:`_two_layer_read_out`).
 
-        Middle layers run as in ``forward``."""
-        layers = [layer for layer in self.layers if isinstance(layer, nn.Linear)]  # all of them
+        Middle layers run as in ``forward``. Low-rank layers (``rank`` set) take
+        :meth:`_low_rank_read_out` instead."""
         B, S = x_c.shape[0], s.shape[0]
-        if not layers or B == 0:
+        if not len(self.layers) or B == 0:
             return torch.cat([x_c, s.expand(B, -1)], dim=1) @ h  # (B,)
+        if self.rank is not None:
+            return self._low_rank_read_out(x_c, s, h)
+        layers = [layer for layer in self.layers if isinstance(layer, nn.Linear)]  # all of them
         if len(layers) == 2 and S and B >= _QUADRATIC_MIN_ROWS:
             return _two_layer_read_out(layers[0], layers[1], x_c, s, h)
         n_c = x_c.shape[1]
@@ -55,6 +77,20 @@ class CrossNetwork(nn.Module):
         hx_c, hs = h[:n_c] * x_c, h[n_c:] * s  # (B, F_c), (S,)
         g = torch.addmm(hs @ w[n_c:] + h, hx_c, w[:n_c])  # (B, F)
         return (g * x).sum(1) + hx_c @ b[:n_c] + hs @ b[n_c:]  # (B,)
+
+    def _low_rank_read_out(self, x_c: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """:meth:`read_out` (B,) for low-rank layers: x_c (B, F_c), s (S,), h (F,). The first layer's
+        ``V x0 = V_c x_c + V_s s`` multiplies the shared columns once ((B, F_c) x (F_c, r)); every other
+        product is already r wide per row (2 F r multiply-adds), less than the full-rank fold saves, so
+        the remaining layers run as in ``forward``."""
+        layers = [layer for layer in self.layers if isinstance(layer, LowRankLinear)]  # all of them
+        B = x_c.shape[0]
+        x0 = torch.cat([x_c, s.expand(B, -1)], dim=1)  # (B, F)
+        first = layers[0]
+        x = x0 * first.u(_split_linear(first.v, x_c, s)) + x0  # (B, F)
+        for layer in layers[1:]:
+            x = x0 * layer(x) + x
+        return x @ h  # (B,)
 
 
 #: Below this many rows the quadratic form's (F_c x S) x (S x F_c) matrix costs more than it saves.

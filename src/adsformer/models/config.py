@@ -84,6 +84,8 @@ class RankerConfig:
     """Deep & cross network over the wide input concatenated with the user vector."""
 
     cross_layers: int = 2
+    # rank r of each cross layer's weight (DCN-v2 low rank: V F -> r, then U r -> F); None = full rank F x F
+    cross_rank: int | None = None
     deep: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
     listing_dim: int = 32
@@ -108,6 +110,11 @@ class RankerConfig:
             self,
             [
                 ("cross_layers", in_range(self.cross_layers, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
+                (
+                    "cross_rank",
+                    self.cross_rank is None or in_range(self.cross_rank, 1, MAX_DIM),
+                    f"must be in [1, {MAX_DIM}] (null = full rank)",
+                ),
                 (
                     "deep",
                     all(in_range(w, 1, 65_536) for w in self.deep),
