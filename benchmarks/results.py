@@ -66,7 +66,7 @@ EXPERIMENTS: dict[str, tuple[str, str, str, list[str]]] = {
 SUITE_ROWS = (*PAPER_SUITE, *COMPARISON_ROW_SPECS, *PEER_ROWS)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
-#: ``--suite comparison`` (issue 15): the default adSformer (ADPM with the target-aware touch signals),
+#: ``--suite comparison``: the default adSformer (ADPM with the target-aware touch signals),
 #: the touch signals alone, the two no-learning rules and FuxiCTR's DIN and TransAct (when installed), with
 #: the library's defaults (pairs auto, batch size auto, early stopping) and epochs capped at 3.
 COMPARISON: dict[str, tuple[str, str, str]] = {
