@@ -161,22 +161,39 @@ def write_comparison(work: Path, doc: Path) -> None:
 
 
 def write_doc(work: Path, doc: Path) -> None:
-    blocks = []
+    """Rewrite the sections of the experiments that have an ``ablation.json`` in ``work``; the other
+    experiments' sections between the markers are kept as they are (their runs may live elsewhere)."""
+    text = doc.read_text() if doc.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    block = re.search(re.escape(BEGIN) + "(.*?)" + re.escape(END), text, flags=re.S)
+    kept = _sections(block.group(1) if block else "")
     for name in EXPERIMENTS:
         path = work / name / "ablation.json"
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        _source, _where, _task, sets = EXPERIMENTS[name]
+        _source, where, _task, sets = EXPERIMENTS[name]
+        scale = f"{where} scale, " if _source == "simulate" else ""
         skipped = f"\n\nNot run here: {', '.join(SKIP_ROWS[name])}." if name in SKIP_ROWS else ""
-        blocks.append(
-            f"### {name}\n\n`--set {' --set '.join(sets)} --set tables=<skipgram table>`{skipped}\n\n"
+        kept[name] = (
+            f"### {name}\n\n{scale}{result['seeds']} seeds, `--set {' --set '.join(sets)} --set "
+            f"tables=<skipgram table>`{skipped}\n\n"
             + ablation_markdown(AblationResult.from_dict(result)).split("\n", 2)[2]
         )
-    text = doc.read_text() if doc.exists() else f"# Results\n\n{BEGIN}\n{END}\n"
+    blocks = [kept[name] for name in EXPERIMENTS if name in kept]
     generated = f"{BEGIN}\n\n" + "\n".join(blocks) + f"\n{END}"
     doc.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _m: generated, text, flags=re.S))
     print(f"wrote {doc}")
+
+
+def _sections(block: str) -> dict[str, str]:
+    """The ``### name`` sections of a generated block, by name (each with its trailing blank line)."""
+    parts = re.split(r"(?m)^(?=### )", block.strip("\n"))
+    out = {}
+    for part in parts:
+        if part.startswith("### "):
+            name = part.split("\n", 1)[0][4:].strip()
+            out[name] = part.rstrip("\n") + "\n"
+    return out
 
 
 if __name__ == "__main__":
