@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import UserState
@@ -40,3 +41,18 @@ def test_the_service_setting_picks_the_mode_of_both_runs(make_service, make_sett
     assert [m.scorer.mode for m in service.models] == ["cached-sequence", "cached-sequence"]
     with pytest.raises(ValueError, match="scoring_mode"):
         make_settings(scoring_mode="int4")
+
+
+def test_the_runs_of_a_request_share_touch_signals_without_changing_them(ctr_run, pccvr_run, catalog):
+    ctr, pccvr = ServingModel.load(ctr_run, catalog), ServingModel.load(pccvr_run, catalog)
+    ids = catalog.ids[:40]
+    bids = catalog.bids[[catalog.row[i] for i in ids]]
+    now = 2_000_000_000
+    state = UserState(1, {p: [(now - 1 - i, ids[(3 * i) % 40]) for i in range(6)] for p in ctr.pairs})
+    shared: dict = {}
+    one = [m.features(ids, query=None, state=state, now=now, bids=bids, shared=shared) for m in (ctr, pccvr)]
+    alone = [m.features(ids, query=None, state=state, now=now, bids=bids) for m in (ctr, pccvr)]
+    assert len(shared) > 0 and float(one[0].touch[..., 0].sum()) > 0  # some candidate was touched
+    for a, b in zip(one, alone, strict=True):
+        assert torch.equal(a.touch, b.touch)
+    assert len(shared) == len({(p, tuple(e)) for p, e in alone[0].sequences.items() if e})

@@ -43,6 +43,9 @@ from adsformer.serving.store import SequenceItem, UserState
 
 EVENT_FIELDS = ("listing_id", "shop_id", "taxonomy_id", "query")
 
+#: One request's touch-signal columns by (pair, its window entries): (B, 2) ``[count, age_s]``
+TouchMemo = dict[tuple[str, tuple[tuple[int, str], ...]], np.ndarray]
+
 
 def sequence_items(
     events: Sequence[Mapping[str, Any]], pairs: Sequence[str], catalog: Catalog
@@ -143,9 +146,14 @@ class OnlineFeatures:
         now: int,
         bids: np.ndarray,
         context: Mapping[str, Any] | None = None,
+        shared: TouchMemo | None = None,
     ) -> RequestFeatures:
         """Inputs for candidates ``listing_ids`` with ``bids`` (B,), the request's query and context
-        (impression-level ``c_*`` / ``f_*`` values), and the user's store state at time ``now``."""
+        (impression-level ``c_*`` / ``f_*`` values), and the user's store state at time ``now``.
+
+        ``shared``: a memo of touch-signal columns that the runs of one request fill and read, so a second
+        run whose pair has the same window entries does not match them again. One per request: the columns
+        are valid for these candidates, this query, context and time only."""
         context = dict(context or {})
         B = len(listing_ids)
         n = len(self.catalog)
@@ -176,7 +184,9 @@ class OnlineFeatures:
             dense=torch.from_numpy(dense),
             seq_ids=seq_ids,
             seq_len=seq_len,
-            touch=torch.from_numpy(self._touch(listing_ids, rows, query, context, used, now)),
+            touch=torch.from_numpy(
+                self._touch(listing_ids, rows, query, context, used, now, {} if shared is None else shared)
+            ),
             listing_ids=list(listing_ids),
             sequences=used,
         )
@@ -189,9 +199,11 @@ class OnlineFeatures:
         context: Mapping[str, Any],
         used: dict[str, list[tuple[int, str]]],
         now: int,
+        shared: TouchMemo,
     ) -> np.ndarray:
         """(B, P, 2) raw touch signals: each pair's entries against each candidate's raw value of the
-        pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features)."""
+        pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features); a column
+        ``shared`` already holds for the pair and its entries is taken from there."""
         B = len(listing_ids)
         out = np.zeros((B, len(self.pairs), 2), np.float32)
         out[:, :, 1] = NEVER
@@ -199,6 +211,10 @@ class OnlineFeatures:
         for j, name in enumerate(self.pairs):
             entries = used[name]
             if not entries:  # nothing in the window: nothing matches (the function would say the same)
+                continue
+            key = (name, tuple(entries))
+            if key in shared:  # another run of this request matched the same entries
+                out[:, j] = shared[key]
                 continue
             column = ENTITY_COLUMNS.get(name.split(":", 1)[0], name.split(":", 1)[0])
             if column not in coded:
@@ -212,6 +228,7 @@ class OnlineFeatures:
             codes = codes_for(values, table, grow=False)[None, :]  # (1, n): ids no candidate has never match
             ts = np.array([[t for t, _ in entries]], np.int64)  # (1, n)
             out[:, j] = touch_signals(target_codes, codes, ts, np.array([len(entries)]), np.array([now]))
+            shared[key] = out[:, j]
         return out
 
     def _targets(

@@ -21,7 +21,7 @@ from adsformer.layers.user import OneUserMode
 from adsformer.models.fast import FastScorer
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
-from adsformer.serving.online_features import OnlineFeatures, RequestFeatures
+from adsformer.serving.online_features import OnlineFeatures, RequestFeatures, TouchMemo
 from adsformer.serving.store import UserState
 
 
@@ -62,8 +62,13 @@ class ServingModel:
         now: int,
         bids: np.ndarray,
         context: Mapping[str, Any] | None = None,
+        shared: TouchMemo | None = None,
     ) -> RequestFeatures:
-        return self.online.build(listing_ids, query=query, state=state, now=now, bids=bids, context=context)
+        """The run's inputs for one request (``shared``: the request's touch memo, see
+        :meth:`~adsformer.serving.online_features.OnlineFeatures.build`)."""
+        return self.online.build(
+            listing_ids, query=query, state=state, now=now, bids=bids, context=context, shared=shared
+        )
 
     def logits(self, feats: RequestFeatures, *, fast: bool = True) -> torch.Tensor:
         """Model logits (B,): the fast path (in the model's ``mode``), or the plain batched forward (sequences
