@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_stream_visits_every_training_row_once(fs_and_store, task):
     assert sorted(val) == _key(fs, fs.rows("val", task))
 
 
-def test_train_and_evaluate_from_a_store(tmp_path):
+def test_train_and_evaluate_from_a_store(tmp_path, monkeypatch):
     data = tmp_path / "data"
     simulate(SimulatorConfig.preset("tiny").with_overrides(images=False), data)
     runner = CliRunner()
@@ -93,3 +94,21 @@ def test_train_and_evaluate_from_a_store(tmp_path):
     assert again["n_test"] == metrics["n_test"] and again["roc_auc"] == pytest.approx(
         metrics["roc_auc"], abs=1e-6
     )
+    # encoder.enabled: auto decided on the store's own counts (the schema it trains from holds no rows)
+    from adsformer.adpm import config as adpm_config
+    from adsformer.data.stream import FeatureStore
+    from adsformer.experiments.runs import fit
+    from adsformer.run.config import load_experiment
+
+    opened = FeatureStore.open(store)
+    cfg = load_experiment(CONFIG, ["epochs=1"])
+    auto = dataclasses.replace(
+        cfg.model.adpm, encoder=dataclasses.replace(cfg.model.adpm.encoder, enabled="auto")
+    )
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, adpm=auto), data=opened.data_config)
+    schema = opened.schema()
+    assert schema.rows("train", "ctr").size == 0 < opened.train_positives("ctr")
+    # a threshold the store's positives reach and the schema's zero rows would not
+    monkeypatch.setattr(adpm_config, "ENCODER_MIN_POSITIVES", opened.train_positives("ctr"))
+    model, _ = fit(cfg, schema, show_progress=False, store=opened)
+    assert model.user.encoder is not None

@@ -128,16 +128,28 @@ OnEpoch = Callable[[EpochRecord], None]
 
 
 def fit(
-    cfg: ExperimentConfig, fs: FeatureSet, *, show_progress: bool = True, on_epoch: OnEpoch | None = None
+    cfg: ExperimentConfig,
+    fs: FeatureSet,
+    *,
+    show_progress: bool = True,
+    on_epoch: OnEpoch | None = None,
+    store: FeatureStore | None = None,
 ) -> tuple[Any, TrainResult]:
     """Build the configured model for ``fs`` and train it; returns (model, result). ``on_epoch`` sees
-    every epoch's record as it ends (tracking, pruning)."""
-    cfg = resolve_for_data(cfg, fs, say=show_progress)
+    every epoch's record as it ends (tracking, pruning). With a ``store``, training streams its row groups
+    (``fs`` is then its zero-row schema; the ``auto`` settings are decided on the store's counts)."""
+    positives = store.train_positives(cfg.task) if store is not None else None
+    cfg = resolve_for_data(cfg, fs, positives=positives, say=show_progress)
     model = seeded_model(cfg, fs)
-    model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
+    if store is None:
+        model.set_base_rate(float(fs.labels(cfg.task)[fs.rows("train", cfg.task)].mean()))
+        data: FeatureSet | StreamSource = fs
+    else:
+        model.set_base_rate(store.base_rate(cfg.task))
+        data = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
     return model, train(
         model,
-        fs,
+        data,
         cfg.task,
         cfg.train,
         show_progress=show_progress,
@@ -320,19 +332,9 @@ def _train_streamed(
 ) -> TrainSummary:
     cfg = dataclasses.replace(cfg, data=store.data_config)
     fs = store.schema()  # zero rows: names, widths and vocabularies for the model
+    # decided here (and so again, as no-ops, in fit): the run directory records the decisions
     cfg = resolve_for_data(cfg, fs, positives=store.train_positives(cfg.task), say=show_progress)
-    model = seeded_model(cfg, fs)
-    model.set_base_rate(store.base_rate(cfg.task))
-    source = StreamSource(store, cfg.task, cfg.train.stream_buffer_rows)
-    result = train(
-        model,
-        source,
-        cfg.task,
-        cfg.train,
-        show_progress=show_progress,
-        on_epoch=on_epoch,
-        ece_bins=cfg.eval.ece_bins,
-    )
+    model, result = fit(cfg, fs, show_progress=show_progress, on_epoch=on_epoch, store=store)
     return finish_run(
         out, cfg, fs, model, result, dataset=store.meta["dataset"], log_lines=log_lines, data_dir=data_dir
     )
