@@ -56,3 +56,20 @@ def test_the_runs_of_a_request_share_touch_signals_without_changing_them(ctr_run
     for a, b in zip(one, alone, strict=True):
         assert torch.equal(a.touch, b.touch)
     assert len(shared) == len({(p, tuple(e)) for p, e in alone[0].sequences.items() if e})
+
+
+def test_a_bad_service_setting_is_one_line_naming_it(ctr_run, sim_data):
+    from typer.testing import CliRunner
+
+    from adsformer.cli import app
+
+    base = ["serve", "--run", str(ctr_run), "--catalog", str(sim_data)]
+    res = CliRunner().invoke(app, [*base, "--set", "scoring_mode=int4", "--set", "max_bid=-1"])
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 1 and len(lines) == 1, res.output
+    assert (
+        "service setting scoring_mode: Input should be 'exact' or 'cached-sequence', got 'int4'" in lines[0]
+    )
+    assert "service setting max_bid:" in lines[0] and "pydantic.dev" not in lines[0]
+    res = CliRunner().invoke(app, [*base, "--set", "default_bid=500"])
+    assert res.exit_code == 1 and "service settings: default_bid 500.0 is above max_bid 100.0" in res.output

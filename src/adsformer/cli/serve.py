@@ -45,6 +45,21 @@ def file_settings(
     return values
 
 
+def settings_error(exc: Any) -> str:
+    """A pydantic ``ValidationError`` of the service settings as one line: each bad setting, what it
+    needs and what it got (no links, no internal type names)."""
+    parts = []
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if not err["loc"]:  # a check across settings
+            parts.append(f"service settings: {msg}")
+            continue
+        name = ".".join(str(p) for p in err["loc"])
+        got = f", got {err['input']!r}" if "input" in err else ""
+        parts.append(f"service setting {name}: {msg}{got}")
+    return "; ".join(parts)
+
+
 def serve_cmd(
     run: RunOpt,
     index: Annotated[
@@ -123,7 +138,9 @@ def serve_cmd(
             check_workers(workers, settings)
             prepare_process(settings)  # torch threads; keep freed tensor memory mapped (no page faults)
             app = create_app(settings)  # with --workers, a check that everything loads (each worker loads)
-        except (CatalogError, pydantic.ValidationError) as exc:  # a bad catalog or setting: the user's to fix
+        except pydantic.ValidationError as exc:  # a bad setting: the user's to fix
+            raise UserError(settings_error(exc)) from exc
+        except CatalogError as exc:  # a bad catalog: the user's to fix
             raise UserError(str(exc)) from exc
     service = app.state.service
     for model in service.models:
