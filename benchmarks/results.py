@@ -171,8 +171,8 @@ def write_doc(work: Path, doc: Path) -> None:
         if not path.exists():
             continue
         result = json.loads(path.read_text())
-        _source, where, _task, sets = EXPERIMENTS[name]
-        scale = f"{where} scale, " if _source == "simulate" else ""
+        source, where, _task, sets = EXPERIMENTS[name]
+        scale = f"{where} scale, " if source == "simulate" else ""
         skipped = f"\n\nNot run here: {', '.join(SKIP_ROWS[name])}." if name in SKIP_ROWS else ""
         kept[name] = (
             f"### {name}\n\n{scale}{result['seeds']} seeds, `--set {' --set '.join(sets)} --set "
