@@ -63,10 +63,10 @@ class EncoderConfig:
     dropout: float = 0.0
     pooling: Pooling = "max"
     max_len: int = 50  # use at most the newest max_len events of the sequence
-    # Rows are encoded in this many groups of similar length, each trimmed to its own longest sequence:
-    # exact (rows never interact) and several times cheaper when most windows are short. 1 = off.
-    # Neighbouring groups of one width are merged, so many groups cost little when lengths repeat; 32
-    # measured fastest on the simulator at batch 1024 and 8192 (8 left 40% more padded work at 8192).
+    # At most this many length groups (1 = off: one padded block). The real positions are packed and the
+    # attention runs on rows of similar length in groups, each padded to its own longest row: exact (rows
+    # never interact) and several times cheaper when most windows are short. The groups are the cheapest
+    # split under the attention's cost model (adsformer.layers.packing), usually far fewer than this cap.
     length_groups: int = 32
 
     def __post_init__(self) -> None:

@@ -15,12 +15,11 @@ from torch import nn
 
 from adsformer.adpm.config import EncoderConfig
 from adsformer.layers.attention import AdSformerBlock
+from adsformer.layers.packing import Packing
 from adsformer.layers.pooling import lengths_to_mask, masked_max, masked_mean
 
-#: Length groups hold at least this many rows: fewer rows per group cost more in per-group work (a dozen
-#: small operations forward and backward) than the padding they save. Training the encoder alone on the
-#: simulator (forward + backward, one thread) measured fastest at about 64 rows a group: 4 groups at batch
-#: 256 (25% faster than 32 groups), 16 at 1024 (17% faster), 32 at 4096.
+#: Length groups hold at least this many rows: fewer rows per group cost more in per-group work (a few
+#: small operations forward and backward) than the padding they save.
 ROWS_PER_GROUP = 64
 
 
@@ -81,42 +80,25 @@ class AdSformerEncoder(nn.Module):
     def forward(self, target: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """target (B,), ids (B, M), lengths (B,) -> o1 (B, D).
 
-        With ``length_groups = G > 1`` the rows, sorted by length, are encoded in up to G groups (at least
-        :data:`ROWS_PER_GROUP` rows each: below that a group's fixed cost outweighs its padding), each trimmed
-        to its longest sequence, and put back in order: the same values as one padded block (rows never
-        interact), at a fraction of the attention and feed-forward cost when lengths vary. Neighbouring
-        groups of the same width are encoded as one (empty sequences, the common case, often fill several
-        groups): fewer, larger passes for the same padding. Tracing (export) takes the single-block path,
-        whose graph does not depend on the data.
+        With ``length_groups = G > 1`` the real positions of all rows are packed (no padding) and every
+        per-position layer -- embeddings, Q/K/V and output projections, layer norms, the feed-forward --
+        runs once over them; attention and pooling, which mix positions, run on the rows sorted by length
+        in up to G groups (at least :data:`ROWS_PER_GROUP` rows each), each padded to its longest row
+        only (see :class:`adsformer.layers.packing.Packing`). The same values as one padded block (rows
+        never interact), at a fraction of the cost when lengths vary. Tracing (export) takes the
+        single-block path, whose graph does not depend on the data.
         """
         B = ids.shape[0]
         G = min(self.cfg.length_groups, B // ROWS_PER_GROUP)
         if G <= 1 or torch.jit.is_tracing():
             return self.pooled(target, ids, lengths)
-        lengths = lengths.clamp(max=min(ids.shape[1], self.cfg.max_len))
-        order = torch.argsort(lengths, stable=True)  # (B,) shortest first
-        parts = []
-        for rows, width in _width_groups(order, lengths[order], G):  # (B_g,) rows of one width
-            parts.append(self.pooled(target[rows], ids[rows, :width], lengths[rows]))  # (B_g, D)
-        return torch.cat(parts)[torch.argsort(order)]  # (B, D) in the input order
-
-
-def _width_groups(
-    order: torch.Tensor, sorted_lengths: torch.Tensor, G: int
-) -> list[tuple[torch.Tensor, int]]:
-    """``order`` (B,) split into G near-equal groups, each with its width (its longest length);
-    neighbours of equal width merged. ``sorted_lengths`` (B,) are the lengths in that order."""
-    bounds = [len(r) for r in sorted_lengths.tensor_split(G)]  # group sizes
-    ends = torch.tensor(bounds).cumsum(0).tolist()
-    widths = [int(sorted_lengths[e - 1]) if e else 0 for e in ends]  # sorted: its last row is the longest
-    groups: list[tuple[int, int, int]] = []  # (start, end, width)
-    start = 0
-    for end, width in zip(ends, widths, strict=True):
-        if end == start:
-            continue
-        if groups and groups[-1][2] == width:
-            groups[-1] = (groups[-1][0], end, width)
-        else:
-            groups.append((start, end, width))
-        start = end
-    return [(order[a:b], w) for a, b, w in groups]
+        tokens, mask = self.tokens(target, ids, lengths)  # (B, L), (B, L)
+        packing = Packing.of(mask, G)
+        positions = torch.arange(tokens.shape[1]).expand_as(tokens)  # (B, L)
+        x = self.embed_tokens(packing.pack(tokens)) + self.position(packing.pack(positions))  # (T, D)
+        for block in self.blocks:
+            x = block.forward_packed(x, packing)  # (T, D)
+        pool = masked_max if self.cfg.pooling == "max" else masked_mean
+        padded = packing.pad(x)  # (B_g, W_g, D) per group
+        pooled = [pool(part, group.mask) for part, group in zip(padded, packing.groups, strict=True)]
+        return packing.in_input_order(torch.cat(pooled))  # (B, D)

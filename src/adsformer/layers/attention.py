@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from adsformer.layers.packing import Packing
+
 
 class MultiHeadSelfAttention(nn.Module):
     """Scaled dot-product self-attention with H heads and a key-padding mask."""
@@ -32,21 +34,33 @@ class MultiHeadSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, L, D), mask (B, L) bool (True = real) -> (B, L, D)."""
-        B, L, _ = x.shape
+        return self.proj(self.attend(self.qkv(x), mask))  # (B, L, D)
+
+    def forward_packed(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """x (T, D) packed real positions -> (T, D): the same values as :meth:`forward` at the real
+        positions, the projections run once over all T positions and the attention one width group
+        at a time."""
+        padded = packing.pad(self.qkv(x))  # (B_g, W_g, 3*H*Dh) per group
+        attended = [self.attend(part, group.mask) for part, group in zip(padded, packing.groups, strict=True)]
+        return self.proj(packing.unpad(attended))  # (T, D)
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The attention of projected queries, keys and values qkv (B, L, 3*H*Dh) -> (B, L, H*Dh),
+        before the output projection; mask (B, L)."""
+        B, L, _ = qkv.shape
         H, Dh = self.heads, self.head_dim
-        q, k, v = self.qkv(x).split(H * Dh, dim=-1)  # 3 x (B, L, H*Dh)
+        q, k, v = qkv.split(H * Dh, dim=-1)  # 3 x (B, L, H*Dh)
         drop = self.dropout if self.training else 0.0
         if L == 1 and drop == 0.0:  # one position attends to itself alone: softmax weight 1, output v
-            return self.proj(v)  # (B, 1, D), exactly what the attention below returns
+            return v  # (B, 1, H*Dh), exactly what the attention below returns
         q, k, v = (t.view(B, L, H, Dh).transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
         # a query may attend to real keys, and always to itself (keeps all-padding rows finite)
         eye = (
-            torch.eye(L, device=x.device) > 0
+            torch.eye(L, device=qkv.device) > 0
         )  # (L, L); a float eye exports to ONNX (EyeLike has no bool kernel)
         allowed = mask[:, None, None, :] | eye  # (B, 1, L, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, L, Dh)
-        out = out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
-        return self.proj(out)  # (B, L, D)
+        return out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
 
 
 class AdSformerBlock(nn.Module):
@@ -66,5 +80,13 @@ class AdSformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, L, D), mask (B, L) -> (B, L, D)."""
-        x = self.norm1(x + self.dropout(self.attn(x, mask)))
+        return self.after_attention(x, self.attn(x, mask))
+
+    def forward_packed(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        """x (T, D) packed real positions -> (T, D), equal to :meth:`forward` at the real positions."""
+        return self.after_attention(x, self.attn.forward_packed(x, packing))
+
+    def after_attention(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """x, attended (..., D) -> (..., D): dropout, residual and norm, then the feed-forward's."""
+        x = self.norm1(x + self.dropout(attended))
         return self.norm2(x + self.dropout(self.ffn(x)))
