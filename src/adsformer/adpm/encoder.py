@@ -97,6 +97,7 @@ class AdSformerEncoder(nn.Module):
         positions = torch.arange(tokens.shape[1]).expand_as(tokens)  # (B, L)
         x = self.embed_tokens(packing.pack(tokens)) + self.position(packing.pack(positions))  # (T, D)
         for block in self.blocks:
+            assert isinstance(block, AdSformerBlock)
             x = block.forward_packed(x, packing)  # (T, D)
         pool = masked_max if self.cfg.pooling == "max" else masked_mean
         padded = packing.pad(x)  # (B_g, W_g, D) per group
