@@ -1,4 +1,5 @@
 import torch
+from torch import nn
 
 from adsformer.layers.attention import AdSformerBlock, MultiHeadSelfAttention
 from adsformer.layers.dcn import CrossNetwork, DeepTower
@@ -64,3 +65,12 @@ def test_low_rank_cross_layer_is_u_v_of_rank_r():
         x = x0 * (x @ w.t() + layer.u.bias) + x
     torch.testing.assert_close(net(x0), x)
     assert sum(p.numel() for p in net.parameters()) == 2 * (2 * 10 * 3 + 10)
+
+
+def test_a_rank_of_at_least_the_width_is_full_rank():
+    """A rank-F product U V is any F x F matrix: at r >= F the layers are plain full-rank linear maps
+    (fewer parameters and multiply-adds than U and V), and ``rank`` reads None."""
+    for rank in (10, 64):
+        net = CrossNetwork(dim=10, layers=2, rank=rank)
+        assert net.rank is None and all(isinstance(layer, nn.Linear) for layer in net.layers)
+    assert CrossNetwork(dim=10, layers=2, rank=9).rank == 9

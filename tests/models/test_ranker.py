@@ -79,5 +79,5 @@ def test_golden_logits_with_seed(fs):
 
 
 # dense features: price and rank(price) (with request_ranks=() the values were -0.1701, 0.0036, 0.1169, ...)
-GOLDEN_ADSFORMER = [0.2282, 0.1186, -0.1823, -0.1504, 0.3827, 0.2282, 0.1186, -0.1823]
-GOLDEN_BASELINE = [0.2421, 0.1206, 0.423, -0.0404, 0.1958, 0.2421, 0.1206, 0.423]
+GOLDEN_ADSFORMER = [0.1238, 0.0337, 0.0808, 0.1442, -0.2515, 0.1238, 0.0337, 0.0808]
+GOLDEN_BASELINE = [-0.4835, -0.2195, -0.176, -0.1139, -0.1319, -0.4835, -0.2195, -0.176]

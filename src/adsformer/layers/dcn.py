@@ -25,12 +25,14 @@ class LowRankLinear(nn.Module):
 
 class CrossNetwork(nn.Module):
     """``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` for ``layers`` layers (DCN-v2 cross): W_l full rank
-    (``nn.Linear``, F x F) when ``rank`` is None, else ``U_l V_l`` of rank ``rank`` (:class:`LowRankLinear`:
-    2 F r weights instead of F^2, and as many multiply-adds per row)."""
+    (``nn.Linear``, F x F) when ``rank`` is None or at least F (a product of rank F is any F x F matrix),
+    else ``U_l V_l`` of rank ``rank`` (:class:`LowRankLinear`: 2 F r weights instead of F^2, and as many
+    multiply-adds per row)."""
 
     def __init__(self, dim: int, layers: int, rank: int | None = None) -> None:
         super().__init__()
-        self.dim, self.rank = dim, rank
+        self.dim, self.rank = dim, (rank if rank is not None and rank < dim else None)
+        rank = self.rank
         self.layers = nn.ModuleList(
             nn.Linear(dim, dim) if rank is None else LowRankLinear(dim, rank) for _ in range(layers)
         )
