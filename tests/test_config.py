@@ -73,6 +73,14 @@ def test_exponent_without_a_dot_is_a_number():
             "model.user must be one of ['adsformer', 'bst', 'lastk', 'baseline'], got 'transformer'",
         ),
         ("ece_bins=0", "eval.ece_bins must be in [1, 10000], got 0"),
+        (
+            "model.ranker.cross_rank=0",
+            "model.ranker.cross_rank must be in [1, 4096], null (full rank) or auto",
+        ),
+        (
+            "model.ranker.cross_rank=low",
+            "model.ranker.cross_rank: expected an integer, 'auto', null; got 'low'",
+        ),
         ("pairs=[a", "--set 'pairs=[a': the value is not a YAML scalar or list"),
     ],
 )

@@ -308,7 +308,37 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, where: str = "") 
     try:
         return cast(T, _adapter(cls).validate_python(dict(data or {})))
     except pydantic.ValidationError as exc:
-        raise _config_error(cls, exc.errors()[0], where) from None
+        errors = exc.errors()
+        union = _union_field(cls, errors)
+        if union is not None:  # a value none of a union field's types takes: one line for the field
+            field, nullable = union
+            key = ".".join([where, *field] if where else field)
+            kinds = [
+                _EXPECTED.get(e["type"].split("_")[0], e["msg"].removeprefix("Input should be "))
+                for e in errors
+            ]
+            kinds += ["null"] if nullable else []
+            detail = f": expected {', '.join(kinds)}; got {errors[0].get('input')!r}"
+            raise ConfigError(f"{key}{detail}", key=key) from None
+        raise _config_error(cls, errors[0], where) from None
+
+
+def _union_field(cls: type, errors: list[Any]) -> tuple[list[str], bool] | None:
+    """The field path when the errors are the members of one union field (``int | Literal['auto'] | None``)
+    each refusing the value -- pydantic names the member last: ``cross_rank.int``,
+    ``cross_rank.literal['auto']`` -- and whether it takes null; else None."""
+    paths = {tuple(str(p) for p in e["loc"][:-1]) for e in errors}
+    if len(errors) < 2 or len(paths) != 1:
+        return None
+    path = list(next(iter(paths)))
+    try:
+        parent = _field_type(cls, path[:-1])
+        declared = typing.get_type_hints(parent)[path[-1]] if dataclasses.is_dataclass(parent) else None
+    except (KeyError, StopIteration, TypeError):
+        return None
+    members = [a for a in typing.get_args(declared) if a is not type(None)]
+    is_union = typing.get_origin(declared) in (typing.Union, types.UnionType) and len(members) > 1
+    return (path, type(None) in typing.get_args(declared)) if is_union else None
 
 
 def _config_error(cls: type, error: Any, where: str) -> ConfigError:

@@ -582,6 +582,20 @@ def test_encoder_auto_is_decided_by_the_training_positives(sim_dir):
         load_experiment(None, ["model.adpm.encoder.enabled=maybe"])
 
 
+def test_cross_rank_auto_is_decided_by_the_task(sim_dir):
+    fs = build_features(read_dataset(sim_dir), load_experiment(None).data)
+
+    def rank(task, *sets):
+        return resolve_for_data(
+            load_experiment(None, list(sets), extra={"task": task}), fs
+        ).model.ranker.cross_rank
+
+    assert load_experiment(None).model.ranker.cross_rank == "auto"
+    assert rank("ctr") == 64 and rank("pccvr") is None  # CROSS_RANK_BY_TASK
+    assert rank("pccvr", "model.ranker.cross_rank=32") == 32  # a given rank is kept
+    assert rank("ctr", "model.ranker.cross_rank=null") is None
+
+
 def test_a_run_trained_with_encoder_auto_writes_the_decision_and_loads_without_data(sim_dir, tmp_path):
     run = tmp_path / "run"
     res = _ok(
@@ -594,5 +608,6 @@ def test_a_run_trained_with_encoder_auto_writes_the_decision_and_loads_without_d
     art = load_artifact(run)
     assert art.config.model.adpm.encoder.enabled is False
     assert "enabled: false" in (run / "config.yaml").read_text()
+    assert "cross_rank: 64" in (run / "config.yaml").read_text()  # auto, decided for CTR
     assert art.model.user.encoder is None and art.model.user.learned is not None
     _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))

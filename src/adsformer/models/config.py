@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal, TypeGuard, get_args
 
@@ -78,6 +79,12 @@ class LastKConfig:
         )
 
 
+#: ``cross_rank: auto`` by task. CTR: rank 64, the full-rank model's quality at 1.3x its training speed;
+#: PCCVR: full rank -- it trains on the few clicked impressions, where speed matters little, and on the public
+#: Taobao PCCVR (1.3k purchases) rank 64 put one seed of three far below the others (docs/models.md).
+CROSS_RANK_BY_TASK: dict[str, int | None] = {"ctr": 64, "pccvr": None}
+
+
 @with_config(KNOWN_KEYS_ONLY)
 @dataclass(frozen=True)
 class RankerConfig:
@@ -85,8 +92,8 @@ class RankerConfig:
 
     cross_layers: int = 2
     # rank r of each cross layer's weight (DCN-v2 low rank: V F -> r, then U r -> F); None = full rank F x F,
-    # as is any r >= F. 64: the model's quality at 1.3x its full-rank training speed (docs/models.md)
-    cross_rank: int | None = 64
+    # as is any r >= F; auto = by task (CROSS_RANK_BY_TASK, resolved by training and written to the run)
+    cross_rank: int | Literal["auto"] | None = "auto"
     deep: tuple[int, ...] = (256, 128)
     dropout: float = 0.1
     listing_dim: int = 32
@@ -113,8 +120,10 @@ class RankerConfig:
                 ("cross_layers", in_range(self.cross_layers, 0, MAX_BLOCKS), f"must be in [0, {MAX_BLOCKS}]"),
                 (
                     "cross_rank",
-                    self.cross_rank is None or in_range(self.cross_rank, 1, MAX_DIM),
-                    f"must be in [1, {MAX_DIM}] (null = full rank)",
+                    self.cross_rank is None
+                    or self.cross_rank == "auto"
+                    or in_range(self.cross_rank, 1, MAX_DIM),
+                    f"must be in [1, {MAX_DIM}], null (full rank) or auto (by task)",
                 ),
                 (
                     "deep",
@@ -145,6 +154,17 @@ class RankerConfig:
 
     def target_dim(self, entity: str) -> int:
         return int(getattr(self, f"{entity}_dim"))
+
+    def for_task(self, task: str) -> RankerConfig:
+        """This config with ``cross_rank: auto`` made the task's (:data:`CROSS_RANK_BY_TASK`)."""
+        if self.cross_rank != "auto":
+            return self
+        return dataclasses.replace(self, cross_rank=CROSS_RANK_BY_TASK.get(task, CROSS_RANK_BY_TASK["ctr"]))
+
+    @property
+    def rank(self) -> int | None:
+        """The cross layers' rank (None: full); ``auto`` not yet resolved for a task reads as CTR's."""
+        return self.for_task("ctr").cross_rank  # type: ignore[return-value]
 
 
 @with_config(KNOWN_KEYS_ONLY)

@@ -60,7 +60,7 @@ class Ranker(nn.Module):
             + int(user.out_dim)
         )
         self.in_dim = in_dim
-        self.cross = CrossNetwork(in_dim, cfg.cross_layers, cfg.cross_rank)
+        self.cross = CrossNetwork(in_dim, cfg.cross_layers, cfg.rank)
         self.deep = DeepTower(in_dim, cfg.deep, cfg.dropout)
         self.head = nn.Linear(in_dim + self.deep.out_dim, 1)
         context = {n: wide.categorical_vocab[n] for n in cfg.position_context if n in wide.categorical_vocab}
