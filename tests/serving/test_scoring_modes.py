@@ -3,10 +3,14 @@ sequence (the same for a user without history; close, not equal, for a long wind
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from adsformer.data.vocab import Vocabularies
+from adsformer.serving.online_features import RequestMemo, _sequence_key
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import UserState
 
@@ -43,19 +47,36 @@ def test_the_service_setting_picks_the_mode_of_both_runs(make_service, make_sett
         make_settings(scoring_mode="int4")
 
 
-def test_the_runs_of_a_request_share_touch_signals_without_changing_them(ctr_run, pccvr_run, catalog):
+def test_the_runs_of_a_request_share_sequences_and_touch_signals_without_changing_them(
+    ctr_run, pccvr_run, catalog
+):
     ctr, pccvr = ServingModel.load(ctr_run, catalog), ServingModel.load(pccvr_run, catalog)
     ids = catalog.ids[:40]
     bids = catalog.bids[[catalog.row[i] for i in ids]]
     now = 2_000_000_000
     state = UserState(1, {p: [(now - 1 - i, ids[(3 * i) % 40]) for i in range(6)] for p in ctr.pairs})
-    shared: dict = {}
+    shared = RequestMemo()
     one = [m.features(ids, query=None, state=state, now=now, bids=bids, shared=shared) for m in (ctr, pccvr)]
     alone = [m.features(ids, query=None, state=state, now=now, bids=bids) for m in (ctr, pccvr)]
-    assert len(shared) > 0 and float(one[0].touch[..., 0].sum()) > 0  # some candidate was touched
+    assert len(shared.touch) > 0 and float(one[0].touch[..., 0].sum()) > 0  # some candidate was touched
     for a, b in zip(one, alone, strict=True):
         assert torch.equal(a.touch, b.touch)
-    assert len(shared) == len({(p, tuple(e)) for p, e in alone[0].sequences.items() if e})
+        assert a.seq_ids.keys() == b.seq_ids.keys()
+        assert all(torch.equal(a.seq_ids[p], b.seq_ids[p]) for p in a.seq_ids)
+        assert all(torch.equal(a.seq_len[p], b.seq_len[p]) for p in a.seq_len)
+    assert len(shared.touch) == len({(p, tuple(e)) for p, e in alone[0].sequences.items() if e})
+    # two runs of one dataset encode the user's sequences once: their sequence keys are equal
+    assert len(shared.sequences) == 1 and one[0].seq_ids is one[1].seq_ids
+    vocabs = ctr.predictor.artifact.vocabs
+    window, length = ctr.online.window_s, ctr.online.max_len
+    key = _sequence_key(ctr.pairs, window, length, vocabs)
+    assert key == ctr.online.sequence_key == pccvr.online.sequence_key
+    # ... and differ when anything that encodes them does: an id, the window, the pairs
+    listing = vocabs["listing"]
+    changed = Vocabularies({**vocabs.by_name, "listing": dataclasses.replace(listing, ids=listing.ids[::-1])})
+    assert _sequence_key(ctr.pairs, window, length, changed) != key
+    assert _sequence_key(ctr.pairs, window + 1, length, vocabs) != key
+    assert _sequence_key(ctr.pairs[:-1], window, length, vocabs) != key
 
 
 def test_a_bad_service_setting_is_one_line_naming_it(ctr_run, sim_data):

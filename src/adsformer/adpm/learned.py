@@ -99,15 +99,19 @@ class LearnedComponent(nn.Module):
         ids_b = {p: seq_ids[p].expand(B, -1) for p in self.attended}  # (B, M) the one user's
         lens_b = {p: seq_len[p].expand(B) for p in self.attended}  # (B,)
         attended = self.attend(target, ids_b, lens_b) if self.attended else target.new_zeros((B, 0)).float()
+        averaged = [p for p in self.pairs if p not in self.attended]
+        if not averaged:
+            return attended, attended.new_zeros(0)
+        lengths = torch.cat([seq_len[p] for p in averaged]).tolist()  # one conversion for every pair
         shared = []
-        for pair in self.pairs:
-            if pair in self.attended:
-                continue
-            n = max(0, min(int(seq_len[pair][0]), seq_ids[pair].shape[1]))
-            ids = seq_ids[pair][0, :n]  # (n,) the real ids
+        for pair, length in zip(averaged, lengths, strict=True):
+            n = max(0, min(int(length), seq_ids[pair].shape[1]))
             weight = cast(nn.Embedding, self.tables[_key(pair)]).weight  # (V, d_e)
-            shared.append(weight[ids].sum(0) / n if n else weight.new_zeros(weight.shape[1]))  # (d_e,)
-        return attended, torch.cat(shared) if shared else attended.new_zeros(0)
+            if n:  # the mean of the n real ids' rows, one operation
+                shared.append(F.embedding_bag(seq_ids[pair][:, :n], weight, mode="mean")[0])  # (d_e,)
+            else:
+                shared.append(weight.new_zeros(weight.shape[1]))
+        return attended, torch.cat(shared)
 
 
 def _key(pair: str) -> str:

@@ -21,8 +21,9 @@ Letters: B candidates, F dense features, M sequence width (>= 1).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from adsformer.data.ranks import ranked_column, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.sequences import in_window
 from adsformer.data.touch import NEVER, codes_for, touch_signals
+from adsformer.data.vocab import Vocabularies
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.encoding import IdEncoder
@@ -43,8 +45,21 @@ from adsformer.serving.store import SequenceItem, UserState
 
 EVENT_FIELDS = ("listing_id", "shop_id", "taxonomy_id", "query")
 
-#: One request's touch-signal columns by (pair, its window entries): (B, 2) ``[count, age_s]``
-TouchMemo = dict[tuple[str, tuple[tuple[int, str], ...]], np.ndarray]
+#: A user's encoded sequences as a run reads them: seq_ids, seq_len, the raw entries used (pair -> ...)
+Sequences = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, list[tuple[int, str]]]]
+
+
+@dataclass
+class RequestMemo:
+    """What the runs of one request (CTR, PCCVR) compute once and share; one per request: it holds values
+    for these candidates, this query, context, user state and time only.
+
+    ``touch``: touch-signal columns (B, 2) ``[count, age_s]`` by (pair, its window entries); ``sequences``:
+    the user's encoded sequences by :attr:`OnlineFeatures.sequence_key` (runs with the same sequence
+    settings and vocabularies, as a CTR and a PCCVR run trained on one dataset have)."""
+
+    touch: dict[tuple[str, tuple[tuple[int, str], ...]], np.ndarray] = field(default_factory=dict)
+    sequences: dict[bytes, Sequences] = field(default_factory=dict)
 
 
 def sequence_items(
@@ -109,6 +124,7 @@ class OnlineFeatures:
         self.catalog = catalog
         self.encoders = {name: IdEncoder(v) for name, v in vocabs.by_name.items()}
         self.n_actions = vocabs["action"].size if "action" in vocabs.by_name else 0
+        self.sequence_key = _sequence_key(self.pairs, self.window_s, self.max_len, vocabs)
         self.cat_names = [c for c in vocabs.by_name if c.startswith("c_")]
         self.dense_stats = predictor.dense_stats
         frame = catalog.listings
@@ -146,14 +162,13 @@ class OnlineFeatures:
         now: int,
         bids: np.ndarray,
         context: Mapping[str, Any] | None = None,
-        shared: TouchMemo | None = None,
+        shared: RequestMemo | None = None,
     ) -> RequestFeatures:
         """Inputs for candidates ``listing_ids`` with ``bids`` (B,), the request's query and context
         (impression-level ``c_*`` / ``f_*`` values), and the user's store state at time ``now``.
 
-        ``shared``: a memo of touch-signal columns that the runs of one request fill and read, so a second
-        run whose pair has the same window entries does not match them again. One per request: the columns
-        are valid for these candidates, this query, context and time only."""
+        ``shared``: the :class:`RequestMemo` that the runs of one request fill and read, so a second run
+        neither encodes the same sequences again nor matches the same window entries again."""
         context = dict(context or {})
         B = len(listing_ids)
         n = len(self.catalog)
@@ -177,16 +192,17 @@ class OnlineFeatures:
             elif name in self._dense:
                 dense[:, j] = self._dense[name][rows]
         self._request_ranks(dense)
-        seq_ids, seq_len, used = self._sequences(state, now)
+        memo = RequestMemo() if shared is None else shared
+        if self.sequence_key not in memo.sequences:
+            memo.sequences[self.sequence_key] = self._sequences(state, now)
+        seq_ids, seq_len, used = memo.sequences[self.sequence_key]
         return RequestFeatures(
             target={e: torch.from_numpy(v.astype(np.int64)) for e, v in target.items()},
             categorical={c: torch.from_numpy(v.astype(np.int64)) for c, v in categorical.items()},
             dense=torch.from_numpy(dense),
             seq_ids=seq_ids,
             seq_len=seq_len,
-            touch=torch.from_numpy(
-                self._touch(listing_ids, rows, query, context, used, now, {} if shared is None else shared)
-            ),
+            touch=torch.from_numpy(self._touch(listing_ids, rows, query, context, used, now, memo.touch)),
             listing_ids=list(listing_ids),
             sequences=used,
         )
@@ -199,7 +215,7 @@ class OnlineFeatures:
         context: Mapping[str, Any],
         used: dict[str, list[tuple[int, str]]],
         now: int,
-        shared: TouchMemo,
+        shared: dict[tuple[str, tuple[tuple[int, str], ...]], np.ndarray],
     ) -> np.ndarray:
         """(B, P, 2) raw touch signals: each pair's entries against each candidate's raw value of the
         pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features); a column
@@ -252,9 +268,7 @@ class OnlineFeatures:
             return [raw[int(r)] for r in rows]
         return [None] * B
 
-    def _sequences(
-        self, state: UserState | None, now: int
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, list[tuple[int, str]]]]:
+    def _sequences(self, state: UserState | None, now: int) -> Sequences:
         seq_ids, seq_len, used = {}, {}, {}
         for name in self.pairs:
             entries = state.sequences.get(name, []) if state is not None else []
@@ -294,6 +308,17 @@ class OnlineFeatures:
         """(B,) float32 as offline (:mod:`adsformer.data.dense`): transformed, standardized with the run's
         training statistics, non-finite -> 0."""
         return standardize(transform(name, x), self.dense_stats[name])
+
+
+def _sequence_key(pairs: Sequence[str], window_s: int, max_len: int, vocabs: Vocabularies) -> bytes:
+    """A digest of what a run's encoded sequences depend on besides the request: the pairs, window, length
+    and the vocabularies that encode them (ids in order, OOV buckets)."""
+    digest = hashlib.blake2b(repr((list(pairs), window_s, max_len)).encode(), digest_size=16)
+    for name in sorted(vocabs.by_name):
+        vocab = vocabs[name]
+        digest.update(f"\x01{name}\x01{vocab.num_oov}\x01{vocab.first_id_index}\x01".encode())
+        digest.update("\x00".join(str(i) for i in vocab.ids).encode("utf-8", "backslashreplace"))
+    return digest.digest()
 
 
 def _floats(frame: pl.DataFrame, name: str) -> np.ndarray:

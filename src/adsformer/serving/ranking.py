@@ -49,7 +49,7 @@ from adsformer.serving.candidates import CandidateSource
 from adsformer.serving.catalog import Catalog
 from adsformer.serving.feature_log import FeatureLog, served_rows
 from adsformer.serving.metrics import ServingMetrics
-from adsformer.serving.online_features import RequestFeatures, TouchMemo, sequence_items
+from adsformer.serving.online_features import RequestFeatures, RequestMemo, sequence_items
 from adsformer.serving.outcome import RankedAd, RankOutcome, RankQuery
 from adsformer.serving.scoring import ServingModel
 from adsformer.serving.store import (
@@ -331,10 +331,10 @@ class RankingService:
     def _features(
         self, r: _Request, ids: list[str], bids: np.ndarray, state: UserState | None
     ) -> list[RequestFeatures]:
-        """Stage 5a: each model's inputs for the candidates, timed; the runs share the touch signals of the
-        pairs they both read (computed once)."""
+        """Stage 5a: each model's inputs for the candidates, timed; the runs share the user's encoded sequences
+        and the touch signals of the pairs they both read (computed once: :class:`RequestMemo`)."""
         q = r.q
-        shared: TouchMemo = {}
+        shared = RequestMemo()
         with self._timed(r, "features"):
             return [
                 m.features(

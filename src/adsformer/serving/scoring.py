@@ -21,7 +21,7 @@ from adsformer.layers.user import OneUserMode
 from adsformer.models.fast import FastScorer
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
-from adsformer.serving.online_features import OnlineFeatures, RequestFeatures, TouchMemo
+from adsformer.serving.online_features import OnlineFeatures, RequestFeatures, RequestMemo
 from adsformer.serving.store import UserState
 
 
@@ -62,7 +62,7 @@ class ServingModel:
         now: int,
         bids: np.ndarray,
         context: Mapping[str, Any] | None = None,
-        shared: TouchMemo | None = None,
+        shared: RequestMemo | None = None,
     ) -> RequestFeatures:
         """The run's inputs for one request (``shared``: the request's touch memo, see
         :meth:`~adsformer.serving.online_features.OnlineFeatures.build`)."""
