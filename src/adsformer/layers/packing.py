@@ -6,7 +6,8 @@ slice. Layers that act on each position alone (linear maps, layer norm, a feed-f
 T real positions: no padding, one operation for the whole batch. What mixes positions (attention,
 pooling) pads one group at a time to that group's width, where the rows are of near-equal length.
 
-Letters: B rows, L padded width, T real positions in all, B_g rows and W_g width of one group, C channels.
+Letters: B rows, L padded width, T real positions in all, B_g rows and W_g width of one group, P padded
+positions of all groups (sum of B_g * W_g), C channels.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ import torch
 
 @dataclass(frozen=True)
 class WidthGroup:
-    """Rows ``rows`` (a slice of the sorted rows), padded to width W_g = the longest of them.
+    """Consecutive rows of the sorted batch, padded to width W_g = the longest of them; ``mask`` (B_g, W_g)
+    marks their real positions (a prefix of each row)."""
 
-    ``mask`` (B_g, W_g) marks their real positions (a prefix of each row)."""
-
-    rows: slice
     mask: torch.Tensor
 
     @property
@@ -56,7 +55,7 @@ class Packing:
         spans = _spans(lengths[order], groups)
         gather = torch.cat([packed_at[a:b, :width].flatten() for a, b, width in spans])  # (P,)
         flat = (order.unsqueeze(1) * L + torch.arange(L))[sorted_mask]  # (T,)
-        built = tuple(WidthGroup(slice(a, b), sorted_mask[a:b, :width]) for a, b, width in spans)
+        built = tuple(WidthGroup(sorted_mask[a:b, :width]) for a, b, width in spans)
         return cls(order, torch.argsort(order), flat, gather, (gather < T).nonzero().squeeze(1), built)
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
