@@ -29,6 +29,7 @@ import adsformer
 from adsformer.data.batching import Batch, make_batch
 from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
+from adsformer.experiments.runs import resolve_for_data
 from adsformer.run.config import load_experiment
 from adsformer.run.model import seeded_model
 from adsformer.run.scoring import forward
@@ -58,6 +59,7 @@ def main() -> None:
 
     cfg = load_experiment(args.config, [f"batch_size={args.batch_size}", *args.overrides])
     fs = build_features(read_dataset(args.data), cfg.data)
+    cfg = resolve_for_data(cfg, fs)  # the auto settings as training decides them (CTR: rank-64 cross layers)
     model = seeded_model(cfg, fs)
     model.train()
     optimizers = make_optimizers(model, cfg.train, "ctr")

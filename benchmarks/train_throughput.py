@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from adsformer.data.batching import make_batch
 from adsformer.data.features import build_features
 from adsformer.data.validate import read_dataset
+from adsformer.experiments.runs import resolve_for_data
 from adsformer.io import atomic_file, write_json
 from adsformer.run.config import load_experiment
 from adsformer.run.model import seeded_model
@@ -82,6 +83,7 @@ def ours(entry: ModelEntry, fs: Any, base: list[str]) -> tuple[torch.nn.Module, 
     cfg = load_experiment(
         ROOT / "configs" / "ctr.yaml", [*base, *entry.overrides], extra={"model": entry.user}
     )
+    cfg = resolve_for_data(cfg, fs)  # the auto settings as training decides them (CTR: rank-64 cross layers)
     model = seeded_model(cfg, fs)
     model.train()
     optimizers = make_optimizers(model, cfg.train, "ctr")

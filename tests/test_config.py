@@ -106,3 +106,32 @@ def test_direct_construction_is_checked_too():
 
     with pytest.raises(ConfigError, match=r"^max_len must be in \[1, 10000\], got 0$"):
         SequenceConfig(max_len=0)
+
+
+def test_two_bad_top_level_keys_are_one_line_naming_the_first():
+    from adsformer.config import from_dict
+    from adsformer.models.config import RankerConfig
+
+    with pytest.raises(ConfigError, match="cross_layers: expected an integer, got 'x'"):
+        from_dict(RankerConfig, {"cross_layers": "x", "dropout": "y"})
+    with pytest.raises(ConfigError, match="unknown config key"):
+        from_dict(RankerConfig, {"foo": 1, "bar": 2})
+
+
+def test_a_config_saved_without_cross_rank_rebuilds_full_rank_layers():
+    """Runs saved before ``cross_rank: auto`` existed have no such key; unresolved, ``auto`` reads as full
+    rank -- the layers they were trained with -- whatever their task (training resolves it by task)."""
+    from torch import nn
+
+    from adsformer.config import from_dict, to_dict
+    from adsformer.layers.dcn import CrossNetwork
+    from adsformer.run.config import ExperimentConfig
+
+    for task in ("ctr", "pccvr"):
+        data = to_dict(ExperimentConfig())
+        del data["model"]["ranker"]["cross_rank"]
+        data["task"] = task
+        ranker = from_dict(ExperimentConfig, data).model.ranker
+        assert ranker.cross_rank == "auto" and ranker.rank is None
+        assert all(isinstance(layer, nn.Linear) for layer in CrossNetwork(443, 2, ranker.rank).layers)
+    assert from_dict(ExperimentConfig, data).model.ranker.for_task("ctr").rank == 64

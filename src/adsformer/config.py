@@ -328,13 +328,13 @@ def _union_field(cls: type, errors: list[Any]) -> tuple[list[str], bool] | None:
     each refusing the value -- pydantic names the member last: ``cross_rank.int``,
     ``cross_rank.literal['auto']`` -- and whether it takes null; else None."""
     paths = {tuple(str(p) for p in e["loc"][:-1]) for e in errors}
-    if len(errors) < 2 or len(paths) != 1:
+    if len(errors) < 2 or len(paths) != 1 or not next(iter(paths)):  # () : errors in two top-level keys
         return None
     path = list(next(iter(paths)))
     try:
         parent = _field_type(cls, path[:-1])
         declared = typing.get_type_hints(parent)[path[-1]] if dataclasses.is_dataclass(parent) else None
-    except (KeyError, StopIteration, TypeError):
+    except (KeyError, IndexError, StopIteration, TypeError):
         return None
     members = [a for a in typing.get_args(declared) if a is not type(None)]
     is_union = typing.get_origin(declared) in (typing.Union, types.UnionType) and len(members) > 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import torch
 
 from adsformer.layers.attention import AdSformerBlock
@@ -19,7 +20,7 @@ def _mask(lengths: list[int], L: int) -> torch.Tensor:
 def test_pack_pad_unpad_round_trip_keeps_every_real_position():
     lengths = [3, 1, 5, 1, 2, 5, 4, 1]
     mask = _mask(lengths, 6)  # (B, L)
-    values = torch.arange(8 * 6, dtype=torch.float32).view(8, 6, 1) * mask.unsqueeze(-1)  # (B, L, 1)
+    values = (1 + torch.arange(8 * 6, dtype=torch.float32)).view(8, 6, 1) * mask.unsqueeze(-1)  # real: > 0
     packing = Packing.of(mask, groups=3)
     packed = packing.pack(values)  # (T, 1)
     assert packed.shape == (sum(lengths), 1)
@@ -82,3 +83,10 @@ def test_packed_block_equals_the_padded_block_with_gradients():
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     for padded_grad, packed_grad in zip(*grads, strict=True):
         assert torch.allclose(padded_grad, packed_grad, atol=1e-4, rtol=1e-4)
+
+
+def test_packing_refuses_no_rows_or_no_groups():
+    with pytest.raises(ValueError, match="at least one row"):
+        Packing.of(_mask([], 4), groups=2)
+    with pytest.raises(ValueError, match="one group"):
+        Packing.of(_mask([1, 2], 4), groups=0)

@@ -5,7 +5,7 @@ import torch
 from adsformer.config import DataConfig, SplitConfig
 from adsformer.data.batching import make_batch
 from adsformer.data.features import build_features
-from adsformer.models.config import ModelConfig
+from adsformer.models.config import ModelConfig, RankerConfig
 from adsformer.models.registry import USER_MODULES, build_model
 from adsformer.run.model import spec_from_features
 from adsformer.run.scoring import forward, predict
@@ -57,15 +57,18 @@ def test_baseline_ignores_sequences(fs):
 
 
 @torch.no_grad()
-def test_golden_logits_with_seed(fs):
+@pytest.mark.parametrize("rank", [None, 64])
+def test_golden_logits_with_seed(fs, rank):
     """Pinned logits of the default ranker (ADPM with every component the data allows, touch signals on)
     and of the baseline for the tiny dataset's first rows, as torchrec's test_dlrm pins DLRM's: catches
-    silent changes to initialization, feature layout, masking or pooling (torch 2.13, CPU)."""
+    silent changes to initialization, feature layout, masking or pooling (torch 2.13, CPU). Full-rank cross
+    layers (PCCVR's, and an unresolved ``auto``'s) and rank 64 (CTR's)."""
     batch = make_batch(fs, np.arange(8))
     got = {}
     for user in ("adsformer", "baseline"):
         torch.manual_seed(0)
-        model = build_model(ModelConfig(user=user), spec_from_features(fs)).eval()
+        cfg = ModelConfig(user=user, ranker=RankerConfig(cross_rank="auto" if rank is None else rank))
+        model = build_model(cfg, spec_from_features(fs)).eval()
         with (
             torch.no_grad()
         ):  # embeddings of realistic size (the default init is tiny), so the user part counts
@@ -73,11 +76,20 @@ def test_golden_logits_with_seed(fs):
                 if "emb" in name or "embed" in name:
                     p.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
         got[user] = forward(model, batch)
-    assert [round(float(x), 4) for x in got["adsformer"]] == pytest.approx(GOLDEN_ADSFORMER, abs=2e-3)
-    assert [round(float(x), 4) for x in got["baseline"]] == pytest.approx(GOLDEN_BASELINE, abs=2e-3)
+    golden_ads, golden_base = GOLDEN[rank]
+    assert [round(float(x), 4) for x in got["adsformer"]] == pytest.approx(golden_ads, abs=2e-3)
+    assert [round(float(x), 4) for x in got["baseline"]] == pytest.approx(golden_base, abs=2e-3)
     assert not torch.allclose(got["adsformer"], got["baseline"])  # the user vector changes the logits
 
 
 # dense features: price and rank(price) (with request_ranks=() the values were -0.1701, 0.0036, 0.1169, ...)
-GOLDEN_ADSFORMER = [0.1238, 0.0337, 0.0808, 0.1442, -0.2515, 0.1238, 0.0337, 0.0808]
-GOLDEN_BASELINE = [-0.4835, -0.2195, -0.176, -0.1139, -0.1319, -0.4835, -0.2195, -0.176]
+GOLDEN = {  # cross rank -> (adsformer, baseline)
+    None: (
+        [0.2282, 0.1186, -0.1823, -0.1504, 0.3827, 0.2282, 0.1186, -0.1823],
+        [0.2421, 0.1206, 0.423, -0.0404, 0.1958, 0.2421, 0.1206, 0.423],
+    ),
+    64: (
+        [0.1238, 0.0337, 0.0808, 0.1442, -0.2515, 0.1238, 0.0337, 0.0808],
+        [-0.4835, -0.2195, -0.176, -0.1139, -0.1319, -0.4835, -0.2195, -0.176],
+    ),
+}

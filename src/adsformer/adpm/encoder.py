@@ -18,8 +18,8 @@ from adsformer.layers.attention import AdSformerBlock
 from adsformer.layers.packing import Packing
 from adsformer.layers.pooling import lengths_to_mask, masked_max, masked_mean
 
-#: Length groups hold at least this many rows: fewer rows per group cost more in per-group work (a few
-#: small operations forward and backward) than the padding they save.
+#: Below this many rows per allowed group (``B // ROWS_PER_GROUP`` groups at most) the batch is one padded
+#: block: packing costs a few operations of its own, which a small batch does not repay.
 ROWS_PER_GROUP = 64
 
 
@@ -83,10 +83,10 @@ class AdSformerEncoder(nn.Module):
         With ``length_groups = G > 1`` the real positions of all rows are packed (no padding) and every
         per-position layer -- embeddings, Q/K/V and output projections, layer norms, the feed-forward --
         runs once over them; attention and pooling, which mix positions, run on the rows sorted by length
-        in up to G groups (at least :data:`ROWS_PER_GROUP` rows each), each padded to its longest row
-        only (see :class:`adsformer.layers.packing.Packing`). The same values as one padded block (rows
-        never interact), at a fraction of the cost when lengths vary. Tracing (export) takes the
-        single-block path, whose graph does not depend on the data.
+        in at most ``min(G, B // ROWS_PER_GROUP)`` groups, each padded to its longest row only, the split
+        the cheapest under the attention's cost model (see :class:`adsformer.layers.packing.Packing`). The
+        same values as one padded block (rows never interact), at a fraction of the cost when lengths vary.
+        Tracing (export) takes the single-block path, whose graph does not depend on the data.
         """
         B = ids.shape[0]
         G = min(self.cfg.length_groups, B // ROWS_PER_GROUP)
@@ -94,7 +94,7 @@ class AdSformerEncoder(nn.Module):
             return self.pooled(target, ids, lengths)
         tokens, mask = self.tokens(target, ids, lengths)  # (B, L), (B, L)
         packing = Packing.of(mask, G)
-        positions = torch.arange(tokens.shape[1]).expand_as(tokens)  # (B, L)
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)  # (B, L)
         x = self.embed_tokens(packing.pack(tokens)) + self.position(packing.pack(positions))  # (T, D)
         for block in self.blocks:
             assert isinstance(block, AdSformerBlock)

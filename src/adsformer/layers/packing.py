@@ -46,15 +46,21 @@ class Packing:
     def of(cls, mask: torch.Tensor, groups: int) -> Packing:
         """The packing of rows with real positions ``mask`` (B, L) (a prefix of each row, at least one),
         in at most ``groups`` width groups, the cheapest under the attention's cost model (:func:`_spans`)."""
-        L = mask.shape[1]
+        if groups < 1 or mask.shape[0] == 0:
+            raise ValueError(
+                f"packing needs at least one row and one group, got {mask.shape[0]} and {groups}"
+            )
+        L, device = mask.shape[1], mask.device
         lengths = mask.sum(1)  # (B,)
         order = torch.argsort(lengths, stable=True)  # (B,)
         sorted_mask = mask[order]  # (B, L)
         T = int(lengths.sum())
-        packed_at = torch.full(sorted_mask.shape, T).masked_scatter_(sorted_mask, torch.arange(T))  # (B, L)
+        packed_at = torch.full(sorted_mask.shape, T, device=device).masked_scatter_(
+            sorted_mask, torch.arange(T, device=device)
+        )  # (B, L)
         spans = _spans(lengths[order], groups)
         gather = torch.cat([packed_at[a:b, :width].flatten() for a, b, width in spans])  # (P,)
-        flat = (order.unsqueeze(1) * L + torch.arange(L))[sorted_mask]  # (T,)
+        flat = (order.unsqueeze(1) * L + torch.arange(L, device=device))[sorted_mask]  # (T,)
         built = tuple(WidthGroup(sorted_mask[a:b, :width]) for a, b, width in spans)
         return cls(order, torch.argsort(order), flat, gather, (gather < T).nonzero().squeeze(1), built)
 
@@ -95,7 +101,7 @@ def _spans(sorted_lengths: torch.Tensor, groups: int) -> list[tuple[int, int, in
     Groups only ever end where the length changes, so the search runs over the K distinct lengths (K <= L):
     ``best[j] = min_i best[i] + GROUP_COST + rows(i, j] * f(width_j)``, O(K^2). When the cheapest split
     has more than ``groups`` groups, the fixed cost is doubled until it has no more."""
-    widths, counts = torch.unique_consecutive(sorted_lengths, return_counts=True)
+    widths, counts = torch.unique_consecutive(sorted_lengths.cpu(), return_counts=True)  # K host values
     w = widths.double().numpy()
     ends = counts.cumsum(0).numpy()  # rows up to and including each distinct length
     fixed = GROUP_COST

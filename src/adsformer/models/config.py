@@ -163,8 +163,10 @@ class RankerConfig:
 
     @property
     def rank(self) -> int | None:
-        """The cross layers' rank (None: full); ``auto`` not yet resolved for a task reads as CTR's."""
-        return self.for_task("ctr").cross_rank  # type: ignore[return-value]
+        """The cross layers' rank (None: full). ``auto`` not resolved for a task -- a model built straight
+        from a config, a run saved before the setting existed -- reads as full rank, the value before
+        ``auto``, so such runs rebuild the layers they were trained with."""
+        return None if self.cross_rank == "auto" else self.cross_rank
 
 
 @with_config(KNOWN_KEYS_ONLY)
