@@ -56,7 +56,9 @@ def test_frozen_table_packed_mean_skips_absent_rows():
 
 
 def test_merged_length_groups_equal_one_padded_block(monkeypatch):
-    monkeypatch.setattr(encoder_module, "ROWS_PER_GROUP", 1)  # 8 groups of 25 rows (the default floor is 64)
+    monkeypatch.setattr(
+        encoder_module, "ROWS_PER_GROUP", 1
+    )  # up to 8 groups (the default floor is 32 rows a group)
     torch.manual_seed(0)
     enc = AdSformerEncoder(EncoderConfig(dim=16, heads=3, head_dim=8, length_groups=8), 100)
     ids, lengths = _batch(200, 15, 100, empty=0.6)  # many empty sequences: several width-0 groups merge
