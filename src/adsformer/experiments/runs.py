@@ -84,8 +84,8 @@ def resolve_for_data(
     cfg: ExperimentConfig, fs: FeatureSet, *, positives: int | None = None, say: bool = False
 ) -> ExperimentConfig:
     """The model's ``auto`` settings made concrete for this data (said on the console with ``say``): the
-    cross layers' rank (by task), the encoder's, BST's and last-k's ``auto`` pair (``listing:view`` when the data has it, else the listing
-    sequence with the most events) and ``encoder.enabled: auto`` (on from
+    cross layers' rank (by task), the encoder's, BST's and last-k's ``auto`` pair (``listing:view`` when
+    the data has it, else the listing sequence with the most events) and ``encoder.enabled: auto`` (on from
     :data:`~adsformer.adpm.config.ENCODER_MIN_POSITIVES` positives in the training split; ``positives``
     overrides the count read from ``fs``, for a feature store whose ``fs`` holds no rows)."""
     cfg = dataclasses.replace(

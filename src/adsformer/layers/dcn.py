@@ -31,10 +31,10 @@ class CrossNetwork(nn.Module):
 
     def __init__(self, dim: int, layers: int, rank: int | None = None) -> None:
         super().__init__()
-        self.dim, self.rank = dim, (rank if rank is not None and rank < dim else None)
-        rank = self.rank
+        low = rank if rank is not None and rank < dim else None  # a rank of at least F is no constraint
+        self.dim, self.rank = dim, low
         self.layers = nn.ModuleList(
-            nn.Linear(dim, dim) if rank is None else LowRankLinear(dim, rank) for _ in range(layers)
+            nn.Linear(dim, dim) if low is None else LowRankLinear(dim, low) for _ in range(layers)
         )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

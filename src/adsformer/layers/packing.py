@@ -95,12 +95,13 @@ WIDTH_SCALE = 16.0
 
 
 def _spans(sorted_lengths: torch.Tensor, groups: int) -> list[tuple[int, int, int]]:
-    """(first row, end row, width) of the cheapest split of rows sorted by length into at most ``groups``
-    groups of consecutive rows, each padded to its longest row, under the cost model above.
+    """(first row, end row, width) of a split of rows sorted by length into at most ``groups`` groups of
+    consecutive rows, each padded to its longest row: the cheapest under the cost model above.
 
     Groups only ever end where the length changes, so the search runs over the K distinct lengths (K <= L):
     ``best[j] = min_i best[i] + GROUP_COST + rows(i, j] * f(width_j)``, O(K^2). When the cheapest split
-    has more than ``groups`` groups, the fixed cost is doubled until it has no more."""
+    has more than ``groups`` groups, the fixed cost is doubled until it has no more: a split within the
+    cap, not searched for the cheapest among those (the cap rarely binds: the model wants few groups)."""
     widths, counts = torch.unique_consecutive(sorted_lengths.cpu(), return_counts=True)  # K host values
     w = widths.double().numpy()
     ends = counts.cumsum(0).numpy()  # rows up to and including each distinct length
