@@ -90,3 +90,33 @@ def test_packing_refuses_no_rows_or_no_groups():
         Packing.of(_mask([], 4), groups=2)
     with pytest.raises(ValueError, match="one group"):
         Packing.of(_mask([1, 2], 4), groups=0)
+
+
+def test_groups_are_the_cheapest_split_within_the_cap_by_brute_force():
+    """Against every split at group boundaries where the length changes, on random small batches: the
+    chosen split costs no more than the cheapest with at most ``cap`` groups (the cap binding or not)."""
+    import random
+
+    from adsformer.layers.packing import GROUP_COST, WIDTH_SCALE
+
+    def cost(spans: list[tuple[int, int, int]]) -> float:
+        return sum(GROUP_COST + (b - a) * (w + w * w / WIDTH_SCALE) for a, b, w in spans)
+
+    rng = random.Random(0)
+    for _ in range(100):
+        K = rng.randint(2, 8)
+        widths = sorted(rng.sample(range(1, 52), K))
+        counts = [rng.randint(1, 200) for _ in range(K)]
+        lengths = torch.tensor([w for w, c in zip(widths, counts, strict=True) for _ in range(c)])
+        ends = list(itertools.accumulate(counts))
+        cap = rng.choice([1, 2, 3, 100])
+        cheapest = float("inf")
+        for r in range(min(cap, K)):
+            for cuts in itertools.combinations(range(K - 1), r):
+                bounds = [0, *(ends[j] for j in cuts), ends[-1]]
+                last = [*cuts, K - 1]
+                spans = [(a, b, widths[j]) for a, b, j in zip(bounds[:-1], bounds[1:], last, strict=True)]
+                cheapest = min(cheapest, cost(spans))
+        got = _spans(lengths, cap)
+        assert len(got) <= cap and got[0][0] == 0 and got[-1][1] == len(lengths)
+        assert cost(got) <= cheapest + 1e-6

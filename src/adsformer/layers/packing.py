@@ -95,22 +95,19 @@ WIDTH_SCALE = 16.0
 
 
 def _spans(sorted_lengths: torch.Tensor, groups: int) -> list[tuple[int, int, int]]:
-    """(first row, end row, width) of a split of rows sorted by length into at most ``groups`` groups of
-    consecutive rows, each padded to its longest row: the cheapest under the cost model above.
+    """(first row, end row, width) of the cheapest split, under the cost model above, of rows sorted by
+    length into at most ``groups`` groups of consecutive rows, each padded to its longest row.
 
     Groups only ever end where the length changes, so the search runs over the K distinct lengths (K <= L):
-    ``best[j] = min_i best[i] + GROUP_COST + rows(i, j] * f(width_j)``, O(K^2). When the cheapest split
-    has more than ``groups`` groups, the fixed cost is doubled until it has no more: a split within the
-    cap, not searched for the cheapest among those (the cap rarely binds: the model wants few groups)."""
+    ``best[j] = min_i best[i] + GROUP_COST + rows(i, j] * f(width_j)``, O(K^2); only when that split has
+    more than ``groups`` groups (the cap rarely binds: the model wants few groups) is the search repeated
+    with the count of groups bounded, O(groups K^2)."""
     widths, counts = torch.unique_consecutive(sorted_lengths.cpu(), return_counts=True)  # K host values
     w = widths.double().numpy()
     ends = counts.cumsum(0).numpy()  # rows up to and including each distinct length
-    fixed = GROUP_COST
-    while True:
-        cuts = _cheapest_cuts(w, ends, fixed)
-        if len(cuts) <= groups:
-            break
-        fixed *= 2
+    cuts = _cheapest_cuts(w, ends, None)
+    if len(cuts) > groups:
+        cuts = _cheapest_cuts(w, ends, groups)
     spans, start = [], 0
     for j in cuts:
         spans.append((start, int(ends[j]), int(w[j])))
@@ -118,18 +115,37 @@ def _spans(sorted_lengths: torch.Tensor, groups: int) -> list[tuple[int, int, in
     return spans
 
 
-def _cheapest_cuts(w: np.ndarray, ends: np.ndarray, fixed: float) -> list[int]:
-    """Indices j of the distinct lengths that end a group in the cheapest split (the last is K - 1)."""
+def _cheapest_cuts(w: np.ndarray, ends: np.ndarray, most: int | None) -> list[int]:
+    """Indices j of the distinct lengths that end a group in the cheapest split (the last is K - 1), with
+    at most ``most`` groups (None: any number).
+
+    ``best[j + 1]``: the cheapest cost of the rows up to distinct length j; bounded, one such row per
+    number of groups g, each built from the row of g - 1 (the row of 0 groups: only no rows cost 0)."""
     K = len(w)
-    best = np.zeros(K + 1)  # best[j + 1]: cheapest cost of the rows up to distinct length j
-    back = np.zeros(K, dtype=np.int64)
     starts = np.concatenate([[0], ends[:-1]])  # rows before each distinct length
-    for j in range(K):
-        cost = best[: j + 1] + fixed + (ends[j] - starts[: j + 1]) * (w[j] + w[j] ** 2 / WIDTH_SCALE)
-        back[j] = int(np.argmin(cost))  # the group is distinct lengths back[j]..j
-        best[j + 1] = cost[back[j]]
-    cuts, j = [], K - 1
+    rows = ends[:, None] - starts[None, :]  # (K, K) at [j, i]: rows of the group of distinct lengths i..j
+    cost = GROUP_COST + rows * (w + w**2 / WIDTH_SCALE)[:, None]  # (K, K) that group's cost at [j, i]
+    backs = []
+    if most is None:  # each prefix's best reads the shorter prefixes' bests: one distinct length at a time
+        best = np.zeros(K + 1)
+        back = np.zeros(K, dtype=np.int64)
+        for j in range(K):
+            total = best[: j + 1] + cost[j, : j + 1]  # the last group: distinct lengths i..j
+            back[j] = int(np.argmin(total))
+            best[j + 1] = total[back[j]]
+        backs.append(back)
+    else:  # g groups from the bests of g - 1: every prefix at once
+        prev = np.full(K + 1, np.inf)
+        prev[0] = 0.0  # no groups: only the empty prefix
+        later = np.triu(np.ones((K, K), dtype=bool), k=1)  # [j, i]: i > j, not a group
+        for _ in range(most):
+            total = np.where(later, np.inf, prev[None, :K] + cost)  # (K, K) last group i..j at [j, i]
+            back = total.argmin(1)
+            prev = np.concatenate([[0.0], total[np.arange(K), back]])
+            backs.append(back)
+    cuts, j, g = [], K - 1, len(backs) - 1
     while j >= 0:
         cuts.append(j)
-        j = back[j] - 1
+        j = int(backs[g][j]) - 1
+        g = g if most is None else g - 1
     return cuts[::-1]
