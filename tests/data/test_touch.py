@@ -14,7 +14,7 @@ from adsformer.adpm.touch import TouchComponent
 from adsformer.config import DataConfig, SequenceConfig, SplitConfig, VocabConfig
 from adsformer.data.features import build_features
 from adsformer.data.schema import Dataset, DatasetMeta
-from adsformer.data.touch import NEVER, NO_MATCH, codes_for, touch_signals
+from adsformer.data.touch import NEVER, NO_MATCH, rows_by_value, touch_of_entries, touch_signals
 
 BASE = 1_700_000_000
 LISTINGS = [f"l{i}" for i in range(6)]
@@ -122,16 +122,48 @@ def test_two_different_oov_ids_never_match_and_a_new_item_matches_itself():
     assert fs.touch_count("listing")[:2].tolist() == [0.0, 1.0]
 
 
+def _codes(values: list[str | None], table: dict[str, int]) -> np.ndarray:
+    """Codes of raw ids through one shared table (equal strings, equal codes; None -> NO_MATCH)."""
+    return np.array([NO_MATCH if v is None else table.setdefault(v, len(table)) for v in values], np.int64)
+
+
 def test_touch_signals_golden_values_and_padding():
     table: dict[str, int] = {}
-    seq = codes_for(["a", "b", "a", "zz_padding_garbage"], table)[None, :]  # (1, 4): newest first
+    seq = _codes(["a", "b", "a", "zz_padding_garbage"], table)[None, :]  # (1, 4): newest first
     ts = np.array([[90, 80, 50, 10]])
-    targets = codes_for(["a", "b", "c", None], table)
+    targets = _codes(["a", "b", "c", None], table)
     got = touch_signals(targets, seq, ts, np.array([3]), np.array([100]))
     assert got.tolist() == [[2.0, 10.0], [1.0, 20.0], [0.0, NEVER], [0.0, NEVER]]
-    assert targets[3] == NO_MATCH
     empty = touch_signals(targets, np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.array([0]), np.array([1]))
     assert empty.tolist() == [[0.0, NEVER]] * 4
+    online = touch_of_entries(rows_by_value(["a", "b", "c", None]), 4, [(90, "a"), (80, "b"), (50, "a")], 100)
+    assert online.tolist() == got.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    targets=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "7", "dup"])), max_size=30),
+    values=st.lists(st.sampled_from(["a", "b", "d", "7", "dup", "zz"]), max_size=50),
+    now=st.integers(BASE, BASE + 10_000),
+)
+def test_the_online_touch_signals_equal_the_offline_function(targets, values, now):
+    """The service's per-user matching (index the candidates by value, walk the entries once) gives what the
+    feature builder's padded comparison gives for the same raw ids: counts, ages of the newest match,
+    NEVER without one, a missing target matching nothing."""
+    entries = [(now - 5 * i - (i % 3), v) for i, v in enumerate(values)]  # newest first
+    table: dict[str, int] = {}
+    codes = _codes(list(values), table)[None, :]  # (1, n)
+    ts = np.array([[t for t, _ in entries]], np.int64).reshape(1, -1)
+    offline = touch_signals(
+        _codes(list(targets), table), codes, ts, np.array([len(entries)]), np.array([now])
+    )
+    online = touch_of_entries(rows_by_value(targets), len(targets), entries, now)
+    np.testing.assert_array_equal(online, offline.reshape(-1, 2))
+    # ids are compared as text, as the data contract reads them: the integer 7 is the string "7"
+    as_ints = [7 if t == "7" else t for t in targets]
+    np.testing.assert_array_equal(
+        touch_of_entries(rows_by_value(as_ints), len(targets), entries, now), online
+    )
 
 
 def test_touch_component_features():

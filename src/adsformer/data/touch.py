@@ -12,26 +12,26 @@ reads -- the signals are
 
 Matching is on **raw ids**, never on vocabulary indices: offline both sides are coded through one shared
 dictionary of the raw strings (:func:`raw_codes`), online the store's raw ids are compared with the
-candidates' raw ids (:func:`codes_for`), so two different out-of-vocabulary ids never match and a new item
-the user just touched still does. A null target value (a listing without a shop) matches nothing.
+candidates' raw ids (:func:`touch_of_entries`), so two different out-of-vocabulary ids never match and a new
+item the user just touched still does. A null target value (a listing without a shop) matches nothing.
 
-:func:`touch_signals` is the one function that computes them, from padded sequences of codes and times;
-the offline feature builder (local and Spark engines) and the online service both call it, so training and
-serving cannot disagree. ADPM's :mod:`~adsformer.adpm.touch` component turns them into the model's inputs.
+:func:`touch_signals` computes them offline, from padded sequences of codes and times, for the feature
+builder's local and Spark engines; :func:`touch_of_entries` online, for one user's sequence against a
+request's candidates, without the (candidates x entries) comparison. A property test holds the two equal,
+so training and serving cannot disagree. ADPM's :mod:`~adsformer.adpm.touch` component turns them into the model's inputs.
 
 Letters: N impressions (or candidates), M max sequence length, P touch pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import polars as pl
 
 NEVER = -1.0  # age_s when the target was not touched in the window
 NO_MATCH = -2  # code of a missing target value: matches no sequence entry (entries are coded >= 0)
-NOT_A_TARGET = -1  # code of a sequence entry no candidate has (online: the table holds the candidates' ids)
 
 
 def touch_signals(
@@ -75,16 +75,36 @@ def raw_codes(*series: pl.Series) -> list[np.ndarray]:
     return out
 
 
-def codes_for(values: Sequence[object | None], table: dict[str, int], *, grow: bool = True) -> np.ndarray:
-    """Codes (n,) of raw ids through ``table``: the online side's shared dictionary for one request. With
-    ``grow`` new ids get new codes; without, an id the table lacks gets :data:`NOT_A_TARGET` (the table
-    holds the candidates' ids, so it can match none of them). ``None`` gets :data:`NO_MATCH`."""
-    out = np.empty(len(values), dtype=np.int64)
+def rows_by_value(values: Sequence[object | None]) -> dict[str, np.ndarray]:
+    """The online side's index of one request's candidates by their raw value of one column: ``str(value)``
+    -> the rows (k,) int64 that hold it. ``None`` (a missing value) is left out: it matches nothing."""
+    rows: dict[str, list[int]] = {}
     for i, v in enumerate(values):
+        if v is not None:
+            rows.setdefault(str(v), []).append(i)
+    return {v: np.asarray(r, np.int64) for v, r in rows.items()}
+
+
+def touch_of_entries(
+    rows: Mapping[str, np.ndarray], n: int, entries: Sequence[tuple[int, object | None]], now: int
+) -> np.ndarray:
+    """Raw touch signals (n, 2) float32 of ``n`` candidates, indexed by :func:`rows_by_value`, against one
+    user's sequence ``entries`` ``(ts, raw value)``, newest first: what :func:`touch_signals` gives for the
+    same raw ids (equal strings match; ``None`` matches nothing), in O(entries + matches) instead of
+    O(n x entries) -- most candidates match no entry, and one request reads many sequences."""
+    out = np.zeros((n, 2), np.float32)
+    out[:, 1] = NEVER
+    seen: dict[str, list[int]] = {}  # value -> [count, ts of its newest entry]
+    for ts, v in entries:
         if v is None:
-            out[i] = NO_MATCH
-        elif grow:
-            out[i] = table.setdefault(str(v), len(table))
+            continue
+        hit = seen.get(str(v))
+        if hit is None:
+            seen[str(v)] = [1, ts]  # the first entry of a value is its newest
         else:
-            out[i] = table.get(str(v), NOT_A_TARGET)
+            hit[0] += 1
+    for value, (count, ts) in seen.items():
+        where = rows.get(value)
+        if where is not None:
+            out[where] = (count, float(now - ts))
     return out

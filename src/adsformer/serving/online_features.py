@@ -36,7 +36,7 @@ from adsformer.data.inputs import ModelInputs
 from adsformer.data.ranks import ranked_column, within_request_rank
 from adsformer.data.schema import ENTITY_COLUMNS
 from adsformer.data.sequences import in_window
-from adsformer.data.touch import NEVER, codes_for, touch_signals
+from adsformer.data.touch import NEVER, rows_by_value, touch_of_entries
 from adsformer.data.vocab import Vocabularies
 from adsformer.run.predictor import Predictor
 from adsformer.serving.catalog import Catalog
@@ -218,12 +218,12 @@ class OnlineFeatures:
         shared: dict[tuple[str, tuple[tuple[int, str], ...]], np.ndarray],
     ) -> np.ndarray:
         """(B, P, 2) raw touch signals: each pair's entries against each candidate's raw value of the
-        pair's entity, by :func:`~adsformer.data.touch.touch_signals` (as the offline features); a column
-        ``shared`` already holds for the pair and its entries is taken from there."""
+        pair's entity, by :func:`~adsformer.data.touch.touch_of_entries` (equal to the offline features'); a
+        column ``shared`` already holds for the pair and its entries is taken from there."""
         B = len(listing_ids)
         out = np.zeros((B, len(self.pairs), 2), np.float32)
         out[:, :, 1] = NEVER
-        coded: dict[str, tuple[dict[str, int], np.ndarray]] = {}  # column -> the candidates' codes, once
+        indexed: dict[str, dict[str, np.ndarray]] = {}  # column -> the candidates' rows by raw value, once
         for j, name in enumerate(self.pairs):
             entries = used[name]
             if not entries:  # nothing in the window: nothing matches (the function would say the same)
@@ -233,17 +233,11 @@ class OnlineFeatures:
                 out[:, j] = shared[key]
                 continue
             column = ENTITY_COLUMNS.get(name.split(":", 1)[0], name.split(":", 1)[0])
-            if column not in coded:
-                table: dict[str, int] = {}
-                coded[column] = (
-                    table,
-                    codes_for(self._targets(column, listing_ids, rows, query, context), table),
-                )
-            table, target_codes = coded[column]
-            values = [_merged_listing(v) if name == MERGED_PAIR else v for _, v in entries]  # match listings
-            codes = codes_for(values, table, grow=False)[None, :]  # (1, n): ids no candidate has never match
-            ts = np.array([[t for t, _ in entries]], np.int64)  # (1, n)
-            out[:, j] = touch_signals(target_codes, codes, ts, np.array([len(entries)]), np.array([now]))
+            if column not in indexed:
+                indexed[column] = rows_by_value(self._targets(column, listing_ids, rows, query, context))
+            if name == MERGED_PAIR:  # "ACTION LISTING" entries match their listing
+                entries = [(ts, _merged_listing(v)) for ts, v in entries]
+            out[:, j] = touch_of_entries(indexed[column], B, entries, now)
             shared[key] = out[:, j]
         return out
 
