@@ -44,6 +44,10 @@ CONFIGS = {
     "adpm-2blocks-mean-2heads": _adpm(blocks=2, pooling="mean", heads=2, head_dim=8),
     "adpm-3blocks-max-len7": _adpm(blocks=3, max_len=7, heads=4, head_dim=8, ffn_mult=2),
     "adpm-merged-sequence": _adpm(pair="listing:any", blocks=2),
+    "adpm-sequence-blind": _adpm(sequence_sees_target=False),
+    "adpm-sequence-blind-2blocks-mean": _adpm(
+        sequence_sees_target=False, blocks=2, pooling="mean", head_dim=8
+    ),
     "bst-merged-sequence": ModelConfig(
         user="bst", bst=BSTConfig(pair="listing:any", k=6, heads=2, head_dim=8)
     ),
@@ -180,37 +184,51 @@ def test_every_registered_user_module_meets_the_contract():
     "cfg", ["adpm-default", "adpm-2blocks-mean-2heads", "adpm-3blocks-max-len7", "low-rank-cross"]
 )
 def test_cached_sequence_mode_is_the_target_blind_encoder(cfg):
-    """``cached-sequence`` equals the plain forward of the same model in which the sequence positions may
-    not attend to the target (position 0); it differs from the exact scores, and equals them when there
-    is no sequence."""
+    """``cached-sequence`` equals the plain forward of the same weights in an encoder whose sequence positions
+    do not attend to the target (``sequence_sees_target: false``); it differs from the exact scores, and
+    equals them when there is no sequence. For that encoder both modes are the exact scores."""
     model = _model(CONFIGS[cfg])
     args = _inputs({"listing:view": 9}, width=12)
     cached = FastScorer(model, mode="cached-sequence").logits(args)
     exact = FastScorer(model).logits(args)
     assert (cached - exact).abs().max() > 1e-4  # the sequence positions' view of the target is gone
-    attention = type(model.user.encoder.blocks[0].attn)
-    original = attention.forward
-
-    def target_blind(self, x, mask):
-        L = x.shape[1]
-        allowed = mask[:, None, :].expand(-1, L, -1).clone()  # (B, L, L): real keys
-        allowed[:, 1:, 0] = False  # sequence queries never see the target key
-        allowed |= torch.eye(L, dtype=torch.bool)
-        B, H, Dh = x.shape[0], self.heads, self.head_dim
-        q, k, v = (t.view(B, L, H, Dh).transpose(1, 2) for t in self.qkv(x).split(H * Dh, dim=-1))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
-        return self.proj(out.transpose(1, 2).reshape(B, L, H * Dh))
-
-    attention.forward = target_blind
-    try:
-        ref = _plain(model, args)
-    finally:
-        attention.forward = original
-    torch.testing.assert_close(cached, ref, rtol=1e-5, atol=1e-5)
+    blind_cfg = dataclasses.replace(
+        CONFIGS[cfg],
+        adpm=dataclasses.replace(
+            CONFIGS[cfg].adpm,
+            encoder=dataclasses.replace(CONFIGS[cfg].adpm.encoder, sequence_sees_target=False),
+        ),
+    )
+    blind = _model(blind_cfg)
+    blind.load_state_dict(model.state_dict())  # the same weights: only the attention mask differs
+    torch.testing.assert_close(cached, _plain(blind, args), rtol=1e-5, atol=1e-5)
+    for mode in ("exact", "cached-sequence"):
+        torch.testing.assert_close(FastScorer(blind, mode=mode).logits(args), cached, rtol=1e-5, atol=1e-5)
     empty = _inputs({"listing:view": 0}, width=12)
     torch.testing.assert_close(
         FastScorer(model, mode="cached-sequence").logits(empty), _plain(model, empty), rtol=1e-5, atol=1e-5
     )
+
+
+def test_a_sequence_blind_encoder_keeps_its_sequence_from_the_target():
+    """With ``sequence_sees_target: false`` the sequence positions' outputs do not depend on the target (padded
+    block and packed training path alike); the target's own position still reads the sequence."""
+    torch.manual_seed(0)
+    encoder = _model(CONFIGS["adpm-sequence-blind"]).user.encoder
+    ids = torch.randint(1, 97, (64, 10))
+    lengths = torch.randint(0, 11, (64,))
+    t1, t2 = torch.randint(1, 97, (64,)), torch.randint(1, 97, (64,))
+    (x1, mask), (x2, _) = encoder.encode(t1, ids, lengths), encoder.encode(t2, ids, lengths)
+    seq = mask[:, 1:]
+    torch.testing.assert_close(x1[:, 1:][seq], x2[:, 1:][seq], rtol=0, atol=0)  # (real sequence positions, D)
+    assert (x1[:, 0] - x2[:, 0]).abs().amax() > 1e-3  # the target row is the target's
+    ids_b = torch.randint(1, 97, (64, 10))
+    x3, _ = encoder.encode(t1, ids_b, lengths)
+    assert (x1[:, 0] - x3[:, 0])[lengths > 0].abs().amax() > 1e-3  # ... and reads the sequence
+    encoder.cfg = dataclasses.replace(encoder.cfg, length_groups=4)
+    packed = encoder(t1, ids, lengths)  # 64 rows: two length groups, the packed path
+    encoder.cfg = dataclasses.replace(encoder.cfg, length_groups=1)
+    torch.testing.assert_close(packed, encoder(t1, ids, lengths), rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_mode_is_refused():

@@ -68,6 +68,11 @@ class EncoderConfig:
     # never interact) and several times cheaper when most windows are short. The groups are the cheapest
     # split under the attention's cost model (adsformer.layers.packing), usually far fewer than this cap.
     length_groups: int = 32
+    # Whether the sequence's positions attend to the target (the paper's encoder: every position attends to
+    # every other, so each position's output depends on the candidate). false: the sequence is encoded on its
+    # own and only the target's position reads it, so serving encodes a user's sequence once per request and
+    # each candidate costs one position per block -- exactly, not as an approximation.
+    sequence_sees_target: bool = True
 
     def __post_init__(self) -> None:
         check_ranges(

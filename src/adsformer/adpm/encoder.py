@@ -38,7 +38,14 @@ class AdSformerEncoder(nn.Module):
         self.action = nn.Embedding(n_actions, cfg.dim, padding_idx=0) if n_actions else None
         self.position = nn.Embedding(cfg.max_len + 1, cfg.dim)
         self.blocks = nn.ModuleList(
-            AdSformerBlock(cfg.dim, cfg.heads, cfg.head_dim, cfg.ffn_mult, cfg.dropout)
+            AdSformerBlock(
+                cfg.dim,
+                cfg.heads,
+                cfg.head_dim,
+                cfg.ffn_mult,
+                cfg.dropout,
+                private_first=not cfg.sequence_sees_target,  # the target is position 0
+            )
             for _ in range(cfg.blocks)
         )
         self.out_dim = cfg.dim

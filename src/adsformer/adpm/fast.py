@@ -179,14 +179,16 @@ def pooled_one_user(
 def pooled_cached_sequence(
     encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """o1 (B, D) for targets (B,) and one sequence, *approximately*: the sequence positions are encoded
-    once and attend only to each other (never to the target); in every block each target's position
-    attends to itself and to the sequence's keys and values of that block (a key/value cache), then
-    pooling over [target, sequence]. Per candidate: one position per block instead of L.
+    """o1 (B, D) for targets (B,) and one sequence: the sequence positions are encoded once and attend only
+    to each other (never to the target); in every block each target's position attends to itself and to
+    the sequence's keys and values of that block (a key/value cache), then pooling over [target, sequence].
+    Per candidate: one position per block instead of L.
 
-    The target's own row is what the exact encoder computes for a target the sequence positions cannot
-    see; the difference from :func:`pooled_one_user` is only the target's weight in the sequence
-    positions' attention (``benchmarks/scoring.py`` measures it on a test split)."""
+    Exact for an encoder built with ``sequence_sees_target: false`` (its sequence positions never read the
+    target). For the paper's encoder an approximation: the target's own row is what it computes for a
+    target the sequence positions cannot see; the difference from :func:`pooled_one_user` is only the
+    target's weight in the sequence positions' attention (``benchmarks/scoring.py`` measures it on a test
+    split)."""
     n = _real_events(encoder, ids, length)
     pos = encoder.position.weight  # (max_len + 1, D)
     x_t = encoder.embed(target) + pos[0]  # (B, D)

@@ -135,14 +135,17 @@ class ADPM(UserModule):
     def one_user(self, inputs: ModelInputs, *, mode: OneUserMode = "exact") -> OneUser:
         """B targets (B,) and one user (seq_ids pair -> (1, M), seq_len pair -> (1,)), touch (B, P_all, 2):
         o1 with the encoder's sequence-side work once (:mod:`adsformer.adpm.fast`; ``cached-sequence``:
-        the sequence encoded once, see :data:`~adsformer.layers.user.OneUserMode`), o4 and attended o3 per
-        target; o2 and averaged o3 once."""
+        the sequence encoded once, see :data:`~adsformer.layers.user.OneUserMode`, in both modes for an
+        encoder with ``sequence_sees_target: false``, where it is exact), o4 and attended o3 per target; o2
+        and averaged o3 once."""
         require_eval(self)
         target, seq_ids, seq_len = inputs.listing, inputs.seq_ids, inputs.seq_len
         per_target = [no_columns(target)]
         if self.encoder is not None:
             ids, length = seq_ids[self.encoder_pair][0], int(seq_len[self.encoder_pair][0])
-            pool = pooled_cached_sequence if mode == "cached-sequence" else pooled_one_user
+            # the cached sequence is exact for an encoder whose sequence never sees the target
+            cached = mode == "cached-sequence" or not self.encoder.cfg.sequence_sees_target
+            pool = pooled_cached_sequence if cached else pooled_one_user
             per_target.append(pool(self.encoder, target, ids, length))  # o1 (B, D)
         if self.touch is not None:
             per_target.append(self.touch(_require_touch(inputs.touch)))  # o4 (B, 3P)

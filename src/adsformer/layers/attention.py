@@ -6,7 +6,8 @@ and may be any width, as in Keras' ``MultiHeadAttention(num_heads, key_dim)``: t
 heads).
 Padding never influences a real position: padded keys are masked out of every softmax. Padded query rows
 are computed (they are dropped by the pooling that follows) but cannot produce NaN, because every row keeps
-at least its own key unmasked.
+at least its own key unmasked. With ``private_first`` position 0 (the encoder's target) reads every
+position but no other position reads it: the other positions' outputs do not depend on position 0.
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from adsformer.layers.packing import Packing
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Scaled dot-product self-attention with H heads and a key-padding mask."""
+    """Scaled dot-product self-attention with H heads and a key-padding mask; ``private_first``: no position
+    but position 0 itself attends to position 0's key."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int | None = None,
+        dropout: float = 0.0,
+        *,
+        private_first: bool = False,
+    ) -> None:
         super().__init__()
         if head_dim is None:
             if dim % heads:
@@ -31,6 +41,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * heads * head_dim)
         self.proj = nn.Linear(heads * head_dim, dim)
         self.dropout = dropout
+        self.private_first = private_first
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, L, D), mask (B, L) bool (True = real) -> (B, L, D)."""
@@ -59,6 +70,9 @@ class MultiHeadSelfAttention(nn.Module):
             torch.eye(L, device=qkv.device) > 0
         )  # (L, L); a float eye exports to ONNX (EyeLike has no bool kernel)
         allowed = mask[:, None, None, :] | eye  # (B, 1, L, L)
+        if self.private_first:  # key 0 is read by query 0 alone
+            first = torch.arange(L, device=qkv.device) == 0  # (L,)
+            allowed = allowed & (first[:, None] | ~first[None, :])  # (B, 1, L, L)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, H, L, Dh)
         return out.transpose(1, 2).reshape(B, L, H * Dh)  # (B, L, H*Dh)
 
@@ -67,10 +81,17 @@ class AdSformerBlock(nn.Module):
     """Self-attention -> dropout -> residual -> layer norm -> LeakyReLU FFN -> dropout -> residual -> norm."""
 
     def __init__(
-        self, dim: int, heads: int, head_dim: int | None = None, ffn_mult: int = 4, dropout: float = 0.0
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int | None = None,
+        ffn_mult: int = 4,
+        dropout: float = 0.0,
+        *,
+        private_first: bool = False,
     ) -> None:
         super().__init__()
-        self.attn = MultiHeadSelfAttention(dim, heads, head_dim, dropout)
+        self.attn = MultiHeadSelfAttention(dim, heads, head_dim, dropout, private_first=private_first)
         self.norm1 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
             nn.Linear(dim, ffn_mult * dim), nn.LeakyReLU(), nn.Linear(ffn_mult * dim, dim)
