@@ -46,7 +46,8 @@ NO_TOUCH = TouchConfig(enabled=False)  # the paper's three components (component
 
 def _adpm(**over):
     over.setdefault("touch", NO_TOUCH)
-    cfg = ADPMConfig(encoder=EncoderConfig(max_len=6), pretrained=PretrainedConfig(tables=("air",)), **over)
+    over.setdefault("encoder", EncoderConfig(max_len=6))
+    cfg = ADPMConfig(pretrained=PretrainedConfig(tables=("air",)), **over)
     torch.manual_seed(0)
     return ADPM(cfg, SIZES, PAIRS, [_table()]).eval()
 
@@ -153,11 +154,18 @@ def test_component_subsets_and_errors():
 
 
 @torch.no_grad()
-def test_golden_values_with_seed():
-    u = _u(_adpm(), *_inputs())
+@pytest.mark.parametrize(
+    "sees_target, golden",
+    [
+        (False, [55.4738, 29.4957, 1.4766, 38.9767]),  # the default: the sequence never reads the target
+        (True, [55.9363, 29.3915, 1.4766, 38.9767]),  # the paper's encoder: only o1 (the first 32) differs
+    ],
+)
+def test_golden_values_with_seed(sees_target, golden):
+    u = _u(_adpm(encoder=EncoderConfig(max_len=6, sequence_sees_target=sees_target)), *_inputs())
     # pinned from a reference run: catches silent changes to initialization, masking or pooling
     got = [float(v) for v in (u.sum(), u[1, :32].sum(), u[2, 32:38].sum(), u[3, 38:].abs().sum())]
-    assert got == pytest.approx([55.9363, 29.3915, 1.4766, 38.9767], abs=2e-3)
+    assert got == pytest.approx(golden, abs=2e-3)
 
 
 @pytest.mark.parametrize("pooling", ["max", "mean"])

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from adsformer.adpm.config import ENCODER_MIN_POSITIVES
@@ -611,3 +612,28 @@ def test_a_run_trained_with_encoder_auto_writes_the_decision_and_loads_without_d
     assert "cross_rank: 64" in (run / "config.yaml").read_text()  # auto, decided for CTR
     assert art.model.user.encoder is None and art.model.user.learned is not None
     _ok(runner.invoke(app, ["evaluate", str(run), "--data", str(sim_dir)]))
+
+
+def test_a_run_saved_before_sequence_sees_target_loads_as_it_was_trained(sim_dir, tmp_path):
+    """A version-1 run predates ``sequence_sees_target`` and was trained with the paper's encoder (every
+    position attends to the target): it loads that way, not with today's default."""
+    run = tmp_path / "run"
+    sets = ["epochs=1", "threads=1", "model.adpm.encoder.enabled=true"]
+    _ok(
+        runner.invoke(
+            app,
+            ["train", "--data", str(sim_dir), "--out", str(run), *(a for s in sets for a in ("--set", s))],
+        )
+    )
+    assert "sequence_sees_target: false" in (run / "config.yaml").read_text()  # the default, written down
+    new = load_artifact(run)
+    assert new.model.user.encoder.blocks[0].attn.private_first is True
+    blob = torch.load(run / "model.pt", weights_only=True)
+    del blob["config"]["model"]["adpm"]["encoder"]["sequence_sees_target"]
+    blob["format_version"] = 1
+    torch.save(blob, run / "model.pt")
+    old = load_artifact(run)
+    assert old.config.model.adpm.encoder.sequence_sees_target is True
+    assert old.model.user.encoder.blocks[0].attn.private_first is False
+    for name, weight in old.model.state_dict().items():
+        assert torch.equal(weight, new.model.state_dict()[name]), name

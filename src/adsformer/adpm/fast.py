@@ -125,6 +125,8 @@ def _candidate_chunks(
     encoder: AdSformerEncoder, target: torch.Tensor, ids: torch.Tensor, length: int
 ) -> Iterator[torch.Tensor]:
     """Per chunk of candidates, their per-position outputs (C, L, D): the shared work first, once."""
+    if not encoder.cfg.sequence_sees_target:  # the sharing below assumes the sequence reads the target
+        raise ValueError("an encoder whose sequence does not see the target scores by pooled_cached_sequence")
     n = _real_events(encoder, ids, length)
     pos = encoder.position.weight  # (max_len + 1, D)
     x_t = encoder.embed(target) + pos[0]  # (B, D): the target's action slot is 0 (no action embedding)

@@ -76,6 +76,7 @@ class BST(UserModule):
             blocks=cfg.blocks,
             dropout=cfg.dropout,
             max_len=cfg.k,
+            sequence_sees_target=True,  # BST: every position attends to every other
         )
         self.encoder = AdSformerEncoder(enc, vocab_size, n_actions)
         self.out_dim = (cfg.k + 1) * cfg.dim

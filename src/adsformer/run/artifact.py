@@ -36,7 +36,9 @@ from adsformer.models.registry import ModelSpec, build_model
 from adsformer.run.calibration import Calibrator
 from adsformer.run.config import ExperimentConfig
 
-FORMAT_VERSION = 1
+#: 2: the encoder's ``sequence_sees_target`` (default false) is in the config; a version-1 run predates it and
+#: was trained with the paper's encoder, whose sequence sees the target (:func:`_upgrade_config`).
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -80,7 +82,7 @@ def load_artifact(run_dir: str | Path) -> RunArtifact:
         )
     blob = read_model_file(path)
     try:
-        config = from_dict(ExperimentConfig, blob["config"])
+        config = from_dict(ExperimentConfig, _upgrade_config(blob["config"], blob.get("format_version", 1)))
     except ConfigError as exc:
         raise ArtifactError(
             f"{path}: the config it holds is not valid ({exc.one_line()}); retrain the run"
@@ -116,6 +118,22 @@ def load_artifact(run_dir: str | Path) -> RunArtifact:
         if key not in features:
             raise ArtifactError(f"{run_dir / 'features.json'}: no {key!r}; retrain the run")
     return RunArtifact(config, spec, model, vocabs, features, calibrator)
+
+
+def _upgrade_config(config: dict[str, Any], version: int) -> dict[str, Any]:
+    """A saved run's config with the settings its version predates set to what it was trained with (a
+    default that changed since must not change an old run's model)."""
+    if version >= 2:
+        return config
+    model = config.get("model")
+    adpm = model.get("adpm") if isinstance(model, dict) else None
+    encoder = adpm.get("encoder") if isinstance(adpm, dict) else None
+    if not isinstance(model, dict) or not isinstance(adpm, dict) or not isinstance(encoder, dict):
+        return config  # a malformed config is refused, with its key, by the loader that follows
+    if "sequence_sees_target" in encoder:
+        return config
+    encoder = {**encoder, "sequence_sees_target": True}
+    return {**config, "model": {**model, "adpm": {**adpm, "encoder": encoder}}}
 
 
 def read_model_file(path: Path) -> dict[str, Any]:
