@@ -17,11 +17,14 @@ def _rows(B: int, F_c: int, S: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 @pytest.mark.parametrize("layers", [0, 1, 2, 3])
-@pytest.mark.parametrize("quadratic_from", [1, 10_000])  # the two-layer quadratic form on and off
+@pytest.mark.parametrize(
+    "fold_from", [1, 10_000]
+)  # the two-layer folds (quadratic form, low rank) on and off
 @pytest.mark.parametrize("S", [0, 9])
 @pytest.mark.parametrize("rank", [None, 4])  # full-rank and low-rank layers
-def test_cross_read_out_equals_forward_then_head(monkeypatch, layers, quadratic_from, S, rank):
-    monkeypatch.setattr(dcn, "_QUADRATIC_MIN_ROWS", quadratic_from)
+def test_cross_read_out_equals_forward_then_head(monkeypatch, layers, fold_from, S, rank):
+    monkeypatch.setattr(dcn, "_QUADRATIC_MIN_ROWS", fold_from)
+    monkeypatch.setattr(dcn, "_LOW_RANK_FOLD_MIN_ROWS", fold_from)
     torch.manual_seed(layers)
     cross = CrossNetwork(13 + S, layers, rank)
     h = torch.randn(13 + S)

@@ -81,18 +81,57 @@ class CrossNetwork(nn.Module):
         return (g * x).sum(1) + hx_c @ b[:n_c] + hs @ b[n_c:]  # (B,)
 
     def _low_rank_read_out(self, x_c: torch.Tensor, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """:meth:`read_out` (B,) for low-rank layers: x_c (B, F_c), s (S,), h (F,). The first layer's
-        ``V x0 = V_c x_c + V_s s`` multiplies the shared columns once ((B, F_c) x (F_c, r)); every other
-        product is already r wide per row (2 F r multiply-adds), less than the full-rank fold saves, so
-        the remaining layers run as in ``forward``."""
+        """:meth:`read_out` (B,) for low-rank layers: x_c (B, F_c), s (S,), h (F,). With exactly two layers
+        (the default) and shared columns, :func:`_two_low_rank_read_out`: no row touches the shared columns.
+        Otherwise the first layer's ``V x0 = V_c x_c + V_s s`` multiplies the shared columns once and the
+        remaining layers run as in ``forward``."""
         layers = [layer for layer in self.layers if isinstance(layer, LowRankLinear)]  # all of them
         B = x_c.shape[0]
+        if len(layers) == 2 and s.shape[0] and B >= _LOW_RANK_FOLD_MIN_ROWS:
+            return _two_low_rank_read_out(layers[0], layers[1], x_c, s, h)
         x0 = torch.cat([x_c, s.expand(B, -1)], dim=1)  # (B, F)
         first = layers[0]
         x = x0 * first.u(_split_linear(first.v, x_c, s)) + x0  # (B, F)
         for layer in layers[1:]:
             x = x0 * layer(x) + x
         return x @ h  # (B,)
+
+
+#: Below this many rows the two low-rank layers' per-request terms (an (r x S) x (S x r) product above all)
+#: cost more than reading the shared columns per row.
+_LOW_RANK_FOLD_MIN_ROWS = 32
+
+
+def _two_low_rank_read_out(
+    first: LowRankLinear, last: LowRankLinear, x_c: torch.Tensor, s: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
+    """``h . cross(x0)`` (B,) for two low-rank cross layers, x0 = [x_c (B, F_c), broadcast(s (S,))].
+
+    With ``z1 = V1 x0``, ``x1 = x0 * (U1 z1 + b1 + 1)``, ``z2 = V2 x1`` and the last layer read through h,
+    ``h . x2 = z2 . ((h * x0) U2) + (h * x0) . b2 + h . x1``. Split the columns into per-row (C) and shared
+    (S): ``x1_S = s * (U1_S z1 + b1_S + 1)`` is affine in z1, so ``V2_S x1_S = M z1 + c2`` with the (r x r)
+    ``M = V2_S diag(s) U1_S``; ``(h * x0) U2`` = ``(h_C * x_c) U2_C`` + a constant; ``h_S . x1_S`` = ``w . z1``
+    + a constant. Per row: four (F_c x r) products and one (r x r), nothing S wide (S is most of F: the
+    user's shared columns)."""
+    n_c = x_c.shape[1]
+    v1, u1, b1 = first.v.weight, first.u.weight, first.u.bias  # (r, F), (F, r), (F,)
+    v2, u2, b2 = last.v.weight, last.u.weight, last.u.bias
+    h_c, hs = h[:n_c], h[n_c:] * s  # (F_c,), (S,)
+    u1_s = u1[n_c:]  # (S, r)
+    # per request: the shared columns' terms
+    c1 = v1[:, n_c:] @ s  # (r,)
+    m = (u1_s * s[:, None]).t() @ v2[:, n_c:].t()  # (r, r): z1 -> V2_S x1_S
+    c2 = v2[:, n_c:] @ (s * (b1[n_c:] + 1))  # (r,)
+    c3 = hs @ u2[n_c:]  # (r,)
+    w = hs @ u1_s  # (r,)
+    const = hs @ b2[n_c:] + hs @ (b1[n_c:] + 1)
+    # per row
+    z1 = torch.addmm(c1, x_c, v1[:, :n_c].t())  # (B, r)
+    x1_c = x_c * torch.addmm(b1[:n_c] + 1, z1, u1[:n_c].t())  # (B, F_c)
+    z2 = torch.addmm(c2, x1_c, v2[:, :n_c].t()).addmm_(z1, m)  # (B, r)
+    hx_c = h_c * x_c  # (B, F_c)
+    g = torch.addmm(c3, hx_c, u2[:n_c])  # (B, r)
+    return (z2 * g).sum(1) + hx_c @ b2[:n_c] + x1_c @ h_c + z1 @ w + const  # (B,)
 
 
 #: Below this many rows the quadratic form's (F_c x S) x (S x F_c) matrix costs more than it saves.
