@@ -40,8 +40,9 @@ from adsformer.data.inputs import ModelInputs
 #: How :meth:`UserModule.one_user` computes: ``exact`` (equal to the plain forward) or ``cached-sequence``:
 #: the sequence positions of a transformer are encoded once, without attending to the target, and each
 #: candidate's target position attends to them (a key/value cache). Only the target row depends on the
-#: candidate, so the per-candidate cost drops from L positions to one; the sequence positions no longer
-#: see the target (an approximation: measure it with ``benchmarks/scoring.py`` before serving with it).
+#: candidate, so the per-candidate cost drops from L positions to one. Exact for an encoder whose sequence
+#: never sees the target (the default, ``sequence_sees_target: false``), which takes it in both modes; for the
+#: paper's encoder an approximation (measure it with ``benchmarks/scoring.py`` before serving with it).
 OneUserMode = Literal["exact", "cached-sequence"]
 ONE_USER_MODES: tuple[OneUserMode, ...] = ("exact", "cached-sequence")
 

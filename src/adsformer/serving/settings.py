@@ -118,7 +118,8 @@ class ServingSettings(BaseSettings):
         Field(
             description="How candidates are scored: exact (the run's own scores) or cached-sequence (the "
             "user's sequence encoded once per request, several times faster at hundreds of candidates; "
-            "an approximation: measure a run with benchmarks/scoring.py first)."
+            "an approximation for a run of the paper's encoder, sequence_sees_target: true -- measure it "
+            "with benchmarks/scoring.py first; the same as exact for the default encoder)."
         ),
     ] = "exact"
 
