@@ -637,3 +637,19 @@ def test_a_run_saved_before_sequence_sees_target_loads_as_it_was_trained(sim_dir
     assert old.model.user.encoder.blocks[0].attn.private_first is False
     for name, weight in old.model.state_dict().items():
         assert torch.equal(weight, new.model.state_dict()[name]), name
+
+
+def test_the_paper_rows_train_the_papers_encoder_and_ours_the_configured_one():
+    """The paper's ablation rows (tables 2-4) keep the paper's encoder, whose sequence attends to the target;
+    the comparison rows (the default adSformer and its variants) train the encoder as configured."""
+    from adsformer.experiments.ablation import COMPARISON_ROWS, PAPER_SUITE, pretrained_suite
+
+    cfg = load_experiment(None, ["model.adpm.pretrained.tables=[t1,t2]"])
+    assert cfg.model.adpm.encoder.sequence_sees_target is False  # the library's default
+    for row in (*PAPER_SUITE, *pretrained_suite(("t1", "t2"))):
+        if row.user == "adsformer":
+            assert row.apply(cfg).model.adpm.encoder.sequence_sees_target is True, row.name
+    ours = [r for r in COMPARISON_ROWS if r.user == "adsformer"]
+    assert ours and all(r.apply(cfg).model.adpm.encoder.sequence_sees_target is False for r in ours)
+    paper_cfg = load_experiment(None, ["model.adpm.encoder.sequence_sees_target=true"])
+    assert all(r.apply(paper_cfg).model.adpm.encoder.sequence_sees_target is True for r in ours)
