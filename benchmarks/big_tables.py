@@ -8,7 +8,7 @@ Writes one random pretrained table (``--rows`` x ``--dim``, listing ids ``l0 ..`
 ``OUT_tables/``: ``parquet`` (float32; loaded into memory and copied into vocabulary order, the original
 path), ``npy32`` and ``npy16`` (``vectors.npy`` float32 / float16, memory-mapped and read in place through a
 row index). Then, per format, in a fresh process with one torch thread: the listing vocabulary (the first
-``--vocab`` table ids), the table loaded for ADPM component 2, the paper's CTR model (the ``ctr`` preset, touch signals off:
+``--vocab`` table ids), the table loaded for ADPM component 2, the default CTR model (the ``ctr`` preset, touch signals off:
 encoder, learned ``listing:view`` table, ranker; three 750K x 32 id tables with lazy Adam) and ``--steps``
 training steps on random batches of ``--batch-size`` rows with ``listing:view`` sequences of ``--max-len``.
 

@@ -20,7 +20,8 @@ Options (each scores the same request; timed in turns, so machine load hits all 
   full-width blocks) in ONNX Runtime, one thread, all graph optimizations (the ``onnx`` extra:
   ``pip install -e ".[onnx]"``);
 * ``fast``: :class:`adsformer.models.fast.FastScorer`, exact (the serving path): shared user work once;
-* ``fast-cached``: the same with ``mode="cached-sequence"`` (the sequence encoded once; an approximation).
+* ``fast-cached``: the same with ``mode="cached-sequence"`` (the sequence encoded once: the same as
+  ``fast`` for the default encoder, an approximation for the paper's, ``sequence_sees_target: true``).
 
 Columns: ms per request (median and p99 of ``--repeats``), the speed ratio of medians against ``plain``,
 max |delta p| of the request's calibrated probabilities against ``plain`` (float32), and delta AUC on the

@@ -141,9 +141,21 @@ def test_exported_module_needs_no_run_dir(run, tmp_path):
     assert p.shape == (3,) and bool(((p > 0) & (p < 1)).all())
 
 
-@pytest.mark.parametrize("user", ["bst", "lastk", "baseline"])
-def test_every_user_module_traces(user):
-    cfg = load_experiment(None, [], extra={"model": user})
+ENCODER_ON = ["model.adpm.encoder.enabled=true", "model.adpm.touch.enabled=false"]
+
+
+@pytest.mark.parametrize(
+    "user, sets",
+    [
+        ("bst", []),
+        ("lastk", []),
+        ("baseline", []),
+        ("adsformer", ENCODER_ON),  # the default encoder: its sequence never sees the target
+        ("adsformer", [*ENCODER_ON, "model.adpm.encoder.sequence_sees_target=true"]),  # the paper's
+    ],
+)
+def test_every_user_module_traces(user, sets):
+    cfg = load_experiment(None, sets, extra={"model": user})
     pairs = ["listing:view", "shop:view", "query:search"]
     spec = ModelSpec({"listing": 12, "shop": 5, "taxonomy": 4, "query": 6}, {"query": 6}, 2, pairs)
     torch.manual_seed(0)

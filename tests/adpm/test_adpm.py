@@ -168,8 +168,9 @@ def test_golden_values_with_seed(sees_target, golden):
     assert got == pytest.approx(golden, abs=2e-3)
 
 
+@pytest.mark.parametrize("sees_target", [False, True])  # the default encoder and the paper's
 @pytest.mark.parametrize("pooling", ["max", "mean"])
-def test_length_groups_give_the_single_block_values_and_gradients(pooling, monkeypatch):
+def test_length_groups_give_the_single_block_values_and_gradients(pooling, sees_target, monkeypatch):
     monkeypatch.setattr(
         encoder_module, "ROWS_PER_GROUP", 1
     )  # up to 8 groups (the default floor is 32 rows a group)
@@ -182,7 +183,10 @@ def test_length_groups_give_the_single_block_values_and_gradients(pooling, monke
     outs, grads = [], []
     for groups in (1, 8):
         torch.manual_seed(0)
-        enc = AdSformerEncoder(EncoderConfig(max_len=M, pooling=pooling, length_groups=groups), V)
+        cfg = EncoderConfig(
+            max_len=M, pooling=pooling, length_groups=groups, sequence_sees_target=sees_target
+        )
+        enc = AdSformerEncoder(cfg, V)
         out = enc(target, ids, lengths)  # (B, D)
         out.square().sum().backward()
         outs.append(out.detach())

@@ -14,7 +14,7 @@ from adsformer.adpm.touch import TouchComponent
 from adsformer.config import DataConfig, SequenceConfig, SplitConfig, VocabConfig
 from adsformer.data.features import build_features
 from adsformer.data.schema import Dataset, DatasetMeta
-from adsformer.data.touch import NEVER, NO_MATCH, rows_by_value, touch_of_entries, touch_signals
+from adsformer.data.touch import NEVER, NO_MATCH, raw_codes, rows_by_value, touch_of_entries, touch_signals
 
 BASE = 1_700_000_000
 LISTINGS = [f"l{i}" for i in range(6)]
@@ -144,19 +144,18 @@ def test_touch_signals_golden_values_and_padding():
 @given(
     targets=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", "c", "7", "dup"])), max_size=30),
     values=st.lists(st.sampled_from(["a", "b", "d", "7", "dup", "zz"]), max_size=50),
+    ages=st.lists(st.integers(0, 5_000), min_size=50, max_size=50),
     now=st.integers(BASE, BASE + 10_000),
 )
-def test_the_online_touch_signals_equal_the_offline_function(targets, values, now):
+def test_the_online_touch_signals_equal_the_offline_function(targets, values, ages, now):
     """The service's per-user matching (index the candidates by value, walk the entries once) gives what the
-    feature builder's padded comparison gives for the same raw ids: counts, ages of the newest match,
-    NEVER without one, a missing target matching nothing."""
-    entries = [(now - 5 * i - (i % 3), v) for i, v in enumerate(values)]  # newest first
-    table: dict[str, int] = {}
-    codes = _codes(list(values), table)[None, :]  # (1, n)
+    feature builder's padded comparison gives for the same raw ids, coded as the feature builder codes them
+    (:func:`raw_codes`): counts, the age of the first (newest) match whatever the times, NEVER without one,
+    a missing target matching nothing."""
+    entries = [(now - ages[i], v) for i, v in enumerate(values)]  # in sequence order, times in any order
+    target_codes, codes = raw_codes(pl.Series(targets, dtype=pl.String), pl.Series(values, dtype=pl.String))
     ts = np.array([[t for t, _ in entries]], np.int64).reshape(1, -1)
-    offline = touch_signals(
-        _codes(list(targets), table), codes, ts, np.array([len(entries)]), np.array([now])
-    )
+    offline = touch_signals(target_codes, codes.reshape(1, -1), ts, np.array([len(entries)]), np.array([now]))
     online = touch_of_entries(rows_by_value(targets), len(targets), entries, now)
     np.testing.assert_array_equal(online, offline.reshape(-1, 2))
     # ids are compared as text, as the data contract reads them: the integer 7 is the string "7"

@@ -73,7 +73,7 @@ class EncoderConfig:
     # feed-forward over all L positions of every candidate. false (the default): the sequence is encoded on
     # its own and only the target's position reads it, so serving encodes a user's sequence once per request
     # and each candidate costs one position per block -- exactly, not as an approximation (600 candidates, a
-    # full window: 10.8 ms against 31.1). Test ROC-AUC, paired over seeds, not significantly different on the
+    # full window: 8.1 ms against 31.7). Test ROC-AUC, paired over seeds, not significantly different on the
     # three CTR data sets: trivago -0.0036 [-0.0096, +0.0024] (10 seeds), Taobao +0.0004 [-0.0005, +0.0014],
     # the simulator +0.0011 [-0.0017, +0.0039] (3 seeds; docs/results.md). Runs saved before the setting
     # existed load as true (what they were trained with).

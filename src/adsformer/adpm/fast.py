@@ -5,7 +5,11 @@ forward repeats the whole sequence for every candidate: B copies of the token em
 projections, of the (L x L) attention and of the feed-forward over every position. This module computes
 exactly the same per-position outputs with less work.
 
-What can be shared exactly. The encoder puts the target listing at position 0 and self-attention lets every
+The default encoder (``sequence_sees_target: false``) keeps its sequence from the target: the sequence is
+encoded once per request, and each candidate's target position attends to the cached keys and values of
+every block (:func:`pooled_cached_sequence`, one position per candidate).
+
+The paper's encoder (``sequence_sees_target: true``) puts the target listing at position 0 and lets every
 position attend to it, so after the first block every position depends on the target: from the first
 block's output on, nothing is shareable. Inside the first block, for the n real sequence positions:
 

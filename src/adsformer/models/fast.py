@@ -7,8 +7,9 @@ everything the candidates share. :class:`FastScorer` computes the same logits wi
 once, through :meth:`Ranker.one_user_logits`: each part says itself what it shares.
 
 * **the user vector**: every user module splits itself into per-candidate and shared columns
-  (:meth:`adsformer.layers.user.UserModule.one_user`). ADPM's encoder shares the first block's
-  sequence-side work (:mod:`adsformer.adpm.fast`); components 2 and 3 (frozen and learned tables, average
+  (:meth:`adsformer.layers.user.UserModule.one_user`). ADPM's default encoder, whose sequence never sees
+  the target, encodes the sequence once and each candidate's target position alone; the paper's encoder
+  shares its first block's sequence-side work (:mod:`adsformer.adpm.fast`); components 2 and 3 (frozen and learned tables, average
   pooled) read no target and are computed once. Last-k reads no target either; BST shares its first block
   too; the baseline has no user vector.
 * **the ranker**: the first cross and deep layers multiply the shared columns once; the last cross layer
@@ -16,8 +17,9 @@ once, through :meth:`Ranker.one_user_logits`: each part says itself what it shar
 
 ``mode="exact"`` (the default) equals the plain batched forward up to float rounding (tested to 1e-5 over
 configurations, lengths and padding). ``mode="cached-sequence"`` encodes the sequence once and only the
-target row per candidate (see :data:`~adsformer.layers.user.OneUserMode`): several times cheaper on long
-windows, an approximation whose effect ``benchmarks/scoring.py`` measures. Dropout and batch norm must be
+target row per candidate (see :data:`~adsformer.layers.user.OneUserMode`): what ``exact`` does for the
+default encoder; for the paper's encoder several times cheaper on long windows, an approximation whose
+effect ``benchmarks/scoring.py`` measures. Dropout and batch norm must be
 in eval mode. Computation runs under ``torch.inference_mode`` (no autograd bookkeeping).
 
 Letters: B candidates, M sequence width, P touch pairs, F_d dense features.

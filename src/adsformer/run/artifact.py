@@ -125,9 +125,10 @@ def _upgrade_config(config: dict[str, Any], version: int) -> dict[str, Any]:
     default that changed since must not change an old run's model)."""
     if version >= 2:
         return config
-    model = config.get("model")
-    adpm = model.get("adpm") if isinstance(model, dict) else None
-    encoder = adpm.get("encoder") if isinstance(adpm, dict) else None
+    # a level the file lacks would take today's defaults: it gets the old value all the same
+    model = config.get("model", {})
+    adpm = model.get("adpm", {}) if isinstance(model, dict) else None
+    encoder = adpm.get("encoder", {}) if isinstance(adpm, dict) else None
     if not isinstance(model, dict) or not isinstance(adpm, dict) or not isinstance(encoder, dict):
         return config  # a malformed config is refused, with its key, by the loader that follows
     if "sequence_sees_target" in encoder:

@@ -37,8 +37,9 @@ class ServingModel:
         mode: OneUserMode = "exact",
     ) -> None:
         """``mode``: how the fast path scores (:data:`~adsformer.layers.user.OneUserMode`): ``exact`` (the
-        plain forward's scores) or ``cached-sequence`` (the sequence encoded once: several times cheaper on
-        long windows, an approximation; ``benchmarks/scoring.py`` measures its cost and accuracy)."""
+        plain forward's scores) or ``cached-sequence`` (the sequence encoded once: the same as ``exact`` for
+        the default encoder; for the paper's encoder several times cheaper on long windows, an
+        approximation whose cost and accuracy ``benchmarks/scoring.py`` measures)."""
         self.predictor = predictor
         self.task = predictor.task
         self.name = name or (predictor.run_dir.name if predictor.run_dir is not None else self.task)
